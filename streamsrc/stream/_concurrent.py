@@ -1,0 +1,257 @@
+"""Concurrent and timed stages.
+
+Each runs its concurrent work in a :class:`~streamsrc.stream._core.Helper`
+(a task in the terminal operation's task group) and hands chunks to the
+consuming stage through a memory object stream, so no async generator ever
+yields inside a cancel scope or task group.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from typing import Any, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectSendStream
+
+from streamsrc.effect import run_effect
+from streamsrc.stream._core import Body, Pull, Run, Signal, from_helper, pump
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+def merge(left: Pull[T], right: Pull[T]) -> Pull[T]:
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump, left, run, send)
+                tg.start_soon(pump, right, run, send)
+
+        return main
+
+    return from_helper(body)
+
+
+def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
+    if n < 1:
+        raise ValueError("par_join needs n >= 1")
+
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            slots = anyio.Semaphore(n)
+
+            async def inner(pull: Pull[T]) -> None:
+                try:
+                    await pump(pull, run, send)
+                finally:
+                    slots.release()
+
+            async with anyio.create_task_group() as tg, aclosing(outer(run)) as pulls:
+                async for chunk in pulls:
+                    for pull in chunk:
+                        await slots.acquire()
+                        tg.start_soon(inner, pull)
+
+        return main
+
+    return from_helper(body)
+
+
+def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) -> Pull[Any]:
+    """Evaluate ``f`` on up to ``n`` elements at once with a fixed pool of ``n`` workers.
+
+    A feeder task reads upstream at most ``2 * n`` elements (plus one chunk)
+    ahead of what has been emitted; workers take elements from a shared deque;
+    the helper's main task gathers results, in input order when ``ordered``,
+    and sends them downstream a chunk at a time.
+    """
+    if n < 1:
+        raise ValueError("par_eval_map needs n >= 1")
+    ahead = 2 * n
+
+    def body(run: Run) -> Body[Any]:
+        async def main(send: MemoryObjectSendStream[list[Any]]) -> None:
+            pending: deque[tuple[int, T]] = deque()
+            ready: dict[int, Any] = {}
+            unordered: list[Any] = []
+            work, room, done = Signal(), Signal(), Signal()
+            issued = emitted = 0
+            exhausted = False
+
+            async def feeder() -> None:
+                nonlocal issued, exhausted
+                async with aclosing(pull(run)) as up:
+                    async for chunk in up:
+                        pending.extend(zip(range(issued, issued + len(chunk)), chunk, strict=True))
+                        issued += len(chunk)
+                        work.wake()
+                        while issued - emitted >= ahead:
+                            await room.wait()
+                exhausted = True
+                work.wake()
+                done.wake()
+
+            async def worker() -> None:
+                while True:
+                    while not pending:
+                        if exhausted:
+                            return
+                        await work.wait()
+                    index, x = pending.popleft()
+                    y = await run_effect(f(x))
+                    if ordered:
+                        ready[index] = y
+                        if index == emitted:
+                            done.wake()
+                    else:
+                        unordered.append(y)
+                        done.wake()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feeder)
+                for _ in range(n):
+                    tg.start_soon(worker)
+                while True:
+                    out: list[Any] = []
+                    if ordered:
+                        while emitted + len(out) in ready:
+                            out.append(ready.pop(emitted + len(out)))
+                    else:
+                        out, unordered[:] = unordered[:], []
+                    if out:
+                        emitted += len(out)
+                        room.wake()
+                        await send.send(out)
+                    elif exhausted and emitted == issued:
+                        return
+                    else:
+                        await done.wait()
+
+        return main
+
+    return from_helper(body)
+
+
+def buffer(pull: Pull[T], n: int) -> Pull[T]:
+    if n < 1:
+        raise ValueError("buffer needs n >= 1")
+
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            await pump(pull, run, send)
+
+        return main
+
+    return from_helper(body, buffer=n)
+
+
+def group_within(pull: Pull[T], n: int, seconds: float) -> Pull[list[T]]:
+    """Groups of up to ``n`` elements; a group is cut early ``seconds`` after its first element.
+
+    A producer task moves upstream chunks into a shared list (at most about
+    ``n`` elements plus one chunk ahead); the helper's main task cuts groups
+    from it. Waiting for the deadline cancels only a wait on a :class:`Signal`,
+    never a receive, so no element can be lost to the timer.
+    """
+    if n < 1 or seconds <= 0:
+        raise ValueError("group_within needs n >= 1 and seconds > 0")
+
+    def body(run: Run) -> Body[list[T]]:
+        async def main(send: MemoryObjectSendStream[list[list[T]]]) -> None:
+            buf: list[T] = []
+            arrived, room = Signal(), Signal()
+            exhausted = False
+
+            async def producer() -> None:
+                nonlocal exhausted
+                async with aclosing(pull(run)) as up:
+                    async for chunk in up:
+                        buf.extend(chunk)
+                        arrived.wake()
+                        while len(buf) >= n:
+                            await room.wait()
+                exhausted = True
+                arrived.wake()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(producer)
+                deadline: float | None = None
+                while True:
+                    if len(buf) >= n:
+                        full = len(buf) - len(buf) % n
+                        groups = [buf[i : i + n] for i in range(0, full, n)]
+                        del buf[:full]
+                        room.wake()
+                        deadline = anyio.current_time() + seconds if buf else None
+                        await send.send(groups)
+                    elif exhausted:
+                        if buf:
+                            await send.send([buf[:]])
+                        return
+                    elif not buf:
+                        await arrived.wait()
+                    elif deadline is None:
+                        deadline = anyio.current_time() + seconds
+                    elif anyio.current_time() >= deadline:
+                        group = buf[:]
+                        del buf[:]
+                        room.wake()
+                        deadline = None
+                        await send.send([group])
+                    else:
+                        with anyio.move_on_after(deadline - anyio.current_time()):
+                            await arrived.wait()
+
+        return main
+
+    return from_helper(body)
+
+
+def concurrently(pull: Pull[T], background: Pull[Any]) -> Pull[T]:
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            async def drain() -> None:
+                async with aclosing(background(run)) as chunks:
+                    async for _ in chunks:
+                        pass
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(drain)
+                await pump(pull, run, send)
+                tg.cancel_scope.cancel()
+
+        return main
+
+    return from_helper(body)
+
+
+def interrupt_when(pull: Pull[T], signal: Callable[[], Awaitable[object]]) -> Pull[T]:
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    await signal()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch)
+                await pump(pull, run, send)
+                tg.cancel_scope.cancel()
+
+        return main
+
+    return from_helper(body)
+
+
+def timeout(pull: Pull[T], seconds: float) -> Pull[T]:
+    def body(run: Run) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            with anyio.fail_after(seconds):
+                await pump(pull, run, send)
+
+        return main
+
+    return from_helper(body)

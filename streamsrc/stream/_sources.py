@@ -1,0 +1,120 @@
+"""Pulls that start a stream: constants, ranges, effects, pagination, resources, time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+
+from streamsrc.effect import run_effect
+from streamsrc.stream._core import Pull, Run
+
+T = TypeVar("T")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+def empty() -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        return
+        yield  # an async generator that yields nothing
+
+    return pull
+
+
+def emits(items: Sequence[T], chunk_size: int) -> Pull[T]:
+    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
+        for start in range(0, len(items), chunk_size):
+            yield list(items[start : start + chunk_size])
+
+    return pull
+
+
+def range_(start: int, stop: int, step: int, chunk_size: int) -> Pull[int]:
+    if step == 0:
+        raise ValueError("range step must not be zero")
+
+    async def pull(run: Run) -> AsyncGenerator[list[int], None]:
+        span = step * chunk_size
+        for lo in range(start, stop, span):
+            hi = min(lo + span, stop) if step > 0 else max(lo + span, stop)
+            yield list(range(lo, hi, step))
+
+    return pull
+
+
+def eval_(effect: Callable[[], Any] | Awaitable[Any]) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        value = effect() if callable(effect) else effect
+        yield [await run_effect(value)]
+
+    return pull
+
+
+def repeat_eval(effect: Callable[[], Any]) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        while True:
+            yield [await run_effect(effect())]
+
+    return pull
+
+
+def unfold_chunk_eval(state: S, step: Callable[[S], Any]) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        current = state
+        while True:
+            page = await run_effect(step(current))
+            if page is None:
+                return
+            chunk, current = page
+            if chunk:
+                yield list(chunk)
+
+    return pull
+
+
+def from_async_iterable(source: AsyncIterable[T]) -> Pull[T]:
+    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
+        iterator = aiter(source)
+        try:
+            async for item in iterator:
+                yield [item]
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+
+    return pull
+
+
+def raise_error(exc: BaseException) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        raise exc
+        yield  # an async generator that fails when first pulled
+
+    return pull
+
+
+def bracket(
+    acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]
+) -> Pull[R]:
+    async def pull(run: Run) -> AsyncGenerator[list[R], None]:
+        resource = await acquire()
+        try:
+            yield [resource]
+        finally:
+            with anyio.CancelScope(shield=True):
+                await release(resource)
+
+    return pull
+
+
+def fixed_delay(seconds: float) -> Pull[None]:
+    async def pull(run: Run) -> AsyncGenerator[list[None], None]:
+        while True:
+            await anyio.sleep(seconds)
+            yield [None]
+
+    return pull

@@ -1,0 +1,775 @@
+"""``Stream``: the public facade over the pulls in ``_sources``, ``_pipes`` and ``_concurrent``."""
+
+from __future__ import annotations
+
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Sequence,
+)
+from types import TracebackType
+from typing import Any, Generic, Never, TypeVar, overload
+
+import anyio
+from returns.future import FutureResult
+from returns.io import IOResult
+from returns.maybe import Maybe, Nothing, Some
+from returns.result import Failure, Result, Success
+
+from streamsrc.effect import RetryPolicy
+from streamsrc.stream import _concurrent, _pipes, _sources
+from streamsrc.stream._core import CHUNK_SIZE, Pull, Run, reraise_unwrapped, running
+
+T = TypeVar("T")
+U = TypeVar("U")
+V = TypeVar("V")
+K = TypeVar("K", bound=Hashable)
+S = TypeVar("S")
+R = TypeVar("R")
+
+Pipe = Callable[["Stream[T]"], "Stream[U]"]
+"""A stage from one stream to another: ``Callable[[Stream[A]], Stream[B]]``."""
+
+
+class Stream(Generic[T]):
+    """A lazy, re-runnable sequence of ``T`` values, produced and consumed asynchronously.
+
+    A ``Stream`` is a *description*: building one does nothing, running it
+    (``to_list``, ``fold``, ``drain``, ...) does the work, and running it
+    twice does the work twice. Inside, elements move in chunks (lists), so a
+    pipeline costs about as much per element as a plain loop.
+
+    Laws (checked by the test suite with Hypothesis, for any chunking):
+
+    * every transform agrees with the same operation on Python lists;
+    * ``(a + b) + c == a + (b + c)`` and ``Stream.empty() + a == a == a + Stream.empty()``;
+    * ``s.map(f).map(g) == s.map(lambda x: g(f(x)))``;
+    * ``Stream.emit(x).flat_map(f) == f(x)``, ``s.flat_map(Stream.emit) == s``;
+    * an error anywhere reaches the terminal operation; finalizers run exactly once.
+
+    >>> s = Stream.range(0, 10).filter(lambda x: x % 2 == 0).map(lambda x: x * 10)
+    >>> anyio.run(s.to_list)
+    [0, 20, 40, 60, 80]
+    """
+
+    __slots__ = ("_pull",)
+
+    def __init__(self, pull: Pull[T]) -> None:
+        self._pull = pull
+
+    def __repr__(self) -> str:
+        return f"<Stream {self._pull.__qualname__}>"
+
+    # ------------------------------------------------------------------ constructors
+
+    @staticmethod
+    def bracket(
+        acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]
+    ) -> Stream[R]:
+        """Emit one resource, released exactly once when the stream that uses it stops.
+
+        ``release`` runs (shielded from cancellation) whether the stream
+        completes, fails, is cut short by ``take`` or is cancelled; resources
+        acquired later are released first.
+
+        >>> log = []
+        >>> async def acquire():
+        ...     log.append("open")
+        ...     return "conn"
+        >>> async def release(conn):
+        ...     log.append("close")
+        >>> s = Stream.bracket(acquire, release).flat_map(lambda c: Stream.emits([c, c]))
+        >>> anyio.run(s.take(1).to_list), log
+        (['conn'], ['open', 'close'])
+        """
+        return Stream(_sources.bracket(acquire, release))
+
+    @staticmethod
+    def emit(value: T) -> Stream[T]:
+        """A stream of one element.
+
+        >>> anyio.run(Stream.emit("a").to_list)
+        ['a']
+        """
+        return Stream(_sources.emits([value], 1))
+
+    @staticmethod
+    def emits(values: Iterable[T], chunk_size: int = CHUNK_SIZE) -> Stream[T]:
+        """A stream of the given values, in chunks of ``chunk_size``.
+
+        The values are copied when the stream is built, so it can run again.
+
+        >>> anyio.run(Stream.emits("abc").to_list)
+        ['a', 'b', 'c']
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        return Stream(_sources.emits(list(values), chunk_size))
+
+    @staticmethod
+    def empty() -> Stream[T]:
+        """A stream with no elements.
+
+        >>> anyio.run(Stream.empty().to_list)
+        []
+        """
+        return Stream(_sources.empty())
+
+    @overload
+    @staticmethod
+    def eval(effect: Callable[[], FutureResult[U, Any]] | FutureResult[U, Any]) -> Stream[U]: ...
+    @overload
+    @staticmethod
+    def eval(
+        effect: Callable[[], Awaitable[Result[U, Any]]] | Awaitable[Result[U, Any]],
+    ) -> Stream[U]: ...
+    @overload
+    @staticmethod
+    def eval(effect: Callable[[], Awaitable[U]] | Awaitable[U]) -> Stream[U]: ...
+    @staticmethod
+    def eval(effect: Any) -> Stream[Any]:
+        """A stream of the one value an effect produces, evaluated each time the stream runs.
+
+        ``effect`` is an async function of no arguments (re-runnable) or an
+        awaitable (which can be awaited only once). A ``Success`` is unwrapped;
+        a ``Failure`` fails the stream with ``EffectFailed``.
+
+        >>> async def answer():
+        ...     return 42
+        >>> anyio.run(Stream.eval(answer).to_list)
+        [42]
+        """
+        return Stream(_sources.eval_(effect))
+
+    @staticmethod
+    def fixed_delay(seconds: float) -> Stream[None]:
+        """Emit ``None`` forever, sleeping ``seconds`` before each element.
+
+        >>> anyio.run(Stream.fixed_delay(0.001).take(3).to_list)
+        [None, None, None]
+        """
+        return Stream(_sources.fixed_delay(seconds))
+
+    @staticmethod
+    def from_async_iterable(source: AsyncIterable[T]) -> Stream[T]:
+        """Emit the items of an async iterable (closed when the stream stops).
+
+        The stream runs again only if ``source`` can be iterated again.
+
+        >>> async def gen():
+        ...     yield 1
+        ...     yield 2
+        >>> anyio.run(Stream.from_async_iterable(gen()).to_list)
+        [1, 2]
+        """
+        return Stream(_sources.from_async_iterable(source))
+
+    @staticmethod
+    def raise_error(exc: BaseException) -> Stream[Any]:
+        """A stream that fails with ``exc`` when run.
+
+        >>> anyio.run(Stream.raise_error(ValueError("boom")).to_list_result)
+        <Failure: boom>
+        """
+        return Stream(_sources.raise_error(exc))
+
+    @staticmethod
+    def range(start: int, stop: int, step: int = 1, chunk_size: int = CHUNK_SIZE) -> Stream[int]:
+        """The integers of ``range(start, stop, step)``, in chunks of ``chunk_size``.
+
+        >>> anyio.run(Stream.range(0, 10, 3).to_list)
+        [0, 3, 6, 9]
+        """
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        return Stream(_sources.range_(start, stop, step, chunk_size))
+
+    @staticmethod
+    def repeat_eval(effect: Callable[[], Awaitable[U]]) -> Stream[U]:
+        """Evaluate ``effect`` again and again, emitting each result (forever).
+
+        >>> import itertools
+        >>> counter = itertools.count()
+        >>> async def tick():
+        ...     return next(counter)
+        >>> anyio.run(Stream.repeat_eval(tick).take(3).to_list)
+        [0, 1, 2]
+        """
+        return Stream(_sources.repeat_eval(effect))
+
+    @staticmethod
+    def unfold_chunk_eval(
+        state: S, step: Callable[[S], Awaitable[tuple[Sequence[U], S] | None]]
+    ) -> Stream[U]:
+        """Emit pages fetched one by one: ``step(state)`` gives ``(page, next_state)`` or ``None``.
+
+        This is how paginated sources are read: each page becomes one chunk,
+        and the next page is fetched only when downstream asks for more.
+
+        >>> async def page(offset):
+        ...     rows = list(range(offset, min(offset + 4, 10)))
+        ...     return (rows, offset + 4) if rows else None
+        >>> anyio.run(Stream.unfold_chunk_eval(0, page).to_list)
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+        """
+        return Stream(_sources.unfold_chunk_eval(state, step))
+
+    # ------------------------------------------------------------------ combinators (A-Z)
+
+    def __add__(self, other: Stream[T]) -> Stream[T]:
+        """``a + b`` is ``a.append(b)``."""
+        return self.append(other)
+
+    def __or__(self, pipe: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
+        """``s | pipe`` is ``s.through(pipe)``."""
+        return pipe(self)
+
+    def append(self, other: Stream[T] | Callable[[], Stream[T]]) -> Stream[T]:
+        """This stream's elements, then ``other``'s (``other`` may be a thunk, built lazily).
+
+        >>> anyio.run((Stream.emits([1, 2]) + Stream.emit(3)).to_list)
+        [1, 2, 3]
+        """
+        if isinstance(other, Stream):
+            second = other._pull
+            return Stream(_pipes.append(self._pull, lambda: second))
+        thunk = other
+        return Stream(_pipes.append(self._pull, lambda: thunk()._pull))
+
+    def attempt(self) -> Stream[Result[T, Exception]]:
+        """Emit ``Success(x)`` per element; if the stream fails, emit ``Failure(error)`` and stop.
+
+        >>> s = Stream.emits([1, 2]) + Stream.raise_error(KeyError("k")) + Stream.emit(3)
+        >>> anyio.run(s.attempt().to_list)
+        [<Success: 1>, <Success: 2>, <Failure: 'k'>]
+        """
+        return Stream(_pipes.attempt(self._pull))
+
+    def buffer(self, n: int) -> Stream[T]:
+        """Let upstream run ahead of downstream by at most ``n`` chunks, concurrently.
+
+        >>> anyio.run(Stream.range(0, 5).buffer(2).to_list)
+        [0, 1, 2, 3, 4]
+        """
+        return Stream(_concurrent.buffer(self._pull, n))
+
+    def changes(self, key: Callable[[T], object] | None = None) -> Stream[T]:
+        """Drop each element equal to the one before it (compared by ``key`` if given).
+
+        >>> anyio.run(Stream.emits([1, 1, 2, 2, 2, 1, 3, 3]).changes().to_list)
+        [1, 2, 1, 3]
+        """
+        return Stream(_pipes.changes_by(self._pull, key if key is not None else _identity))
+
+    def chunk_n(self, n: int, allow_fewer: bool = True) -> Stream[list[T]]:
+        """Emit lists of ``n`` elements; the last one is shorter unless ``allow_fewer`` is false.
+
+        >>> anyio.run(Stream.range(0, 7).chunk_n(3).to_list)
+        [[0, 1, 2], [3, 4, 5], [6]]
+        >>> anyio.run(Stream.range(0, 7).chunk_n(3, allow_fewer=False).to_list)
+        [[0, 1, 2], [3, 4, 5]]
+        """
+        return Stream(_pipes.chunk_n(self._pull, n, allow_fewer))
+
+    def chunks(self) -> Stream[list[T]]:
+        """Emit the chunks this stream is made of, as lists (do not mutate them).
+
+        >>> anyio.run(Stream.range(0, 5, chunk_size=2).chunks().to_list)
+        [[0, 1], [2, 3], [4]]
+        """
+        return Stream(_pipes.chunks(self._pull))
+
+    def collect(self, f: Callable[[T], Maybe[U]]) -> Stream[U]:
+        """Map and filter in one step: keep ``x`` for each ``Some(x)``, drop each ``Nothing``.
+
+        >>> from returns.maybe import Nothing, Some
+        >>> parse = lambda s: Some(int(s)) if s.isdigit() else Nothing
+        >>> anyio.run(Stream.emits(["1", "x", "3"]).collect(parse).to_list)
+        [1, 3]
+        """
+        return Stream(_pipes.collect(self._pull, f))
+
+    def concurrently(self, background: Stream[Any]) -> Stream[T]:
+        """Run ``background`` while this stream runs; stop it when this one ends; fail if it fails.
+
+        >>> seen = []
+        >>> async def note():
+        ...     seen.append("tick")
+        >>> bg = Stream.repeat_eval(note).take(1)
+        >>> s = Stream.eval(lambda: anyio.sleep(0.05)).map(lambda _: "done")
+        >>> anyio.run(s.concurrently(bg).to_list), seen
+        (['done'], ['tick'])
+        """
+        return Stream(_concurrent.concurrently(self._pull, background._pull))
+
+    def drop(self, n: int) -> Stream[T]:
+        """Skip the first ``n`` elements.
+
+        >>> anyio.run(Stream.range(0, 5).drop(3).to_list)
+        [3, 4]
+        """
+        return Stream(_pipes.drop(self._pull, n))
+
+    def drop_while(self, p: Callable[[T], object]) -> Stream[T]:
+        """Skip elements while ``p`` holds, then emit the rest.
+
+        >>> anyio.run(Stream.emits([1, 2, 5, 1]).drop_while(lambda x: x < 3).to_list)
+        [5, 1]
+        """
+        return Stream(_pipes.drop_while(self._pull, p))
+
+    @overload
+    def eval_map(self, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
+    @overload
+    def eval_map(self, f: Callable[[T], Awaitable[Result[U, Any]]]) -> Stream[U]: ...
+    @overload
+    def eval_map(self, f: Callable[[T], Awaitable[IOResult[U, Any]]]) -> Stream[U]: ...
+    @overload
+    def eval_map(self, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
+    def eval_map(self, f: Callable[[T], Any]) -> Stream[Any]:
+        """Apply an effect to each element, one at a time, and emit its value.
+
+        ``f`` may return a plain value, a ``Result``, an ``IOResult`` or a
+        ``FutureResult``. A ``Success`` is unwrapped; the first ``Failure``
+        fails the stream with ``EffectFailed`` carrying the failure value.
+
+        >>> from returns.result import Failure, Success
+        >>> async def check(x):
+        ...     return Success(x) if x < 3 else Failure(f"{x} is too big")
+        >>> anyio.run(Stream.range(0, 3).eval_map(check).to_list)
+        [0, 1, 2]
+        >>> anyio.run(Stream.range(0, 5).eval_map(check).to_list_result).failure()
+        EffectFailed('3 is too big')
+        """
+        return Stream(_pipes.eval_map(self._pull, f))
+
+    def eval_tap(self, f: Callable[[T], Awaitable[object]]) -> Stream[T]:
+        """Run an effect for each element and emit the element unchanged.
+
+        >>> seen = []
+        >>> async def record(x):
+        ...     seen.append(x)
+        >>> anyio.run(Stream.range(0, 3).eval_tap(record).map(str).to_list), seen
+        (['0', '1', '2'], [0, 1, 2])
+        """
+        return Stream(_pipes.eval_tap(self._pull, f))
+
+    def filter(self, p: Callable[[T], object]) -> Stream[T]:
+        """Keep the elements for which ``p`` is true.
+
+        >>> anyio.run(Stream.range(0, 6).filter(lambda x: x % 3 == 0).to_list)
+        [0, 3]
+        """
+        return Stream(_pipes.filter_(self._pull, p))
+
+    def flat_map(self, f: Callable[[T], Stream[U]]) -> Stream[U]:
+        """Replace each element by the stream ``f`` makes of it, run to its end in turn.
+
+        >>> anyio.run(Stream.range(1, 4).flat_map(lambda n: Stream.emits([n] * n)).to_list)
+        [1, 2, 2, 3, 3, 3]
+        """
+        return Stream(_pipes.flat_map(self._pull, lambda x: f(x)._pull))
+
+    def foreach(self, f: Callable[[T], Awaitable[object]]) -> Stream[Never]:
+        """A sink: run an effect for each element and emit nothing.
+
+        >>> seen = []
+        >>> async def record(x):
+        ...     seen.append(x)
+        >>> anyio.run(Stream.range(0, 3).foreach(record).drain), seen
+        (None, [0, 1, 2])
+        """
+        return Stream(_pipes.foreach(self._pull, f))
+
+    def group_adjacent_by(self, key: Callable[[T], K]) -> Stream[tuple[K, list[T]]]:
+        """Emit ``(key, elements)`` for each run of adjacent elements with the same key.
+
+        >>> words = ["apple", "avocado", "banana", "apricot"]
+        >>> anyio.run(Stream.emits(words).group_adjacent_by(lambda w: w[0]).to_list)
+        [('a', ['apple', 'avocado']), ('b', ['banana']), ('a', ['apricot'])]
+        """
+        return Stream(_pipes.group_adjacent_by(self._pull, key))
+
+    def group_within(self, n: int, seconds: float) -> Stream[list[T]]:
+        """Emit lists of ``n`` elements, or fewer once a list is ``seconds`` old.
+
+        Use it to batch a live stream: a full batch goes at once, a partial
+        one no later than ``seconds`` after it started.
+
+        >>> anyio.run(Stream.range(0, 5).group_within(2, 1.0).to_list)
+        [[0, 1], [2, 3], [4]]
+        """
+        return Stream(_concurrent.group_within(self._pull, n, seconds))
+
+    def handle_error_with(self, handler: Callable[[Exception], Stream[T]]) -> Stream[T]:
+        """If the stream fails, go on with the stream ``handler`` makes of the error.
+
+        >>> s = Stream.emit(1) + Stream.raise_error(ValueError("lost"))
+        >>> anyio.run(s.handle_error_with(lambda e: Stream.emit(str(e))).to_list)
+        [1, 'lost']
+        """
+        return Stream(_pipes.handle_error_with(self._pull, lambda exc: handler(exc)._pull))
+
+    def interleave(self, other: Stream[T]) -> Stream[T]:
+        """Alternate elements of this stream and ``other``; stop when either ends.
+
+        >>> anyio.run(Stream.emits([1, 2, 3]).interleave(Stream.emits([10, 20])).to_list)
+        [1, 10, 2, 20]
+        """
+        return Stream(_pipes.interleave(self._pull, other._pull))
+
+    def interrupt_when(self, signal: anyio.Event | Callable[[], Awaitable[object]]) -> Stream[T]:
+        """End the stream (normally, running its finalizers) when ``signal`` is set or returns.
+
+        ``signal`` is an ``anyio.Event`` or an async function that returns
+        when it is time to stop.
+
+        >>> stop = lambda: anyio.sleep(0.05)
+        >>> ticks = anyio.run(Stream.fixed_delay(0.001).interrupt_when(stop).count)
+        >>> 0 < ticks < 1000
+        True
+        """
+        wait = signal.wait if isinstance(signal, anyio.Event) else signal
+        return Stream(_concurrent.interrupt_when(self._pull, wait))
+
+    def map(self, f: Callable[[T], U]) -> Stream[U]:
+        """Apply ``f`` to each element.
+
+        >>> anyio.run(Stream.range(0, 3).map(lambda x: x * x).to_list)
+        [0, 1, 4]
+        """
+        return Stream(_pipes.map_(self._pull, f))
+
+    def map_chunks(self, f: Callable[[list[T]], Sequence[U]]) -> Stream[U]:
+        """Apply ``f`` to each chunk (a list) at once: the fast path for batch work.
+
+        >>> anyio.run(Stream.range(0, 4, chunk_size=2).map_chunks(lambda c: [sum(c)]).to_list)
+        [1, 5]
+        """
+        return Stream(_pipes.map_chunks(self._pull, f))
+
+    def merge(self, other: Stream[T]) -> Stream[T]:
+        """Run both streams at once and emit elements as they come; end when both end.
+
+        The first error from either side fails the merged stream and stops
+        the other side.
+
+        >>> merged = Stream.range(0, 3).merge(Stream.range(10, 13))
+        >>> sorted(anyio.run(merged.to_list))
+        [0, 1, 2, 10, 11, 12]
+        """
+        return Stream(_concurrent.merge(self._pull, other._pull))
+
+    def on_finalize(self, finalizer: Callable[[], Awaitable[object]]) -> Stream[T]:
+        """Run ``finalizer`` once when the stream stops, however it stops (shielded).
+
+        >>> log = []
+        >>> async def bye():
+        ...     log.append("finalized")
+        >>> anyio.run(Stream.range(0, 100).on_finalize(bye).take(2).to_list), log
+        ([0, 1], ['finalized'])
+        """
+        return Stream(_pipes.on_finalize(self._pull, finalizer))
+
+    @overload
+    def par_eval_map(self, n: int, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
+    @overload
+    def par_eval_map(self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]) -> Stream[U]: ...
+    @overload
+    def par_eval_map(self, n: int, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
+    def par_eval_map(self, n: int, f: Callable[[T], Any]) -> Stream[Any]:
+        """Like ``eval_map`` with up to ``n`` effects at once; output keeps the input order.
+
+        A fixed pool of ``n`` workers runs the effects; upstream is read at
+        most ``2 * n`` elements (plus one chunk) ahead of the output.
+
+        >>> async def slow_square(x):
+        ...     await anyio.sleep(0.01 * (5 - x))
+        ...     return x * x
+        >>> anyio.run(Stream.range(0, 5).par_eval_map(5, slow_square).to_list)
+        [0, 1, 4, 9, 16]
+        """
+        return Stream(_concurrent.par_eval_map(self._pull, n, f, ordered=True))
+
+    @overload
+    def par_eval_map_unordered(
+        self, n: int, f: Callable[[T], FutureResult[U, Any]]
+    ) -> Stream[U]: ...
+    @overload
+    def par_eval_map_unordered(
+        self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]
+    ) -> Stream[U]: ...
+    @overload
+    def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
+    def par_eval_map_unordered(self, n: int, f: Callable[[T], Any]) -> Stream[Any]:
+        """Like ``par_eval_map``, but emit each result as soon as it is ready.
+
+        >>> async def slow_square(x):
+        ...     await anyio.sleep(0.01 * (5 - x))
+        ...     return x * x
+        >>> anyio.run(Stream.range(0, 5).par_eval_map_unordered(5, slow_square).to_list)
+        [16, 9, 4, 1, 0]
+        """
+        return Stream(_concurrent.par_eval_map(self._pull, n, f, ordered=False))
+
+    def par_join(self: Stream[Stream[U]], n: int) -> Stream[U]:
+        """Run up to ``n`` of the inner streams at once, emitting their elements as they come.
+
+        >>> inner = Stream.range(0, 3).map(lambda i: Stream.emits([i] * 2))
+        >>> sorted(anyio.run(inner.par_join(2).to_list))
+        [0, 0, 1, 1, 2, 2]
+        """
+        return Stream(_concurrent.par_join(_pipes.map_(self._pull, _pull_of), n))
+
+    def retry(self, policy: RetryPolicy | None = None) -> Stream[T]:
+        """Run the stream again from the start when it fails, as ``policy`` allows.
+
+        Elements a failed attempt already emitted are not taken back, so use
+        it where failures come before output (``Stream.eval``) or downstream
+        is idempotent.
+
+        >>> attempts = []
+        >>> async def flaky():
+        ...     attempts.append(1)
+        ...     if len(attempts) < 3:
+        ...         raise ConnectionError("try again")
+        ...     return "ok"
+        >>> policy = RetryPolicy(max_attempts=5, base_delay=0)
+        >>> anyio.run(Stream.eval(flaky).retry(policy).to_list), len(attempts)
+        (['ok'], 3)
+        """
+        return Stream(_pipes.retry(self._pull, policy or RetryPolicy()))
+
+    def scan(self, init: U, f: Callable[[U, T], U]) -> Stream[U]:
+        """Emit ``init``, then each running result of ``f(acc, x)``.
+
+        >>> anyio.run(Stream.range(1, 5).scan(0, lambda acc, x: acc + x).to_list)
+        [0, 1, 3, 6, 10]
+        """
+        return Stream(_pipes.scan(self._pull, init, f))
+
+    def take(self, n: int) -> Stream[T]:
+        """The first ``n`` elements; upstream is not pulled further and is closed.
+
+        >>> anyio.run(Stream.range(0, 10**9).take(3).to_list)
+        [0, 1, 2]
+        """
+        return Stream(_pipes.take(self._pull, n))
+
+    def take_while(self, p: Callable[[T], object], take_failure: bool = False) -> Stream[T]:
+        """Elements while ``p`` holds (and the first that fails it, if ``take_failure``).
+
+        >>> anyio.run(Stream.range(0, 10).take_while(lambda x: x < 3).to_list)
+        [0, 1, 2]
+        >>> anyio.run(Stream.range(0, 10).take_while(lambda x: x < 3, take_failure=True).to_list)
+        [0, 1, 2, 3]
+        """
+        return Stream(_pipes.take_while(self._pull, p, take_failure))
+
+    def through(self, pipe: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
+        """Apply a pipe (a function from stream to stream); also written ``s | pipe``.
+
+        >>> evens = lambda s: s.filter(lambda x: x % 2 == 0)
+        >>> anyio.run((Stream.range(0, 5) | evens).to_list)
+        [0, 2, 4]
+        """
+        return pipe(self)
+
+    def timeout(self, seconds: float) -> Stream[T]:
+        """Fail with ``TimeoutError`` if the stream has not ended ``seconds`` after it started.
+
+        >>> result = anyio.run(Stream.fixed_delay(0.01).timeout(0.05).drain_result)
+        >>> type(result.failure())
+        <class 'TimeoutError'>
+        """
+        return Stream(_concurrent.timeout(self._pull, seconds))
+
+    def unchunks(self: Stream[Sequence[U]]) -> Stream[U]:
+        """Flatten a stream of sequences, each becoming one chunk (the inverse of ``chunks``).
+
+        >>> anyio.run(Stream.emits([[1, 2], [], [3]]).unchunks().to_list)
+        [1, 2, 3]
+        """
+        return Stream(_pipes.unchunks(self._pull))
+
+    def zip(self, other: Stream[U]) -> Stream[tuple[T, U]]:
+        """Pair elements of this stream and ``other``; stop when either ends.
+
+        >>> anyio.run(Stream.emits("ab").zip(Stream.range(0, 5)).to_list)
+        [('a', 0), ('b', 1)]
+        """
+        return Stream(_pipes.zip_(self._pull, other._pull))
+
+    def zip_with_index(self) -> Stream[tuple[T, int]]:
+        """Pair each element with its 0-based index.
+
+        >>> anyio.run(Stream.emits("ab").zip_with_index().to_list)
+        [('a', 0), ('b', 1)]
+        """
+        return Stream(_pipes.zip_with_index(self._pull))
+
+    # ------------------------------------------------------------------ running the stream
+
+    def open(self) -> _Opened[T]:
+        """Iterate element by element inside ``async with``, which closes the stream on exit.
+
+        >>> async def first_two():
+        ...     async with Stream.range(0, 100).open() as it:
+        ...         return [x async for x in it if x < 2]
+        >>> anyio.run(first_two)
+        [0, 1]
+        """
+        return _Opened(self._pull)
+
+    async def count(self) -> int:
+        """Run the stream and return how many elements it emitted.
+
+        >>> anyio.run(Stream.range(0, 1000).count)
+        1000
+        """
+        n = 0
+        async with running(self._pull) as chunks:
+            async for chunk in chunks:
+                n += len(chunk)
+        return n
+
+    async def drain(self) -> None:
+        """Run the stream for its effects, discarding the elements.
+
+        >>> anyio.run(Stream.range(0, 3).drain)
+        """
+        async with running(self._pull) as chunks:
+            async for _ in chunks:
+                pass
+
+    async def fold(self, init: U, f: Callable[[U, T], U]) -> U:
+        """Run the stream and combine its elements with ``f``, starting from ``init``.
+
+        >>> import operator
+        >>> anyio.run(Stream.range(1, 5).fold, 1, operator.mul)
+        24
+        """
+        acc = init
+        async with running(self._pull) as chunks:
+            async for chunk in chunks:
+                for x in chunk:
+                    acc = f(acc, x)
+        return acc
+
+    async def last(self) -> Maybe[T]:
+        """Run the stream and return ``Some(last element)``, or ``Nothing`` if it was empty.
+
+        >>> anyio.run(Stream.range(0, 3).last), anyio.run(Stream.empty().last)
+        (<Some: 2>, <Nothing>)
+        """
+        last: Maybe[T] = Nothing
+        async with running(self._pull) as chunks:
+            async for chunk in chunks:
+                last = Some(chunk[-1])
+        return last
+
+    async def to_list(self) -> list[T]:
+        """Run the stream and return its elements in a list.
+
+        >>> anyio.run(Stream.range(0, 3).to_list)
+        [0, 1, 2]
+        """
+        out: list[T] = []
+        async with running(self._pull) as chunks:
+            async for chunk in chunks:
+                out.extend(chunk)
+        return out
+
+    async def count_result(self) -> Result[int, Exception]:
+        """``count``, with an error returned as ``Failure`` instead of raised."""
+        return await _as_result(self.count())
+
+    async def drain_result(self) -> Result[None, Exception]:
+        """``drain``, with an error returned as ``Failure`` instead of raised."""
+        return await _as_result(self.drain())
+
+    async def fold_result(self, init: U, f: Callable[[U, T], U]) -> Result[U, Exception]:
+        """``fold``, with an error returned as ``Failure`` instead of raised.
+
+        >>> anyio.run(Stream.emits([1, 0]).map(lambda x: 1 // x).fold_result, 0, max)
+        <Failure: integer division or modulo by zero>
+        """
+        return await _as_result(self.fold(init, f))
+
+    async def last_result(self) -> Result[Maybe[T], Exception]:
+        """``last``, with an error returned as ``Failure`` instead of raised."""
+        return await _as_result(self.last())
+
+    async def to_list_result(self) -> Result[list[T], Exception]:
+        """``to_list``, with an error returned as ``Failure`` instead of raised.
+
+        >>> anyio.run(Stream.range(0, 3).to_list_result)
+        <Success: [0, 1, 2]>
+        """
+        return await _as_result(self.to_list())
+
+
+def _identity(x: T) -> T:
+    return x
+
+
+def _pull_of(stream: Stream[U]) -> Pull[U]:
+    return stream._pull
+
+
+async def _as_result(run: Awaitable[V]) -> Result[V, Exception]:
+    try:
+        return Success(await run)
+    except Exception as exc:
+        return Failure(exc)
+
+
+class _Opened(Generic[T]):
+    """The context manager that ``Stream.open`` returns; iterate what it gives."""
+
+    __slots__ = ("_chunk", "_chunks", "_index", "_pull", "_task_group")
+
+    def __init__(self, pull: Pull[T]) -> None:
+        self._pull = pull
+        self._chunk: list[T] = []
+        self._index = 0
+
+    async def __aenter__(self) -> AsyncIterator[T]:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._chunks = self._pull(Run(self._task_group))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        close_error: BaseException | None = None
+        try:
+            await self._chunks.aclose()
+        except BaseException as exc:
+            close_error = exc
+            et, e, tb = type(exc), exc, exc.__traceback__
+        try:
+            suppressed = bool(await self._task_group.__aexit__(et, e, tb))
+        except BaseExceptionGroup as group:
+            reraise_unwrapped(group)
+            raise
+        if close_error is not None and not suppressed:
+            raise close_error
+        return suppressed
+
+    def __aiter__(self) -> _Opened[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        while self._index >= len(self._chunk):
+            chunk = await anext(self._chunks, None)
+            if chunk is None:
+                raise StopAsyncIteration
+            self._chunk, self._index = chunk, 0
+        self._index += 1
+        return self._chunk[self._index - 1]
