@@ -97,9 +97,7 @@ def raise_error(exc: BaseException) -> Pull[Any]:
     return pull
 
 
-def bracket(
-    acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]
-) -> Pull[R]:
+def bracket(acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]) -> Pull[R]:
     async def pull(run: Run) -> AsyncGenerator[list[R], None]:
         resource = await acquire()
         try:

@@ -67,9 +67,7 @@ class Stream(Generic[T]):
     # ------------------------------------------------------------------ constructors
 
     @staticmethod
-    def bracket(
-        acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]
-    ) -> Stream[R]:
+    def bracket(acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]) -> Stream[R]:
         """Emit one resource, released exactly once when the stream that uses it stops.
 
         ``release`` runs (shielded from cancellation) whether the stream
@@ -496,13 +494,9 @@ class Stream(Generic[T]):
         return Stream(_concurrent.par_eval_map(self._pull, n, f, ordered=True))
 
     @overload
-    def par_eval_map_unordered(
-        self, n: int, f: Callable[[T], FutureResult[U, Any]]
-    ) -> Stream[U]: ...
+    def par_eval_map_unordered(self, n: int, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
     @overload
-    def par_eval_map_unordered(
-        self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]
-    ) -> Stream[U]: ...
+    def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]) -> Stream[U]: ...
     @overload
     def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
     def par_eval_map_unordered(self, n: int, f: Callable[[T], Any]) -> Stream[Any]:

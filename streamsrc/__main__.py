@@ -1,0 +1,30 @@
+"""``python -m streamsrc``: the command line (for now, the demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from streamsrc.demo import run_demo
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``streamsrc`` command."""
+    parser = argparse.ArgumentParser(prog="streamsrc", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    demo = commands.add_parser("demo", help="run the demo end to end and print what happened")
+    demo.add_argument("--url", default="sqlite:///streamsrc-demo.db", help="store URL (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.command in (None, "demo"):
+        url = getattr(args, "url", "sqlite:///streamsrc-demo.db")
+        anyio.run(run_demo, url, print)
+        return 0
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

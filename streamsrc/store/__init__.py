@@ -1,0 +1,34 @@
+"""Event stores: the contract (``EventStore`` and friends) and ``open_store(url)``.
+
+The interpreters live one per module: ``memory`` (the reference) and
+``sqlite`` (the embedded default). Each imports its driver itself and maps the
+driver's errors to :mod:`streamsrc.errors`.
+"""
+
+from streamsrc.store._contract import ANY as ANY
+from streamsrc.store._contract import NO_STREAM as NO_STREAM
+from streamsrc.store._contract import STREAM_EXISTS as STREAM_EXISTS
+from streamsrc.store._contract import AppendResult as AppendResult
+from streamsrc.store._contract import CheckpointStore as CheckpointStore
+from streamsrc.store._contract import EventStore as EventStore
+from streamsrc.store._contract import Expected as Expected
+from streamsrc.store._contract import ExpectedVersion as ExpectedVersion
+from streamsrc.store._contract import Snapshot as Snapshot
+from streamsrc.store._contract import SnapshotStore as SnapshotStore
+from streamsrc.store._open import open_store as open_store
+from streamsrc.store._open import redact_url as redact_url
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "CheckpointStore",
+    "EventStore",
+    "Expected",
+    "ExpectedVersion",
+    "Snapshot",
+    "SnapshotStore",
+    "open_store",
+    "redact_url",
+]

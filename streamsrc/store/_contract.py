@@ -1,0 +1,254 @@
+"""The store contract: what every interpreter (memory, SQLite, ...) provides and guarantees.
+
+Guarantees of every ``EventStore``:
+
+* **Append-only, conditional writes.** ``append`` writes a batch at the end
+  of one stream if, and only if, the stream is at the ``expected`` version;
+  it never overwrites an event. A batch is atomic: all of it or nothing.
+* **Gap-free per-stream order.** Events of a stream have ``seq`` 1, 2, 3, ...
+* **Global order that never skips.** ``position`` is strictly increasing in
+  commit order: once a reader of ``read_all`` has seen position *p*, no event
+  with a position below *p* can still appear. (Memory: appends are atomic on
+  the event loop. SQLite: one writer at a time, positions given inside the
+  write transaction, so commit order is position order.)
+* **Idempotent retries.** Appending a batch whose event ids are already
+  stored, in the same order at the place the append asks for, succeeds and
+  returns the stored positions without writing anything.
+* **Failures are values.** ``append`` returns ``Failure`` with a
+  :class:`~streamsrc.errors.StoreError`: ``WrongExpectedVersion``,
+  ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge``, ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
+
+from returns.maybe import Maybe
+from returns.result import Failure, Result, Success
+
+from streamsrc.errors import (
+    DuplicateEvent,
+    EventTooLarge,
+    InvalidEvent,
+    StoreError,
+    WrongExpectedVersion,
+)
+from streamsrc.events import EventData, RecordedEvent, encode_json, validate_stream_name
+from streamsrc.stream import Stream
+
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+"""Default limit on one event's encoded ``data`` plus ``metadata``, in bytes."""
+
+DEFAULT_PAGE_SIZE = 1000
+"""Default number of events fetched per page by ``read`` and ``read_all``."""
+
+
+class ExpectedVersion(enum.Enum):
+    """Where an append expects the stream to be, other than an exact seq."""
+
+    ANY = "any"
+    """Append wherever the stream is (no concurrency check)."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet (same as ``expected=0``)."""
+    STREAM_EXISTS = "stream_exists"
+    """The stream must have at least one event."""
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+Expected: TypeAlias = int | ExpectedVersion
+"""An exact last seq (``0``: the stream must not exist) or an :class:`ExpectedVersion`."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """A successful append: the stream's new last ``seq`` and the global positions written."""
+
+    stream: str
+    last_seq: int
+    positions: tuple[int, ...]
+
+    @property
+    def first_seq(self) -> int:
+        """The seq of the first event of the batch (``last_seq + 1`` for an empty batch)."""
+        return self.last_seq - len(self.positions) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A saved state of one key: as of event ``seq`` (written at ``time``), in ``schema_version``."""
+
+    key: str
+    seq: int
+    state: Any
+    schema_version: int
+    time: datetime
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    """An append-only log of events in per-key streams, with a global order."""
+
+    async def append(
+        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
+    ) -> Result[AppendResult, StoreError]:
+        """Append ``events`` to ``stream`` atomically if it is at ``expected``."""
+        ...
+
+    def read(
+        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> Stream[RecordedEvent]:
+        """The events of ``stream`` with ``seq > after``, lazily paged.
+
+        With ``backwards=True`` the events come last first, starting below
+        ``after`` (or at the last event when ``after`` is 0).
+        """
+        ...
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
+        """Every event with ``position > after``, in global order, lazily paged."""
+        ...
+
+    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
+        """The last event of ``stream``, or ``Nothing``."""
+        ...
+
+    async def head(self) -> int:
+        """The highest global position written so far (0 for an empty store)."""
+        ...
+
+    def streams(self) -> Stream[str]:
+        """The names of all streams, in sorted order."""
+        ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Saved states per key, each tagged with the seq it reflects and a schema version."""
+
+    async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        """Save ``state`` (a JSON value) as the state of ``key`` after event ``seq``."""
+        ...
+
+    async def load_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        at_seq: int | None = None,
+        at_time: datetime | None = None,
+    ) -> Maybe[Snapshot]:
+        """The latest snapshot of ``key`` in ``schema_version`` (at or before ``at_seq``/``at_time``).
+
+        Snapshots of another schema version are ignored, never decoded.
+        """
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Named global positions: how far a projection or subscription has got."""
+
+    async def load_checkpoint(self, name: str) -> int:
+        """The saved position of ``name``, or 0 if none was saved."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Save ``position`` as the checkpoint of ``name``."""
+        ...
+
+
+class EncodedEvent(NamedTuple):
+    """An event checked and encoded for storage."""
+
+    id: uuid.UUID
+    type: str
+    data: str
+    metadata: str | None
+
+
+def encode_batch(
+    stream: str, events: Sequence[EventData], max_size: int
+) -> Result[list[EncodedEvent], StoreError]:
+    """Validate the stream name and every event, and encode them; ``Failure`` at the first problem."""
+    name = validate_stream_name(stream)
+    if isinstance(name, Failure):
+        return name
+    out: list[EncodedEvent] = []
+    seen: set[uuid.UUID] = set()
+    try:
+        for event in events:
+            if not isinstance(event, EventData):
+                raise InvalidEvent(f"expected EventData, got {type(event).__name__}")
+            if not isinstance(event.id, uuid.UUID):
+                raise InvalidEvent(f"event id must be a UUID, got {event.id!r}")
+            if event.id in seen:
+                raise InvalidEvent(f"event {event.id} appears twice in one batch")
+            seen.add(event.id)
+            kind = validate_stream_name(event.type, "event type")
+            if isinstance(kind, Failure):
+                return kind
+            if event.metadata is not None and not isinstance(event.metadata, dict):
+                raise InvalidEvent("event metadata must be a dict or None")
+            data = encode_json(event.data)
+            metadata = None if event.metadata is None else encode_json(event.metadata)
+            size = len(data.encode()) + (0 if metadata is None else len(metadata.encode()))
+            if size > max_size:
+                raise EventTooLarge(event.id, size, max_size)
+            out.append(EncodedEvent(event.id, event.type, data, metadata))
+    except InvalidEvent as exc:
+        return Failure(exc)
+    return Success(out)
+
+
+def check_expected(stream: str, expected: Expected, current: int) -> WrongExpectedVersion | None:
+    """The ``WrongExpectedVersion`` for a stream at ``current`` (its last seq), or ``None`` if fine."""
+    if expected is ANY:
+        return None
+    if expected is STREAM_EXISTS:
+        ok = current > 0
+    elif expected is NO_STREAM:
+        ok = current == 0
+    elif isinstance(expected, int) and not isinstance(expected, bool) and expected >= 0:
+        ok = current == expected
+    else:
+        raise TypeError(f"expected must be an int >= 0, ANY, NO_STREAM or STREAM_EXISTS: {expected!r}")
+    return None if ok else WrongExpectedVersion(stream, expected, current)
+
+
+def check_existing(
+    stream: str,
+    ids: Sequence[uuid.UUID],
+    expected: Expected,
+    found: Mapping[uuid.UUID, tuple[str, int, int]],
+) -> Result[AppendResult, StoreError] | None:
+    """Decide an append whose ids are (partly) stored already; ``None`` if none is.
+
+    ``found`` maps each stored id of the batch to its ``(stream, seq,
+    position)``. If the whole batch is stored, in order, in this stream, where
+    ``expected`` says it goes, the append is a retry: ``Success`` with the
+    stored positions. Otherwise any stored id is a ``DuplicateEvent``.
+    """
+    if not found:
+        return None
+    first = found.get(ids[0])
+    if first is not None and first[0] == stream:
+        start = first[1]
+        placed = all(found.get(i, ("", -1, 0))[:2] == (stream, start + k) for k, i in enumerate(ids))
+        if expected is NO_STREAM:
+            expected = 0
+        where = expected is ANY or expected is STREAM_EXISTS or start == expected + 1  # type: ignore[operator]
+        if placed and where:
+            positions = tuple(found[i][2] for i in ids)
+            return Success(AppendResult(stream, start + len(ids) - 1, positions))
+    dup = next(i for i in ids if i in found)
+    return Failure(DuplicateEvent(stream, dup))

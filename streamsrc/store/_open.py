@@ -1,0 +1,136 @@
+"""``open_store(url)``: pick the interpreter for a URL, open it, close it afterwards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from streamsrc.errors import InvalidStoreURL
+
+__all__ = ["open_store", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages, logs and reprs).
+
+    >>> redact_url("postgresql://app:s3cret@db:5432/events")
+    'postgresql://app:***@db:5432/events'
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable URL>"
+
+
+def _options(url: str, query: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise InvalidStoreURL(f"unknown option {key!r} in {redact_url(url)} (known: {known})")
+        try:
+            options[key] = allowed[key](raw)
+        except ValueError:
+            raise InvalidStoreURL(f"bad value {raw!r} for {key!r} in {redact_url(url)}") from None
+    return options
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _synchronous(raw: str) -> str:
+    if raw.lower() not in ("normal", "full"):
+        raise ValueError(raw)
+    return raw.lower()
+
+
+_COMMON: dict[str, Callable[[str], Any]] = {"page_size": _positive_int, "max_event_size": _positive_int}
+
+
+@asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[Any]:
+    """Open the store a URL names, and close it when the block ends.
+
+    * ``memory://`` — in this process only, gone when closed;
+    * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` —
+      options ``synchronous=normal|full``, ``readers``, ``busy_timeout``;
+    * every store: ``page_size`` (events per read page), ``max_event_size``.
+
+    A URL that cannot be used raises ``InvalidStoreURL`` naming it, with any
+    password hidden.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> async def demo():
+    ...     async with open_store("memory://") as store:
+    ...         await store.append("greetings", [EventData("Said", {"text": "hi"})])
+    ...         return [e.data for e in await store.read("greetings").to_list()]
+    >>> anyio.run(demo)
+    [{'text': 'hi'}]
+    """
+    if not isinstance(url, str):
+        raise InvalidStoreURL(f"a store URL is a string, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidStoreURL(f"cannot parse store URL {redact_url(url)}: {exc}") from None
+    scheme = parts.scheme.lower()
+    store: Any
+    if scheme == "memory":
+        from streamsrc.store.memory import MemoryStore
+
+        if parts.netloc or parts.path not in ("", "/"):
+            raise InvalidStoreURL(f"memory:// takes no host or path: {url}")
+        store = MemoryStore(**_options(url, parts.query, _COMMON))
+    elif scheme == "sqlite":
+        from streamsrc.store.sqlite import SqliteStore
+
+        if parts.netloc:
+            raise InvalidStoreURL(
+                f"sqlite URLs have no host: write sqlite:///relative.db or "
+                f"sqlite:////absolute.db, not {redact_url(url)}"
+            )
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path or path.endswith("/"):
+            raise InvalidStoreURL(f"no database file in {redact_url(url)}")
+        if "\x00" in path:
+            raise InvalidStoreURL(f"NUL character in the path of {redact_url(url)}")
+        folder = os.path.dirname(path) or "."
+        if not os.path.isdir(folder):  # noqa: ASYNC240 (a stat, once per open)
+            raise InvalidStoreURL(f"folder {folder!r} of {redact_url(url)} does not exist")
+        options = _options(
+            url,
+            parts.query,
+            {
+                **_COMMON,
+                "synchronous": _synchronous,
+                "readers": _positive_int,
+                "busy_timeout": float,
+            },
+        )
+        store = await SqliteStore(path, **options).open()
+    elif scheme in ("postgresql", "postgres", "dynamodb"):
+        raise InvalidStoreURL(f"the {scheme} store is not available yet: {redact_url(url)}")
+    else:
+        raise InvalidStoreURL(
+            f"unknown store URL scheme {parts.scheme!r} in {redact_url(url)} "
+            "(use memory://, sqlite:///path.db)"
+        )
+    try:
+        yield store
+    finally:
+        await store.aclose()

@@ -1,0 +1,188 @@
+"""``memory://``: the reference interpreter of the store contract, kept short and obviously right.
+
+Everything lives in Python lists and dicts of one process. An append runs
+without awaiting between its checks and its writes, so on one event loop it
+is atomic, and positions are given in commit order. Events are kept as JSON
+text and decoded on every read, so callers never share mutable data with the
+log.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio.lowlevel
+from returns.maybe import Maybe, Nothing, Some
+from returns.result import Failure, Result, Success
+
+from streamsrc.errors import StoreError
+from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
+from streamsrc.store._contract import (
+    ANY,
+    DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_PAGE_SIZE,
+    AppendResult,
+    Expected,
+    Snapshot,
+    check_existing,
+    check_expected,
+    encode_batch,
+)
+from streamsrc.stream import Stream
+
+
+class MemoryStore:
+    """An event store, snapshot store and checkpoint store held in memory."""
+
+    def __init__(
+        self, page_size: int = DEFAULT_PAGE_SIZE, max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    ) -> None:
+        self.page_size = page_size
+        self.max_event_size = max_event_size
+        self._log: list[RecordedEvent] = []  # data/metadata held as JSON text
+        self._streams: dict[str, list[RecordedEvent]] = {}
+        self._ids: dict[uuid.UUID, RecordedEvent] = {}
+        self._snapshots: dict[str, list[Snapshot]] = {}
+        self._checkpoints: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore {len(self._log)} events>"
+
+    async def aclose(self) -> None:
+        """Nothing to release; here for symmetry with the other stores."""
+
+    # -- events
+
+    async def append(
+        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
+    ) -> Result[AppendResult, StoreError]:
+        await anyio.lowlevel.checkpoint()
+        encoded = encode_batch(stream, events, self.max_event_size)
+        if isinstance(encoded, Failure):
+            return encoded
+        batch = encoded.unwrap()
+        found = {e.id: (r.stream, r.seq, r.position) for e in batch if (r := self._ids.get(e.id))}
+        existing = check_existing(stream, [e.id for e in batch], expected, found)
+        if existing is not None:
+            return existing
+        log = self._streams.get(stream, [])
+        wrong = check_expected(stream, expected, len(log))
+        if wrong is not None:
+            return Failure(wrong)
+        now = datetime.now(UTC)
+        written = []
+        for e in batch:
+            position = len(self._log) + 1
+            record = RecordedEvent(
+                stream,
+                len(log) + 1,
+                position,
+                e.type,
+                e.data,
+                e.metadata,  # type: ignore[arg-type]  # JSON text until read
+                e.id,
+                now,
+            )
+            log.append(record)
+            self._log.append(record)
+            self._ids[e.id] = record
+            written.append(position)
+        self._streams[stream] = log
+        return Success(AppendResult(stream, len(log), tuple(written)))
+
+    def read(
+        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> Stream[RecordedEvent]:
+        def page(start: int) -> list[RecordedEvent]:
+            log = self._streams.get(stream, [])
+            if backwards:
+                stop = len(log) if start == 0 else max(0, start - 1)
+                return [_decoded(r) for r in reversed(log[max(0, stop - self.page_size) : stop])]
+            return [_decoded(r) for r in log[start : start + self.page_size]]
+
+        return _paged(page, after, limit)
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
+        def page(start: int) -> list[RecordedEvent]:
+            first = bisect.bisect_right(self._log, start, key=lambda r: r.position)
+            return [_decoded(r) for r in self._log[first : first + self.page_size]]
+
+        return _paged(page, after, limit, key="position")
+
+    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
+        await anyio.lowlevel.checkpoint()
+        log = self._streams.get(stream)
+        return Some(_decoded(log[-1])) if log else Nothing
+
+    async def head(self) -> int:
+        await anyio.lowlevel.checkpoint()
+        return len(self._log)
+
+    def streams(self) -> Stream[str]:
+        async def names() -> list[str]:
+            return sorted(self._streams)
+
+        return Stream.eval(names).flat_map(Stream.emits)
+
+    # -- snapshots
+
+    async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        snap = Snapshot(key, seq, encode_json(state), schema_version, datetime.now(UTC))
+        kept = [s for s in self._snapshots.get(key, []) if (s.seq, s.schema_version) != (seq, schema_version)]
+        self._snapshots[key] = sorted([*kept, snap], key=lambda s: s.seq)
+
+    async def load_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        at_seq: int | None = None,
+        at_time: datetime | None = None,
+    ) -> Maybe[Snapshot]:
+        await anyio.lowlevel.checkpoint()
+        for s in reversed(self._snapshots.get(key, [])):
+            if s.schema_version != schema_version:
+                continue
+            if (at_seq is None or s.seq <= at_seq) and (at_time is None or s.time <= at_time):
+                return Some(Snapshot(key, s.seq, decode_json(s.state), s.schema_version, s.time))
+        return Nothing
+
+    # -- checkpoints
+
+    async def load_checkpoint(self, name: str) -> int:
+        await anyio.lowlevel.checkpoint()
+        return self._checkpoints.get(name, 0)
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        await anyio.lowlevel.checkpoint()
+        self._checkpoints[name] = position
+
+
+def _decoded(r: RecordedEvent) -> RecordedEvent:
+    metadata = None if r.metadata is None else decode_json(r.metadata)  # type: ignore[arg-type]
+    return r._replace(data=decode_json(r.data), metadata=metadata)
+
+
+def _paged(page: Any, after: int, limit: int | None, key: str = "seq") -> Stream[RecordedEvent]:
+    """Pages from ``page(start)``, each starting after the last one's final ``key``."""
+
+    async def step(
+        state: tuple[int, int | None],
+    ) -> tuple[list[RecordedEvent], tuple[int, int | None]] | None:
+        start, left = state
+        if left is not None and left <= 0:
+            return None
+        await anyio.lowlevel.checkpoint()
+        rows = page(start)
+        if left is not None:
+            rows = rows[:left]
+            left -= len(rows)
+        if not rows:
+            return None
+        return rows, (getattr(rows[-1], key), left)
+
+    return Stream.unfold_chunk_eval((after, limit), step)

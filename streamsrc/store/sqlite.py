@@ -1,0 +1,539 @@
+"""``sqlite:///path.db``: the embedded default interpreter, on the standard library's ``sqlite3``.
+
+Design:
+
+* **Off the event loop.** Every SQLite call runs in a thread the store owns:
+  one *writer* thread with the only writing connection, and a few *reader*
+  threads with their own connections (WAL lets them read while the writer
+  writes). A call is handed over through a queue and its result comes back
+  through the event loop's thread-safe wake-up, which costs about a third of
+  ``anyio.to_thread.run_sync``'s hop.
+* **One writer.** Appends are serialised by the writer thread and each runs in
+  ``BEGIN IMMEDIATE`` (which also holds off writers in other processes), so
+  a stream's version is checked and its events inserted with no race, and
+  global positions (the table's ``INTEGER PRIMARY KEY``) are given in commit
+  order: a reader tailing ``read_all`` cannot skip an event that commits late.
+* **The database decides.** ``UNIQUE (stream, seq)`` makes an overwrite
+  impossible even for a writer that bypasses this module; ``UNIQUE (id)``
+  catches duplicates, and only then are ids looked up to tell an idempotent
+  retry from a real duplicate.
+* **Durability.** WAL with ``synchronous=NORMAL`` by default (a power cut may
+  lose the last transactions, never corrupt the log); ``?synchronous=full``
+  makes every commit durable.
+
+URL options: ``synchronous=normal|full``, ``page_size`` (events per read
+page), ``max_event_size`` (bytes), ``readers`` (reader threads),
+``busy_timeout`` (seconds to wait for another process's lock).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+from returns.maybe import Maybe, Nothing, Some
+from returns.result import Failure, Result, Success
+
+from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
+from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json, uuid_from_bytes
+from streamsrc.store._contract import (
+    ANY,
+    DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_PAGE_SIZE,
+    AppendResult,
+    EncodedEvent,
+    Expected,
+    Snapshot,
+    check_existing,
+    check_expected,
+    encode_batch,
+)
+from streamsrc.stream import Stream
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS streamsrc_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (
+    position INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    type TEXT NOT NULL,
+    data TEXT NOT NULL,
+    metadata TEXT,
+    time INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_stream_seq ON events (stream, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events (id);
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    PRIMARY KEY (key, schema_version, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    time INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_COLUMNS = "stream, seq, position, type, data, metadata, id, time"
+_INSERT = "INSERT INTO events (stream, seq, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _to_datetime(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _to_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _record(row: tuple[Any, ...]) -> RecordedEvent:
+    stream, seq, position, kind, data, metadata, raw_id, us = row
+    return RecordedEvent(
+        stream,
+        seq,
+        position,
+        kind,
+        decode_json(data),
+        None if metadata is None else decode_json(metadata),
+        uuid_from_bytes(raw_id),
+        _EPOCH + timedelta(microseconds=us),
+    )
+
+
+class _Worker:
+    """Threads that each own one SQLite connection and run the calls handed to them."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], threads: int, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._main, args=(connect,), name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            while (job := self._jobs.get()) is not None:
+                fn, box, done, token = job
+                try:
+                    if conn is None:
+                        conn = connect()
+                    box.append((True, fn(conn)))
+                except BaseException as exc:  # handed back to the caller
+                    box.append((False, exc))
+                # If the caller's event loop is gone, nobody waits for the result.
+                with suppress(Exception):
+                    token.backend_class.run_sync_soon(done.set, (), token.native_token)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], shield: bool = False) -> T:
+        """Run ``fn(connection)`` in one of the threads and return its result.
+
+        With ``shield``, cancellation waits for the call to finish (so its
+        outcome is known) before it takes effect.
+        """
+        done = anyio.Event()
+        box: list[tuple[bool, Any]] = []
+        self._jobs.put((fn, box, done, anyio.lowlevel.current_token()))
+        with anyio.CancelScope(shield=shield):
+            await done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        for t in self._threads:
+            await anyio.to_thread.run_sync(t.join)
+
+
+class SqliteStore:
+    """An event store, snapshot store and checkpoint store in one SQLite file."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "normal",
+        page_size: int = DEFAULT_PAGE_SIZE,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        readers: int = 2,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if synchronous.lower() not in ("normal", "full"):
+            raise ValueError("synchronous must be 'normal' or 'full'")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self.page_size = page_size
+        self.max_event_size = max_event_size
+        self._busy_timeout = busy_timeout
+        self._readers_count = readers
+        self._writer: _Worker | None = None
+        self._readers: _Worker | None = None
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {self.path!r}>"
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        )
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return conn
+
+    async def open(self) -> SqliteStore:
+        """Create the file and tables if needed and start the threads."""
+        self._writer = _Worker(self._connect, 1, "streamsrc-sqlite-writer")
+        try:
+            await self._writer.call(_create_schema, shield=True)
+        except sqlite3.Error as exc:
+            await self._writer.aclose()
+            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+        except IncompatibleSchema:
+            await self._writer.aclose()
+            raise
+        self._readers = _Worker(self._connect, self._readers_count, "streamsrc-sqlite-reader")
+        return self
+
+    async def aclose(self) -> None:
+        """Stop the threads and close the connections."""
+        for worker in (self._readers, self._writer):
+            if worker is not None:
+                await worker.aclose()
+        self._readers = self._writer = None
+
+    def _write(self) -> _Worker:
+        if self._writer is None:
+            raise StoreUnavailable(f"{self!r} is closed")
+        return self._writer
+
+    def _read(self) -> _Worker:
+        if self._readers is None:
+            raise StoreUnavailable(f"{self!r} is closed")
+        return self._readers
+
+    # -- events
+
+    async def append(
+        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
+    ) -> Result[AppendResult, StoreError]:
+        encoded = encode_batch(stream, events, self.max_event_size)
+        if isinstance(encoded, Failure):
+            return encoded
+        batch = encoded.unwrap()
+        check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
+        try:
+            return await self._write().call(
+                lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected)),
+                shield=True,
+            )
+        except sqlite3.Error as exc:
+            return Failure(StoreUnavailable(f"append to {stream!r} failed: {exc}"))
+        except StoreUnavailable as exc:
+            return Failure(exc)
+
+    def read(
+        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> Stream[RecordedEvent]:
+        if backwards:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+        else:
+            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
+        start = (1 << 62) if backwards and after == 0 else after
+        return self._paged(sql, (stream,), start, limit, key=1)
+
+    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+        return self._paged(sql, (), after, limit, key=2)
+
+    def _paged(
+        self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
+    ) -> Stream[RecordedEvent]:
+        page_size = self.page_size
+
+        def fetch(bound: int, n: int) -> Callable[[sqlite3.Connection], list[RecordedEvent]]:
+            return lambda conn: [_record(r) for r in conn.execute(sql, (*params, bound, n))]
+
+        async def step(
+            state: tuple[int, int | None],
+        ) -> tuple[list[RecordedEvent], tuple[int, int | None]] | None:
+            bound, left = state
+            n = page_size if left is None else min(page_size, left)
+            if n <= 0:
+                return None
+            try:
+                rows = await self._read().call(fetch(bound, n))
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
+            if not rows:
+                return None
+            return rows, (
+                rows[-1].seq if key == 1 else rows[-1].position,
+                None if left is None else left - len(rows),
+            )
+
+        return Stream.unfold_chunk_eval((start, limit), step)
+
+    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
+        sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1"
+        rows = await self._query(lambda c: [_record(r) for r in c.execute(sql, (stream,))])
+        return Some(rows[0]) if rows else Nothing
+
+    async def head(self) -> int:
+        rows = await self._query(lambda c: c.execute("SELECT MAX(position) FROM events").fetchall())
+        return int(rows[0][0] or 0)
+
+    def streams(self) -> Stream[str]:
+        sql = "SELECT DISTINCT stream FROM events WHERE stream > ? ORDER BY stream LIMIT ?"
+        page_size = self.page_size
+
+        async def step(after: str) -> tuple[list[str], str] | None:
+            rows = await self._query(lambda c: [r[0] for r in c.execute(sql, (after, page_size))])
+            return (rows, rows[-1]) if rows else None
+
+        return Stream.unfold_chunk_eval("", step)
+
+    async def _query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await self._read().call(fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
+
+    # -- snapshots
+
+    async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        row = (key, schema_version, seq, encode_json(state), _now_us())
+        await self._write().call(
+            lambda conn: _in_transaction(conn, lambda: _save_snapshot(conn, row)), shield=True
+        )
+
+    async def load_snapshot(
+        self,
+        key: str,
+        schema_version: int,
+        at_seq: int | None = None,
+        at_time: datetime | None = None,
+    ) -> Maybe[Snapshot]:
+        sql = (
+            "SELECT seq, state, time FROM snapshots WHERE key = ? AND schema_version = ? "
+            "AND seq <= ? AND time <= ? ORDER BY seq DESC LIMIT 1"
+        )
+        params = (
+            key,
+            schema_version,
+            (1 << 62) if at_seq is None else at_seq,
+            (1 << 62) if at_time is None else _to_us(at_time),
+        )
+        rows = await self._query(lambda c: c.execute(sql, params).fetchall())
+        if not rows:
+            return Nothing
+        seq, state, us = rows[0]
+        return Some(Snapshot(key, seq, decode_json(state), schema_version, _to_datetime(us)))
+
+    # -- checkpoints
+
+    async def load_checkpoint(self, name: str) -> int:
+        sql = "SELECT position FROM checkpoints WHERE name = ?"
+        rows = await self._query(lambda c: c.execute(sql, (name,)).fetchall())
+        return int(rows[0][0]) if rows else 0
+
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        row = (name, position, _now_us())
+        await self._write().call(
+            lambda conn: _in_transaction(conn, lambda: _save_checkpoint(conn, row)), shield=True
+        )
+
+    # -- transactions
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTransaction]:
+        """One SQLite transaction for appends, snapshots, checkpoints and read-model writes.
+
+        Everything done through the transaction object commits together when
+        the block ends, or not at all if it raises. Calls are queued and run
+        in the writer thread at commit, so the ``Result`` of an ``append``
+        inside is known only after the block: read ``tx.results``.
+        """
+        tx = SqliteTransaction(self)
+        yield tx
+        await self._write().call(lambda conn: _in_transaction(conn, lambda: tx._run(conn)), shield=True)
+
+
+class SqliteTransaction:
+    """Work queued for one SQLite transaction (see :meth:`SqliteStore.transaction`)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self._ops: list[Callable[[sqlite3.Connection], object]] = []
+        self.results: list[Result[AppendResult, StoreError]] = []
+
+    def append(self, stream: str, events: Sequence[EventData], expected: Expected = ANY) -> None:
+        """Queue an append; if it fails, the whole transaction is rolled back."""
+        encoded = encode_batch(stream, events, self._store.max_event_size)
+        if isinstance(encoded, Failure):
+            raise encoded.failure()
+        batch = encoded.unwrap()
+
+        def op(conn: sqlite3.Connection) -> None:
+            result = _append(conn, stream, batch, expected)
+            self.results.append(result)
+            if isinstance(result, Failure):
+                raise result.failure()
+
+        self._ops.append(op)
+
+    def save_checkpoint(self, name: str, position: int) -> None:
+        """Queue a checkpoint write."""
+        row = (name, position, _now_us())
+        self._ops.append(lambda conn: _save_checkpoint(conn, row))
+
+    def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        """Queue a snapshot write."""
+        row = (key, schema_version, seq, encode_json(state), _now_us())
+        self._ops.append(lambda conn: _save_snapshot(conn, row))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Queue a statement of the read model (parameters are bound, never interpolated)."""
+        self._ops.append(lambda conn: conn.execute(sql, params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Queue a statement run once per row."""
+        self._ops.append(lambda conn: conn.executemany(sql, rows))
+
+    def _run(self, conn: sqlite3.Connection) -> None:
+        for op in self._ops:
+            op(conn)
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal" and conn.execute("PRAGMA database_list").fetchone()[2]:
+        raise StoreUnavailable(f"cannot switch the database to WAL mode (got {mode})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "events" in tables and "streamsrc_meta" not in tables:
+            raise IncompatibleSchema("the database has an 'events' table not made by streamsrc")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        row = conn.execute("SELECT value FROM streamsrc_meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO streamsrc_meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise IncompatibleSchema(
+                f"the database has schema version {row[0]}; this streamsrc knows up to "
+                f"{SCHEMA_VERSION}: upgrade streamsrc"
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _in_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
+    """Run ``body`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``; roll back if it raises or fails."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if isinstance(result, Failure):
+        conn.execute("ROLLBACK")
+    else:
+        conn.execute("COMMIT")
+    return result
+
+
+def _append(
+    conn: sqlite3.Connection, stream: str, batch: list[EncodedEvent], expected: Expected
+) -> Result[AppendResult, StoreError]:
+    """The append itself; runs inside a write transaction."""
+    current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0]
+    current = current or 0
+    wrong = check_expected(stream, expected, current)
+    if wrong is not None:
+        return _existing(conn, stream, batch, expected) or Failure(wrong)
+    if not batch:
+        return Success(AppendResult(stream, current, ()))
+    now = _now_us()
+    rows = [
+        (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, now) for k, e in enumerate(batch)
+    ]
+    try:
+        conn.executemany(_INSERT, rows)
+    except sqlite3.IntegrityError:
+        # Only ``UNIQUE (id)`` can fail here (the writer holds the lock since MAX(seq)). If
+        # the batch is a retry, its first id failed before any row went in; in every
+        # other case the caller rolls the transaction back.
+        existing = _existing(conn, stream, batch, expected)
+        if existing is not None:
+            return existing
+        raise
+    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    positions = tuple(range(last - len(rows) + 1, last + 1))
+    return Success(AppendResult(stream, current + len(rows), positions))
+
+
+def _existing(
+    conn: sqlite3.Connection, stream: str, batch: list[EncodedEvent], expected: Expected
+) -> Result[AppendResult, StoreError] | None:
+    ids = [e.id for e in batch]
+    found: dict[uuid.UUID, tuple[str, int, int]] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        sql = f"SELECT id, stream, seq, position FROM events WHERE id IN ({','.join('?' * len(part))})"
+        for raw, s, seq, pos in conn.execute(sql, [i.bytes for i in part]):
+            found[uuid_from_bytes(raw)] = (s, seq, pos)
+    return check_existing(stream, ids, expected, found)
+
+
+def _save_snapshot(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO snapshots (key, schema_version, seq, state, time) VALUES (?, ?, ?, ?, ?)",
+        row,
+    )
+
+
+def _save_checkpoint(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    conn.execute(
+        "INSERT INTO checkpoints (name, position, time) VALUES (?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time",
+        row,
+    )
