@@ -61,6 +61,8 @@ class ExpectedVersion(enum.Enum):
     def __repr__(self) -> str:
         return self.name
 
+    __str__ = __repr__
+
 
 ANY = ExpectedVersion.ANY
 NO_STREAM = ExpectedVersion.NO_STREAM

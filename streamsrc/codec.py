@@ -1,0 +1,239 @@
+"""Typed events: map dataclasses to ``EventData`` and back, upcasting old versions on read.
+
+A :class:`Codec` knows, for each event type name, the dataclass that holds it
+and its current schema version. Encoding turns an instance into JSON
+``data`` (dataclasses, lists, tuples, dicts, ``datetime``, ``date``,
+``UUID``, ``Decimal`` and ``Enum`` values are handled) and records the
+version in the metadata key ``"schema_version"``. Decoding reads that version
+(1 if absent) and, if it is older, runs the registered upcasters
+``v1 -> v2 -> ... -> current`` over the JSON data before building the class:
+a schema change never rewrites history.
+
+>>> from dataclasses import dataclass
+>>> codec = Codec()
+>>> @codec.register("UserRenamed", version=2)
+... @dataclass(frozen=True)
+... class UserRenamed:
+...     user_id: str
+...     full_name: str
+>>> @codec.upcaster("UserRenamed", from_version=1)
+... def _split_to_full(data):
+...     return {"user_id": data["user_id"], "full_name": f"{data['first']} {data['last']}"}
+>>> codec.encode(UserRenamed("u1", "Ada Lovelace")).data
+{'user_id': 'u1', 'full_name': 'Ada Lovelace'}
+
+Dataclasses were chosen over msgspec Structs: they need no dependency, and
+building one from decoded JSON costs about a microsecond, small next to the
+JSON decoding the store already does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import types
+import typing
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+from streamsrc.errors import InvalidEvent, UnknownEventType
+from streamsrc.events import EventData, RecordedEvent
+from streamsrc.stream import Stream
+
+__all__ = ["Codec"]
+
+C = TypeVar("C")
+
+VERSION_KEY = "schema_version"
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+    cls: type[Any]
+    version: int
+
+
+class Codec:
+    """Event type names <-> dataclasses, with versioned upcasting (see the module docs).
+
+    ``on_unknown`` decides what :meth:`decode_all` does with an event type
+    that has no class: ``"raise"`` (``UnknownEventType``, the default) or
+    ``"skip"`` (drop it).
+    """
+
+    def __init__(self, on_unknown: Literal["raise", "skip"] = "raise") -> None:
+        if on_unknown not in ("raise", "skip"):
+            raise ValueError("on_unknown must be 'raise' or 'skip'")
+        self.on_unknown = on_unknown
+        self._by_name: dict[str, _Entry] = {}
+        self._by_class: dict[type[Any], str] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, name: str | None = None, version: int = 1) -> Callable[[type[C]], type[C]]:
+        """Class decorator: store instances of the class as event type ``name`` (default: class name)."""
+
+        def add(cls: type[C]) -> type[C]:
+            if not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} is not a dataclass")
+            if version < 1:
+                raise ValueError("versions start at 1")
+            event_type = name or cls.__name__
+            if event_type in self._by_name:
+                raise ValueError(f"event type {event_type!r} is already registered")
+            self._by_name[event_type] = _Entry(cls, version)
+            self._by_class[cls] = event_type
+            return cls
+
+        return add
+
+    def upcaster(self, name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+        """Decorator: a pure function upgrading ``name``'s JSON data from ``from_version`` to the next."""
+
+        def add(fn: Upcaster) -> Upcaster:
+            key = (name, from_version)
+            if key in self._upcasters:
+                raise ValueError(f"an upcaster for {name!r} v{from_version} is already registered")
+            self._upcasters[key] = fn
+            return fn
+
+        return add
+
+    def type_of(self, event: object) -> str:
+        """The event type name ``event`` is stored under."""
+        try:
+            return self._by_class[type(event)]
+        except KeyError:
+            raise InvalidEvent(f"{type(event).__name__} is not a registered event class") from None
+
+    def encode(
+        self, event: object, metadata: dict[str, Any] | None = None, id: uuid.UUID | None = None
+    ) -> EventData:
+        """The ``EventData`` for a registered dataclass instance.
+
+        >>> from dataclasses import dataclass
+        >>> codec = Codec()
+        >>> @codec.register()
+        ... @dataclass
+        ... class Deposited:
+        ...     amount: Decimal
+        >>> e = codec.encode(Deposited(Decimal("9.50")))
+        >>> e.type, e.data, e.metadata
+        ('Deposited', {'amount': '9.50'}, {'schema_version': 1})
+        """
+        event_type = self.type_of(event)
+        meta = {**(metadata or {}), VERSION_KEY: self._by_name[event_type].version}
+        data = _to_json(event)
+        if id is None:
+            return EventData(event_type, data, meta)
+        return EventData(event_type, data, meta, id)
+
+    def decode(self, event: RecordedEvent | EventData) -> Any:
+        """The dataclass instance for a stored event, upcast to the current version.
+
+        Raises ``UnknownEventType`` for a type with no registered class and
+        ``InvalidEvent`` when the data does not fit the class.
+        """
+        entry = self._by_name.get(event.type)
+        if entry is None:
+            raise UnknownEventType(event.type)
+        data = event.data
+        version = (event.metadata or {}).get(VERSION_KEY, 1)
+        if not isinstance(version, int) or version > entry.version:
+            raise InvalidEvent(
+                f"{event.type} has schema version {version!r}; this codec knows up to {entry.version}"
+            )
+        while version < entry.version:
+            step = self._upcasters.get((event.type, version))
+            if step is None:
+                raise InvalidEvent(f"no upcaster for {event.type} from version {version}")
+            data = step(data)
+            version += 1
+        try:
+            return _from_json(entry.cls, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InvalidEvent(f"cannot decode {event.type}: {exc}") from exc
+
+    def knows(self, event_type: str) -> bool:
+        """Whether ``event_type`` has a registered class."""
+        return event_type in self._by_name
+
+    def decode_all(self, events: Stream[RecordedEvent]) -> Stream[Any]:
+        """A pipe: decode every event of a stream, applying the ``on_unknown`` policy.
+
+        >>> import anyio
+        >>> from dataclasses import dataclass
+        >>> codec = Codec(on_unknown="skip")
+        >>> @codec.register()
+        ... @dataclass
+        ... class Pinged:
+        ...     n: int
+        >>> raw = Stream.emits([EventData("Pinged", {"n": 1}), EventData("Other", {})])
+        >>> anyio.run((raw | codec.decode_all).to_list)
+        [Pinged(n=1)]
+        """
+        if self.on_unknown == "skip":
+            events = events.filter(lambda e: e.type in self._by_name)
+        return events.map(self.decode)
+
+
+@functools.cache
+def _shape(cls: type[Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """A dataclass's resolved field types and the names ``__init__`` takes."""
+    fields = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+    return typing.get_type_hints(cls), fields
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return _to_json(value.value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    return value
+
+
+def _from_json(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _from_json(inner[0], value) if len(inner) == 1 else value
+    if origin in (list, tuple, set, frozenset):
+        args = typing.get_args(tp)
+        item = args[0] if args else Any
+        items = [_from_json(item, v) for v in value]
+        return items if origin is list else origin(items)
+    if origin is dict:
+        _, item = typing.get_args(tp) or (str, Any)
+        return {k: _from_json(item, v) for k, v in value.items()}
+    if isinstance(tp, type):
+        if dataclasses.is_dataclass(tp):
+            hints, fields = _shape(tp)
+            unknown = value.keys() - fields
+            if unknown:
+                raise ValueError(f"unexpected fields {sorted(unknown)}")
+            return tp(**{k: _from_json(hints.get(k, Any), v) for k, v in value.items()})
+        if issubclass(tp, enum.Enum):
+            return tp(value)
+        if tp is datetime:
+            return datetime.fromisoformat(value)
+        if tp is date:
+            return date.fromisoformat(value)
+        if tp in (uuid.UUID, Decimal):
+            return tp(value)
+    return value

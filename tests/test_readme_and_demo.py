@@ -1,0 +1,56 @@
+"""The README's examples and the ``streamsrc demo`` command run as a user runs them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+EXAMPLES = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    assert first_block is not None
+    lines = [line for line in first_block.group(1).splitlines() if line.strip()]
+    assert lines[0].startswith("pip install . && streamsrc demo")
+    assert lines[1].startswith("pip install -e '.[test]' && pytest")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install -e '.[test]' && pytest" in ci
+
+
+@pytest.mark.parametrize("source", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
+def test_readme_example_runs(source: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", source], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    # Every "# value" comment after a print(...) in the example is what that line prints.
+    printed = done.stdout.splitlines()
+    expected = [m.group(1) for m in re.finditer(r"print\(.*\)\s+# (\[.*\]|<.*>)$", source, re.M)]
+    for line in expected:
+        assert line in printed
+
+
+def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
+    for run in (1, 2):
+        done = subprocess.run(
+            [sys.executable, "-m", "streamsrc", "demo"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"demo run {run} on sqlite:///streamsrc-demo.db" in done.stdout
+        assert "WrongExpectedVersion" in done.stdout
+        assert f"members of chess{run} now: ['bob{run}']; after event 2: ['ada{run}', 'bob{run}']" in (
+            done.stdout
+        )
+        assert f"global log: {6 * run} events" in done.stdout
+    assert (tmp_path / "streamsrc-demo.db").exists()
