@@ -47,6 +47,7 @@ from streamsrc.stream import Stream
 __all__ = ["Codec"]
 
 C = TypeVar("C")
+E = TypeVar("E", RecordedEvent, EventData)
 
 VERSION_KEY = "schema_version"
 
@@ -163,7 +164,7 @@ class Codec:
         """Whether ``event_type`` has a registered class."""
         return event_type in self._by_name
 
-    def decode_all(self, events: Stream[RecordedEvent]) -> Stream[Any]:
+    def decode_all(self, events: Stream[E]) -> Stream[Any]:
         """A pipe: decode every event of a stream, applying the ``on_unknown`` policy.
 
         >>> import anyio
