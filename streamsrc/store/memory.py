@@ -91,7 +91,8 @@ class MemoryStore:
             self._log.append(record)
             self._ids[e.id] = record
             written.append(position)
-        self._streams[stream] = log
+        if log:
+            self._streams[stream] = log
         return Success(AppendResult(stream, len(log), tuple(written)))
 
     def read(

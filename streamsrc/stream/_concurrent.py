@@ -63,14 +63,14 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
 def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) -> Pull[Any]:
     """Evaluate ``f`` on up to ``n`` elements at once with a fixed pool of ``n`` workers.
 
-    A feeder task reads upstream at most ``2 * n`` elements (plus one chunk)
+    A feeder task reads upstream at most ``4 * n`` elements (plus one chunk)
     ahead of what has been emitted; workers take elements from a shared deque;
     the helper's main task gathers results, in input order when ``ordered``,
     and sends them downstream a chunk at a time.
     """
     if n < 1:
         raise ValueError("par_eval_map needs n >= 1")
-    ahead = 2 * n
+    ahead = 4 * n
 
     def body(run: Run) -> Body[Any]:
         async def main(send: MemoryObjectSendStream[list[Any]]) -> None:
@@ -132,7 +132,8 @@ def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) ->
 
         return main
 
-    return from_helper(body)
+    # Room for one chunk: workers and the gathering go on while downstream takes the last one.
+    return from_helper(body, buffer=1)
 
 
 def buffer(pull: Pull[T], n: int) -> Pull[T]:

@@ -483,7 +483,7 @@ class Stream(Generic[T]):
         """Like ``eval_map`` with up to ``n`` effects at once; output keeps the input order.
 
         A fixed pool of ``n`` workers runs the effects; upstream is read at
-        most ``2 * n`` elements (plus one chunk) ahead of the output.
+        most ``4 * n`` elements (plus one chunk) ahead of the output.
 
         >>> async def slow_square(x):
         ...     await anyio.sleep(0.01 * (5 - x))
