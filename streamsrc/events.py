@@ -25,6 +25,7 @@ __all__ = [
     "RecordedEvent",
     "decode_json",
     "encode_json",
+    "encode_json_sized",
     "new_event_id",
     "validate_stream_name",
 ]
@@ -40,13 +41,22 @@ def new_event_id() -> uuid.UUID:
 
 def uuid_from_bytes(raw: bytes, version4: bool = False) -> uuid.UUID:
     """Build a ``UUID`` from 16 bytes without ``UUID.__init__``'s checks (a hot path on reads)."""
-    n = int.from_bytes(raw, "big")
+    n = _from_bytes(raw, "big")
     if version4:
         n = (n & ~(0xC000 << 48) | (0x8000 << 48)) & ~(0xF000 << 64) | (4 << 76)
-    u = object.__new__(uuid.UUID)
-    object.__setattr__(u, "int", n)
-    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
+    u = _new(_UUID)
+    _set_int(u, n)
+    _set_safe(u, _UNKNOWN)
     return u
+
+
+# Bound once: attribute look-ups (``uuid.SafeUUID.unknown`` above all) cost more than the work.
+_UUID = uuid.UUID
+_new = object.__new__
+_from_bytes = int.from_bytes
+_set_int = uuid.UUID.__dict__["int"].__set__
+_set_safe = uuid.UUID.__dict__["is_safe"].__set__
+_UNKNOWN = uuid.SafeUUID.unknown
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +108,17 @@ def encode_json(value: Any) -> str:
     ...
     streamsrc.errors.InvalidEvent: not a JSON value: Out of range float values are not JSON compliant...
     """
+    return encode_json_sized(value)[0]
+
+
+def encode_json_sized(value: Any) -> tuple[str, int]:
+    """:func:`encode_json` and the size of the text in UTF-8 bytes."""
     try:
         text = _ENCODER.encode(value)
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidEvent(f"not a JSON value: {exc}") from None
-    return text
+    return text, size
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))

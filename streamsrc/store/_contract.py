@@ -38,7 +38,7 @@ from streamsrc.errors import (
     StoreError,
     WrongExpectedVersion,
 )
-from streamsrc.events import EventData, RecordedEvent, encode_json, validate_stream_name
+from streamsrc.events import EventData, RecordedEvent, encode_json_sized, validate_stream_name
 from streamsrc.stream import Stream
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
@@ -182,34 +182,45 @@ def encode_batch(
     stream: str, events: Sequence[EventData], max_size: int
 ) -> Result[list[EncodedEvent], StoreError]:
     """Validate the stream name and every event, and encode them; ``Failure`` at the first problem."""
-    name = validate_stream_name(stream)
-    if isinstance(name, Failure):
-        return name
     out: list[EncodedEvent] = []
-    seen: set[uuid.UUID] = set()
     try:
+        _check_name(stream, "stream name")
         for event in events:
-            if not isinstance(event, EventData):
+            if type(event) is not EventData and not isinstance(event, EventData):
                 raise InvalidEvent(f"expected EventData, got {type(event).__name__}")
-            if not isinstance(event.id, uuid.UUID):
+            if type(event.id) is not uuid.UUID and not isinstance(event.id, uuid.UUID):
                 raise InvalidEvent(f"event id must be a UUID, got {event.id!r}")
-            if event.id in seen:
-                raise InvalidEvent(f"event {event.id} appears twice in one batch")
-            seen.add(event.id)
-            kind = validate_stream_name(event.type, "event type")
-            if isinstance(kind, Failure):
-                return kind
-            if event.metadata is not None and not isinstance(event.metadata, dict):
-                raise InvalidEvent("event metadata must be a dict or None")
-            data = encode_json(event.data)
-            metadata = None if event.metadata is None else encode_json(event.metadata)
-            size = len(data.encode()) + (0 if metadata is None else len(metadata.encode()))
+            _check_name(event.type, "event type")
+            data, size = encode_json_sized(event.data)
+            metadata = None
+            if event.metadata is not None:
+                if not isinstance(event.metadata, dict):
+                    raise InvalidEvent("event metadata must be a dict or None")
+                metadata, meta_size = encode_json_sized(event.metadata)
+                size += meta_size
             if size > max_size:
                 raise EventTooLarge(event.id, size, max_size)
             out.append(EncodedEvent(event.id, event.type, data, metadata))
+        if len(out) > 1 and len({e.id for e in out}) < len(out):
+            raise InvalidEvent("an event id appears twice in one batch")
     except InvalidEvent as exc:
         return Failure(exc)
     return Success(out)
+
+
+def _check_name(name: str, what: str) -> None:
+    """Raise ``InvalidEvent`` for a bad name; remember good ones (names repeat a lot)."""
+    if type(name) is str and name in _GOOD_NAMES:
+        return
+    checked = validate_stream_name(name, what)
+    if isinstance(checked, Failure):
+        raise checked.failure()
+    if len(_GOOD_NAMES) >= 4096:
+        _GOOD_NAMES.clear()
+    _GOOD_NAMES.add(name)
+
+
+_GOOD_NAMES: set[str] = set()
 
 
 def check_expected(stream: str, expected: Expected, current: int) -> WrongExpectedVersion | None:

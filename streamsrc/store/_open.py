@@ -52,6 +52,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):  # also refuses NaN
+        raise ValueError(raw)
+    return value
+
+
 def _synchronous(raw: str) -> str:
     if raw.lower() not in ("normal", "full"):
         raise ValueError(raw)
@@ -94,7 +101,7 @@ async def open_store(url: str) -> AsyncIterator[Any]:
         from streamsrc.store.memory import MemoryStore
 
         if parts.netloc or parts.path not in ("", "/"):
-            raise InvalidStoreURL(f"memory:// takes no host or path: {url}")
+            raise InvalidStoreURL(f"memory:// takes no host or path: {redact_url(url)}")
         store = MemoryStore(**_options(url, parts.query, _COMMON))
     elif scheme == "sqlite":
         from streamsrc.store.sqlite import SqliteStore
@@ -107,6 +114,11 @@ async def open_store(url: str) -> AsyncIterator[Any]:
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path or path.endswith("/"):
             raise InvalidStoreURL(f"no database file in {redact_url(url)}")
+        if path == ":memory:" or path.startswith("file:"):
+            raise InvalidStoreURL(
+                f"{redact_url(url)}: the SQLite store needs a database file (its threads each "
+                "open a connection); use memory:// for a store in memory"
+            )
         if "\x00" in path:
             raise InvalidStoreURL(f"NUL character in the path of {redact_url(url)}")
         folder = os.path.dirname(path) or "."
@@ -119,7 +131,7 @@ async def open_store(url: str) -> AsyncIterator[Any]:
                 **_COMMON,
                 "synchronous": _synchronous,
                 "readers": _positive_int,
-                "busy_timeout": float,
+                "busy_timeout": _seconds,
             },
         )
         store = await SqliteStore(path, **options).open()

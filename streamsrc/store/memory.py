@@ -101,7 +101,7 @@ class MemoryStore:
         def page(start: int) -> list[RecordedEvent]:
             log = self._streams.get(stream, [])
             if backwards:
-                stop = len(log) if start == 0 else max(0, start - 1)
+                stop = len(log) if start == 0 else min(len(log), max(0, start - 1))
                 return [_decoded(r) for r in reversed(log[max(0, stop - self.page_size) : stop])]
             return [_decoded(r) for r in log[start : start + self.page_size]]
 

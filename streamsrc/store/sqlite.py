@@ -105,31 +105,54 @@ def _now_us() -> int:
 
 
 def _to_datetime(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
+    # Exact: near the present a float of seconds is precise to well under half a microsecond,
+    # and fromtimestamp rounds to the nearest microsecond.
+    return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
 def _to_us(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def _record(row: tuple[Any, ...]) -> RecordedEvent:
-    stream, seq, position, kind, data, metadata, raw_id, us = row
-    return RecordedEvent(
-        stream,
-        seq,
-        position,
-        kind,
-        decode_json(data),
-        None if metadata is None else decode_json(metadata),
-        uuid_from_bytes(raw_id),
-        _EPOCH + timedelta(microseconds=us),
-    )
+def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
+    """Decode a page of rows (columns in ``_COLUMNS`` order) into events.
+
+    The hot path of every read: names are bound locally, and consecutive rows
+    written by one append share their ``datetime``.
+    """
+    out: list[RecordedEvent] = []
+    add = out.append
+    make = tuple.__new__
+    loads = decode_json
+    to_uuid = uuid_from_bytes
+    fromtimestamp = datetime.fromtimestamp
+    last_us, moment = -1, _EPOCH
+    for stream, seq, position, kind, data, metadata, raw_id, us in rows:
+        if us != last_us:
+            last_us, moment = us, fromtimestamp(us / 1_000_000, UTC)
+        add(
+            make(
+                RecordedEvent,
+                (
+                    stream,
+                    seq,
+                    position,
+                    kind,
+                    loads(data),
+                    None if metadata is None else loads(metadata),
+                    to_uuid(raw_id),
+                    moment,
+                ),
+            )
+        )
+    return out
 
 
 class _Worker:
     """Threads that each own one SQLite connection and run the calls handed to them."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], threads: int, name: str) -> None:
+        self.token = anyio.lowlevel.current_token()
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._main, args=(connect,), name=f"{name}-{i}", daemon=True)
@@ -159,14 +182,20 @@ class _Worker:
     async def call(self, fn: Callable[[sqlite3.Connection], T], shield: bool = False) -> T:
         """Run ``fn(connection)`` in one of the threads and return its result.
 
-        With ``shield``, cancellation waits for the call to finish (so its
-        outcome is known) before it takes effect.
+        With ``shield``, a cancellation first waits for the call to finish (so
+        its outcome is settled) and then takes effect. The store belongs to the
+        event loop that opened it: results are handed back to that loop.
         """
         done = anyio.Event()
         box: list[tuple[bool, Any]] = []
-        self._jobs.put((fn, box, done, anyio.lowlevel.current_token()))
-        with anyio.CancelScope(shield=shield):
+        self._jobs.put((fn, box, done, self.token))
+        try:
             await done.wait()
+        except anyio.get_cancelled_exc_class():
+            if shield:
+                with anyio.CancelScope(shield=True):
+                    await done.wait()
+            raise
         ok, value = box[0]
         if not ok:
             raise value
@@ -284,7 +313,7 @@ class SqliteStore:
         page_size = self.page_size
 
         def fetch(bound: int, n: int) -> Callable[[sqlite3.Connection], list[RecordedEvent]]:
-            return lambda conn: [_record(r) for r in conn.execute(sql, (*params, bound, n))]
+            return lambda conn: _records(conn.execute(sql, (*params, bound, n)).fetchall())
 
         async def step(
             state: tuple[int, int | None],
@@ -308,7 +337,7 @@ class SqliteStore:
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1"
-        rows = await self._query(lambda c: [_record(r) for r in c.execute(sql, (stream,))])
+        rows = await self._query(lambda c: _records(c.execute(sql, (stream,)).fetchall()))
         return Some(rows[0]) if rows else Nothing
 
     async def head(self) -> int:
@@ -438,28 +467,29 @@ class SqliteTransaction:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode.lower() != "wal" and conn.execute("PRAGMA database_list").fetchone()[2]:
-        raise StoreUnavailable(f"cannot switch the database to WAL mode (got {mode})")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "events" in tables and "streamsrc_meta" not in tables:
-            raise IncompatibleSchema("the database has an 'events' table not made by streamsrc")
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+    # Check first, change afterwards: a database that is refused is left as it was.
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "streamsrc_meta" in tables:
         row = conn.execute("SELECT value FROM streamsrc_meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO streamsrc_meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise IncompatibleSchema(
                 f"the database has schema version {row[0]}; this streamsrc knows up to "
                 f"{SCHEMA_VERSION}: upgrade streamsrc"
             )
+    elif clash := sorted(tables & {"events", "snapshots", "checkpoints"}):
+        raise IncompatibleSchema(f"the database has tables {clash} that streamsrc did not make")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise StoreUnavailable(f"cannot switch the database to WAL mode (got {mode})")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR IGNORE INTO streamsrc_meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -496,17 +526,26 @@ def _append(
     rows = [
         (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, now) for k, e in enumerate(batch)
     ]
+    # Only ``UNIQUE (id)`` can fail here: the writer has held the lock since MAX(seq).
     try:
-        conn.executemany(_INSERT, rows)
+        if len(rows) == 1:
+            last = conn.execute(_INSERT, rows[0]).lastrowid
+        else:
+            conn.execute("SAVEPOINT batch")
+            try:
+                conn.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK TO batch")  # so the look-up sees only what was stored before
+                raise
+            finally:
+                conn.execute("RELEASE batch")
+            last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     except sqlite3.IntegrityError:
-        # Only ``UNIQUE (id)`` can fail here (the writer holds the lock since MAX(seq)). If
-        # the batch is a retry, its first id failed before any row went in; in every
-        # other case the caller rolls the transaction back.
         existing = _existing(conn, stream, batch, expected)
         if existing is not None:
             return existing
         raise
-    last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+    assert last is not None
     positions = tuple(range(last - len(rows) + 1, last + 1))
     return Success(AppendResult(stream, current + len(rows), positions))
 

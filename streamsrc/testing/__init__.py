@@ -1,0 +1,20 @@
+"""Test helpers for streamsrc users and backend authors.
+
+This package imports ``pytest``; it is meant for test suites only, and nothing
+else in streamsrc imports it, so pytest stays a test-time dependency.
+
+* :class:`~streamsrc.testing.conformance.EventStoreConformance`: the store
+  conformance suite. Subclass it in a test module, give it a ``store``
+  fixture that yields a fresh, opened store, and every guarantee of the store
+  contract is checked against that store.
+"""
+
+import pytest
+
+# Detailed assertion messages in the suite's tests (pytest rewrites only test modules by itself).
+pytest.register_assert_rewrite("streamsrc.testing.conformance")
+
+from streamsrc.testing.conformance import ConformantStore as ConformantStore  # noqa: E402
+from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance  # noqa: E402
+
+__all__ = ["ConformantStore", "EventStoreConformance"]

@@ -1,0 +1,98 @@
+"""The store conformance suite (``streamsrc.testing``) run against every store that ships.
+
+Memory and SQLite, each with its default page size and with ``page_size=3``
+(so that every read crosses many page boundaries), and SQLite with
+``synchronous=full``. Every async test runs on asyncio and trio.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from streamsrc.store import open_store
+from streamsrc.testing import ConformantStore, EventStoreConformance
+
+GUARANTEES = [name for name in vars(EventStoreConformance) if name.startswith("supports_")]
+
+
+class TestMemory(EventStoreConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[ConformantStore]:
+        async with open_store("memory://") as store:
+            yield store
+
+
+class TestMemorySmallPages(EventStoreConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[ConformantStore]:
+        async with open_store("memory://?page_size=3") as store:
+            assert store.page_size == 3
+            yield store
+
+
+class TestSqlite(EventStoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with open_store(f"sqlite:///{tmp_path}/events.db") as store:
+            yield store
+
+
+class TestSqliteSmallPages(EventStoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with open_store(f"sqlite:///{tmp_path}/events.db?page_size=3") as store:
+            assert store.page_size == 3
+            yield store
+
+
+class TestSqliteSynchronousFull(EventStoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with open_store(f"sqlite:///{tmp_path}/events.db?synchronous=full") as store:
+            assert store.synchronous == "FULL"
+            yield store
+
+
+@pytest.mark.parametrize(
+    "suite", [TestMemory, TestMemorySmallPages, TestSqlite, TestSqliteSmallPages, TestSqliteSynchronousFull]
+)
+def test_shipped_stores_declare_every_guarantee(suite: type[EventStoreConformance]) -> None:
+    assert len(GUARANTEES) >= 8
+    assert all(getattr(suite, name) is True for name in GUARANTEES)
+    assert suite.large_event_bytes >= 500_000
+
+
+def test_streamsrc_does_not_import_testing_or_test_tools() -> None:
+    """Importing every streamsrc module but streamsrc.testing loads neither it nor pytest/hypothesis."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "names = []\n"
+        "def walk(package):\n"
+        "    for info in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
+        "        if info.name in ('streamsrc.testing', 'streamsrc.__main__'):\n"
+        "            continue\n"
+        "        names.append(info.name)\n"
+        "        module = importlib.import_module(info.name)\n"
+        "        if info.ispkg:\n"
+        "            walk(module)\n"
+        "walk(importlib.import_module('streamsrc'))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest', 'hypothesis')\n"
+        "             or m.startswith('streamsrc.testing'))\n"
+        "print(len(names), bad)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    count, bad = done.stdout.split(" ", 1)
+    assert int(count) > 5
+    assert bad.strip() == "[]"
