@@ -1,0 +1,1063 @@
+"""Benchmark of streamsrc's SQLite event store against raw ``sqlite3`` and the ``eventsourcing`` library.
+
+Run from the repository root::
+
+    python bench/store_sqlite.py                  # full run (1-2 minutes), a report; exit 0
+    python bench/store_sqlite.py --check          # same, exit 1 if a target is missed
+    python bench/store_sqlite.py --quick          # small sizes: a smoke test for CI (~10 s)
+    python bench/store_sqlite.py --repeat 5 --only single --only read
+
+Machines are noisy, so every target is a *ratio* measured in one process run:
+the variants being compared run interleaved (A B C A B C ...) ``--repeat``
+times (after one small untimed warm-up round); the tables show the median rate
+of each variant and the ratio of the medians ``streamsrc / reference`` (plus
+the range of the per-round ratios, to show the noise). Every write variant
+gets a fresh database file in a temporary folder for every round; opening it
+(and creating the tables) is not timed. All of them use WAL and
+``synchronous=NORMAL``.
+
+References: *raw* is the standard library's ``sqlite3`` doing the same SQL work
+in this process, on the same table and indexes as streamsrc (the file is made
+by streamsrc itself), with the same JSON encoding. *eventsourcing* is the
+``eventsourcing`` library's SQLite persistence module (``PERSISTENCE_MODULE=
+eventsourcing.sqlite``, ``SQLITE_DBNAME``): it uses WAL but has no setting for
+``synchronous`` (SQLite's default, FULL, applies), so the benchmark runs it on a
+connection pool that adds ``PRAGMA synchronous=NORMAL`` (checked and printed);
+an info row shows it at its default too.
+
+Targets:
+
+* single-event appends (one transaction each, events over many streams):
+  streamsrc >= 0.5x raw ``BEGIN IMMEDIATE; SELECT MAX(seq); INSERT; COMMIT``,
+  >= 2x eventsourcing (one aggregate ``save`` per event). Info rows: a plain
+  autocommit ``INSERT``, the raw transaction run through a thread hop like
+  streamsrc's (dedicated thread + queue + ``loop.call_soon_threadsafe``), and
+  the hop alone;
+* batched appends, (a) many streams x 20 events, one append each, and (b) one
+  stream receiving batches of 100: streamsrc >= 0.6x raw ``executemany`` in
+  one transaction per batch, >= 3x eventsourcing (one ``save`` per batch);
+* reading one long stream to the end with JSON decoded: streamsrc
+  ``read(stream).fold`` >= 0.6x a raw keyset-paged scan (pages of 1,000) with
+  ``json.loads`` per row, >= 4x eventsourcing's replay (``repository.get``, no
+  snapshots);
+* memory: draining ``read_all`` of 1M events in a fresh subprocess grows peak
+  RSS by at most 50 MB (Linux: ``VmHWM``; ``ru_maxrss`` is inherited from the
+  parent across exec, so it cannot show the child's own growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import queue
+import resource
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import metadata, util
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+from returns.result import Failure
+
+from streamsrc.events import EventData
+from streamsrc.store import open_store
+
+T = TypeVar("T")
+
+MEMORY_LIMIT_MB = 50.0
+"""Largest peak-RSS growth allowed while draining ``read_all``."""
+
+PAGE = 1000
+"""Rows per page of the raw paged scan (streamsrc's default ``page_size``)."""
+
+INSERT = "INSERT INTO events (stream, seq, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"
+MAX_SEQ = "SELECT MAX(seq) FROM events WHERE stream = ?"
+COLUMNS = "stream, seq, position, type, data, metadata, id, time"
+PAGE_SQL = f"SELECT {COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
+
+ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+"""The raw references encode JSON exactly as streamsrc does (compact, UTF-8, no NaN)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    single: int  # single-event appends ...
+    single_streams: int  # ... spread over this many streams
+    many_streams: int  # batched (a): streams ...
+    per_stream: int  # ... x events, one append per stream
+    batches: int  # batched (b): batches ...
+    batch: int  # ... x events, all to one stream
+    read: int  # events in the stream read to the end
+    es_read: int  # events in eventsourcing's aggregate (replay is slow)
+    memory: int  # events drained by read_all in the memory subprocess
+
+
+FULL = Sizes(
+    single=5_000,
+    single_streams=100,
+    many_streams=1_000,
+    per_stream=20,
+    batches=200,
+    batch=100,
+    read=100_000,
+    es_read=100_000,
+    memory=1_000_000,
+)
+QUICK = Sizes(
+    single=300,
+    single_streams=30,
+    many_streams=50,
+    per_stream=20,
+    batches=10,
+    batch=100,
+    read=5_000,
+    es_read=5_000,
+    memory=50_000,
+)
+
+
+def payload(i: int) -> dict[str, Any]:
+    """The JSON data of event ``i`` (the same for every variant)."""
+    return {"n": i, "name": f"item-{i}", "amount": i / 4}
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+# ---------------------------------------------------------------------------- database files
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}?synchronous=normal"
+
+
+async def create_store_file(path: Path) -> None:
+    """A new database with streamsrc's schema, made by streamsrc (so raw uses the same tables)."""
+    async with open_store(sqlite_url(path)):
+        pass
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise RuntimeError(f"{path}: journal_mode is {mode}")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def count_rows(path: Path, table: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def check_count(path: Path, table: str, expected: int, who: str) -> None:
+    got = count_rows(path, table)
+    if got != expected:
+        raise RuntimeError(f"{who} stored {got} events, expected {expected}")
+
+
+_GENERATE = """
+WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < :n)
+INSERT INTO events (stream, seq, id, type, data, metadata, time)
+SELECT 'stream-' || ((i - 1) % :streams), (i - 1) / :streams + 1, randomblob(16), 'Bumped',
+       json_object('n', i, 'name', 'item-' || i, 'amount', i / 4.0), NULL, :us + i
+FROM k
+"""
+
+
+def generate_events(path: Path, n: int, streams: int) -> None:
+    """Fill streamsrc's ``events`` table with events 1..n spread round-robin over ``stream-0``,
+    ``stream-1``, ... (setup only, generated inside SQLite in one transaction: fast).
+
+    Event ``i`` has data ``payload(i)`` (as SQLite writes JSON) and its own time.
+    """
+    conn = raw_connect(path)
+    try:
+        conn.execute("PRAGMA cache_size=-262144")  # 256 MiB: the random ids' index stays cached
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(_GENERATE, {"n": n, "streams": streams, "us": now_us() - n})
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    check_count(path, "events", n, "setup")
+
+
+# ---------------------------------------------------------------------------- raw references
+
+
+def raw_append_one(conn: sqlite3.Connection, stream: str, e: EventData) -> int:
+    """One event in one transaction, version read first: the fair one-row reference."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current: int = conn.execute(MAX_SEQ, (stream,)).fetchone()[0] or 0
+        conn.execute(INSERT, (stream, current + 1, e.id.bytes, e.type, ENCODE(e.data), None, now_us()))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return current + 1
+
+
+def raw_append_batch(conn: sqlite3.Connection, stream: str, events: Sequence[EventData]) -> int:
+    """A batch in one transaction: version read, then ``executemany``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current: int = conn.execute(MAX_SEQ, (stream,)).fetchone()[0] or 0
+        us = now_us()
+        rows = [
+            (stream, current + 1 + k, e.id.bytes, e.type, ENCODE(e.data), None, us)
+            for k, e in enumerate(events)
+        ]
+        conn.executemany(INSERT, rows)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return current + len(rows)
+
+
+def raw_read(conn: sqlite3.Connection, stream: str, limit: int) -> int:
+    """Keyset-paged scan of one stream, ``json.loads`` of data (and metadata) per row; sum of ``n``."""
+    loads = json.loads
+    total = 0
+    after = 0
+    left = limit
+    while left > 0:
+        rows = conn.execute(PAGE_SQL, (stream, after, min(PAGE, left))).fetchall()
+        if not rows:
+            break
+        for row in rows:
+            data = loads(row[4])
+            if row[5] is not None:
+                loads(row[5])
+            total += data["n"]
+        after = rows[-1][1]
+        left -= len(rows)
+    return total
+
+
+def _swap_one(stream: str, e: EventData, conn: sqlite3.Connection) -> int:
+    return raw_append_one(conn, stream, e)
+
+
+def _swap_batch(stream: str, events: Sequence[EventData], conn: sqlite3.Connection) -> int:
+    return raw_append_batch(conn, stream, events)
+
+
+class HopThread:
+    """A dedicated thread owning one connection; calls come in by queue, results go back by
+    ``loop.call_soon_threadsafe`` (the same kind of hop as streamsrc's writer thread)."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, args=(connect,), daemon=True)
+        self._thread.start()
+
+    def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        conn = connect()
+        try:
+            while (job := self._jobs.get()) is not None:
+                fn, fut, loop = job
+                try:
+                    result = fn(conn)
+                except BaseException as exc:
+                    loop.call_soon_threadsafe(_set_exception, fut, exc)
+                else:
+                    loop.call_soon_threadsafe(_set_result, fut, result)
+        finally:
+            conn.close()
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((fn, fut, loop))
+        return await fut
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+
+def _set_result(fut: asyncio.Future[T], value: T) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+# ---------------------------------------------------------------------------- eventsourcing
+
+
+def es_available() -> bool:
+    return util.find_spec("eventsourcing") is not None
+
+
+def es_classes() -> tuple[type[Any], type[Any]]:
+    """``(BenchApp, Tally)``: defined on first use, so the benchmark runs without eventsourcing."""
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+    from eventsourcing.persistence import InfrastructureFactory
+    from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
+    from eventsourcing.utils import Environment
+
+    class SyncPool(SQLiteConnectionPool):
+        """eventsourcing's pool, plus ``PRAGMA synchronous`` on every new connection."""
+
+        synchronous = "NORMAL"
+
+        def _create_connection(self) -> SQLiteConnection:
+            conn = super()._create_connection()
+            conn._sqlite_conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            return conn
+
+    class BenchApp(Application[Any]):
+        """An application on eventsourcing's SQLite module, with ``synchronous`` from ``env``.
+
+        ``BENCH_SYNCHRONOUS`` is this benchmark's own key (eventsourcing has none):
+        empty keeps eventsourcing's default.
+        """
+
+        def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
+            factory = super().construct_factory(env)
+            synchronous = env.get("BENCH_SYNCHRONOUS")
+            if synchronous:
+                if not isinstance(factory, SQLiteFactory):
+                    raise RuntimeError(f"expected eventsourcing's SQLiteFactory, got {factory!r}")
+                old = factory.datastore.pool
+                pool = SyncPool(db_name=old.db_name, lock_timeout=old.lock_timeout)
+                pool.synchronous = synchronous
+                factory.datastore.pool = pool  # before the first connection is made
+                old.close()
+            return factory
+
+        def pragma_synchronous(self) -> int:
+            factory = self.factory
+            assert isinstance(factory, SQLiteFactory)
+            with factory.datastore.transaction(commit=False) as c:
+                c.execute("PRAGMA synchronous")
+                return int(c.fetchone()[0])
+
+    class Tally(Aggregate):
+        def __init__(self, n: int, name: str, amount: float) -> None:
+            self.total = n
+            self.name = name
+
+        @event("Bumped")
+        def bump(self, n: int, name: str, amount: float) -> None:
+            self.total += n
+
+    return BenchApp, Tally
+
+
+_ES: tuple[type[Any], type[Any]] | None = None
+
+
+def es() -> tuple[type[Any], type[Any]]:
+    global _ES
+    if _ES is None:
+        _ES = es_classes()
+    return _ES
+
+
+def es_app(path: Path, synchronous: str | None = "NORMAL") -> Any:
+    app_class, _ = es()
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(path),
+        "BENCH_SYNCHRONOUS": synchronous or "",
+    }
+    return app_class(env=env)
+
+
+def es_tally(data: dict[str, Any]) -> Any:
+    _, tally = es()
+    return tally(data["n"], data["name"], data["amount"])
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+Run = Callable[[Path, int], Awaitable[float]]
+"""A variant: given a fresh folder and a number of input units, do the work; return the timed seconds."""
+
+
+@dataclass
+class Variant:
+    name: str
+    units: int  # input units (events, streams or batches) of a timed round
+    per_unit: int  # events per unit
+    run: Run
+    rates: list[float] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return self.units * self.per_unit
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
+    """A small untimed warm-up round, then ``repeat`` rounds of the variants, interleaved."""
+    for r in range(-1, repeat):
+        for i, v in enumerate(variants):
+            folder = root / f"r{r + 1}-v{i}"
+            folder.mkdir()
+            units = max(1, v.units // 20) if r < 0 else v.units
+            gc.collect()
+            elapsed = await v.run(folder, units)
+            if r >= 0:
+                v.rates.append(units * v.per_unit / elapsed)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Report:
+    failures: list[str] = field(default_factory=list)
+
+    def verdict(self, label: str, ratio: float, threshold: float) -> str:
+        if ratio >= threshold:
+            return "PASS"
+        self.failures.append(f"{label}: {ratio:.2f}x < {threshold}x")
+        return "FAIL"
+
+
+HEADER = ("variant", "events", "k ev/s", "us/ev", "min..max", "ratio", "rounds", "target", "result")
+WIDTHS = (50, 8, 8, 7, 13, 7, 11, 7, 6)
+
+
+def row(cells: Sequence[str]) -> str:
+    parts = []
+    for i, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
+        parts.append(cell.ljust(width) if i == 0 else cell.rjust(width))
+    return "  ".join(parts).rstrip()
+
+
+def table(title: str, rows: Sequence[Sequence[str]]) -> None:
+    print()
+    print(title)
+    print(row(HEADER))
+    print(row(["-" * w for w in WIDTHS]))
+    for cells in rows:
+        print(row(cells))
+    sys.stdout.flush()
+
+
+def rate_cells(v: Variant) -> list[str]:
+    return [
+        v.name,
+        f"{v.events:,}",
+        f"{v.median / 1e3:.1f}",
+        f"{1e6 / v.median:.1f}",
+        f"{min(v.rates) / 1e3:.4g}..{max(v.rates) / 1e3:.4g}",
+    ]
+
+
+def subject_row(v: Variant) -> list[str]:
+    return [*rate_cells(v), "", "", "", ""]
+
+
+def versus(
+    report: Report | None, subject: Variant, reference: Variant, threshold: float | None, label: str
+) -> list[str]:
+    """A row for ``reference``: ratio of medians ``subject / reference``; no threshold: info only."""
+    ratio = subject.median / reference.median
+    rounds = [s / r for s, r in zip(subject.rates, reference.rates, strict=True)]
+    if threshold is None or report is None:
+        target, verdict = "(info)", ""
+    else:
+        target, verdict = f">={threshold:g}x", report.verdict(label, ratio, threshold)
+    return [*rate_cells(reference), f"{ratio:.2f}x", f"{min(rounds):.2f}..{max(rounds):.2f}", target, verdict]
+
+
+def ceiling(refs: Sequence[tuple[str, Variant]], es_v: Variant | None, threshold: float) -> str:
+    """A note: how fast the raw references are relative to eventsourcing (streamsrc's ceiling)."""
+    if es_v is None:
+        return ""
+    parts = ", ".join(f"{label} {r.median / es_v.median:.2f}x".strip() for label, r in refs)
+    return (
+        f"\n  ceiling for the {threshold:g}x eventsourcing target: raw sqlite3 itself is"
+        f" {parts} eventsourcing"
+    )
+
+
+def info_row(v: Variant) -> list[str]:
+    return [*rate_cells(v), "", "", "(info)", ""]
+
+
+# ---------------------------------------------------------------------------- 1. single-event appends
+
+
+def bench_single(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
+    n, k = sizes.single, sizes.single_streams
+    work = [(f"stream-{i % k}", EventData("Bumped", payload(i))) for i in range(n)]
+
+    async def streamsrc_run(folder: Path, units: int) -> float:
+        path = folder / "s.db"
+        async with open_store(sqlite_url(path)) as store:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, e in work[:units]:
+                result = await store.append(stream, [e])
+                if isinstance(result, Failure):
+                    raise result.failure()
+            elapsed = time.perf_counter() - t0
+        check_count(path, "events", units, "streamsrc")
+        return elapsed
+
+    async def raw_run(folder: Path, units: int) -> float:
+        path = folder / "raw.db"
+        await create_store_file(path)
+        conn = raw_connect(path)
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, e in work[:units]:
+                raw_append_one(conn, stream, e)
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+        check_count(path, "events", units, "raw")
+        return elapsed
+
+    async def plain_run(folder: Path, units: int) -> float:
+        path = folder / "plain.db"
+        await create_store_file(path)
+        conn = raw_connect(path)
+        seqs: dict[str, int] = {}
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, e in work[:units]:
+                seq = seqs[stream] = seqs.get(stream, 0) + 1
+                conn.execute(INSERT, (stream, seq, e.id.bytes, e.type, ENCODE(e.data), None, now_us()))
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+        check_count(path, "events", units, "raw plain")
+        return elapsed
+
+    async def hop_run(folder: Path, units: int) -> float:
+        path = folder / "hop.db"
+        await create_store_file(path)
+        hop = HopThread(lambda: raw_connect(path))
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, e in work[:units]:
+                await hop.call(partial(_swap_one, stream, e))
+            elapsed = time.perf_counter() - t0
+        finally:
+            hop.close()
+        check_count(path, "events", units, "raw via hop")
+        return elapsed
+
+    async def bare_hop_run(folder: Path, units: int) -> float:
+        hop = HopThread(lambda: sqlite3.connect(":memory:", check_same_thread=False))
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(units):
+                await hop.call(_nothing)
+            return time.perf_counter() - t0
+        finally:
+            hop.close()
+
+    def es_runner(synchronous: str | None) -> Run:
+        async def es_run(folder: Path, units: int) -> float:
+            path = folder / "es.db"
+            app = es_app(path, synchronous)
+            tallies: dict[str, Any] = {}
+            try:
+                gc.collect()
+                t0 = time.perf_counter()
+                for stream, e in work[:units]:
+                    d = e.data
+                    tally = tallies.get(stream)
+                    if tally is None:
+                        tally = tallies[stream] = es_tally(d)
+                    else:
+                        tally.bump(d["n"], d["name"], d["amount"])
+                    app.save(tally)
+                elapsed = time.perf_counter() - t0
+            finally:
+                app.close()
+            check_count(path, "stored_events", units, "eventsourcing")
+            return elapsed
+
+        return es_run
+
+    subject = Variant("streamsrc append([e])", n, 1, streamsrc_run)
+    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; INSERT; COMMIT", n, 1, raw_run)
+    hop = Variant("  same raw transaction via a thread hop", n, 1, hop_run)
+    plain = Variant("raw autocommit INSERT (seq known)", n, 1, plain_run)
+    bare = Variant("thread hop alone, no SQL (hops/s)", n, 1, bare_hop_run)
+    variants = [raw, subject, hop, plain, bare]
+    es_normal = es_default = None
+    if es_available():
+        es_normal = Variant("eventsourcing save() per event, sync NORMAL", n, 1, es_runner("NORMAL"))
+        es_default = Variant(
+            "  eventsourcing at its default (sync FULL)", max(20, n // 10), 1, es_runner(None)
+        )
+        variants += [es_normal, es_default]
+
+    anyio.run(measure, variants, repeat, root, backend="asyncio")
+
+    rows = [
+        subject_row(subject),
+        versus(report, subject, raw, 0.5, "single appends vs raw transaction"),
+        versus(None, subject, hop, None, ""),
+        versus(None, subject, plain, None, ""),
+        info_row(bare),
+    ]
+    if es_normal is not None and es_default is not None:
+        rows.append(versus(report, subject, es_normal, 2, "single appends vs eventsourcing"))
+        rows.append(versus(None, subject, es_default, None, ""))
+    hop_us = 1e6 / bare.median
+    gap_us = 1e6 / subject.median - 1e6 / raw.median
+    table(
+        f"1. Single-event appends: {n:,} events over {k} streams, one transaction each"
+        f"\n  ratio = streamsrc median / reference median; rounds = per-round ratios (noise)"
+        f"\n  per event, vs the raw transaction inline: streamsrc {gap_us:+.1f} us, the same raw"
+        f" transaction\n  through a thread hop {1e6 / hop.median - 1e6 / raw.median:+.1f} us;"
+        f" the bare hop takes {hop_us:.1f} us"
+        + ceiling([("inline", raw), ("via a thread hop", hop)], es_normal, 2),
+        rows,
+    )
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None
+
+
+# ---------------------------------------------------------------------------- 2. batched appends
+
+
+def bench_batches(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
+    many = [
+        (
+            f"stream-{s}",
+            [EventData("Bumped", payload(s * sizes.per_stream + j)) for j in range(sizes.per_stream)],
+        )
+        for s in range(sizes.many_streams)
+    ]
+    one = [
+        ("the-stream", [EventData("Bumped", payload(b * sizes.batch + j)) for j in range(sizes.batch)])
+        for b in range(sizes.batches)
+    ]
+    for label, work, per, title in (
+        (
+            "a",
+            many,
+            sizes.per_stream,
+            f"2a. Batched appends: {sizes.many_streams:,} streams x {sizes.per_stream} events,"
+            " one append (transaction) per stream",
+        ),
+        (
+            "b",
+            one,
+            sizes.batch,
+            f"2b. Batched appends: one stream, {sizes.batches:,} batches of {sizes.batch},"
+            " one append (transaction) per batch",
+        ),
+    ):
+        _bench_batch(label, work, per, title, repeat, root, report)
+
+
+def _bench_batch(
+    label: str,
+    work: list[tuple[str, list[EventData]]],
+    per: int,
+    title: str,
+    repeat: int,
+    root: Path,
+    report: Report,
+) -> None:
+    async def streamsrc_run(folder: Path, units: int) -> float:
+        path = folder / "s.db"
+        async with open_store(sqlite_url(path)) as store:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in work[:units]:
+                result = await store.append(stream, events)
+                if isinstance(result, Failure):
+                    raise result.failure()
+            elapsed = time.perf_counter() - t0
+        check_count(path, "events", units * per, "streamsrc")
+        return elapsed
+
+    async def raw_run(folder: Path, units: int) -> float:
+        path = folder / "raw.db"
+        await create_store_file(path)
+        conn = raw_connect(path)
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in work[:units]:
+                raw_append_batch(conn, stream, events)
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+        check_count(path, "events", units * per, "raw")
+        return elapsed
+
+    async def hop_run(folder: Path, units: int) -> float:
+        path = folder / "hop.db"
+        await create_store_file(path)
+        hop = HopThread(lambda: raw_connect(path))
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in work[:units]:
+                await hop.call(partial(_swap_batch, stream, events))
+            elapsed = time.perf_counter() - t0
+        finally:
+            hop.close()
+        check_count(path, "events", units * per, "raw via hop")
+        return elapsed
+
+    async def es_run(folder: Path, units: int) -> float:
+        path = folder / "es.db"
+        app = es_app(path)
+        tallies: dict[str, Any] = {}
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in work[:units]:
+                tally = tallies.get(stream)
+                for e in events:
+                    d = e.data
+                    if tally is None:
+                        tally = tallies[stream] = es_tally(d)
+                    else:
+                        tally.bump(d["n"], d["name"], d["amount"])
+                app.save(tally)
+            elapsed = time.perf_counter() - t0
+        finally:
+            app.close()
+        check_count(path, "stored_events", units * per, "eventsourcing")
+        return elapsed
+
+    n = len(work)
+    subject = Variant(f"streamsrc append(stream, {per} events)", n, per, streamsrc_run)
+    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; executemany; COMMIT", n, per, raw_run)
+    hop = Variant("  same raw transaction via a thread hop", n, per, hop_run)
+    variants = [raw, subject, hop]
+    es_v = None
+    if es_available():
+        es_v = Variant(f"eventsourcing save() of {per} events, sync NORMAL", n, per, es_run)
+        variants.append(es_v)
+    anyio.run(measure, variants, repeat, root, backend="asyncio")
+    rows = [
+        subject_row(subject),
+        versus(report, subject, raw, 0.6, f"batched appends ({label}) vs raw executemany"),
+        versus(None, subject, hop, None, ""),
+    ]
+    if es_v is not None:
+        rows.append(versus(report, subject, es_v, 3, f"batched appends ({label}) vs eventsourcing"))
+    table(title + ceiling([("inline", raw), ("via a thread hop", hop)], es_v, 3), rows)
+
+
+# ---------------------------------------------------------------------------- 3. reading a long stream
+
+
+def bench_read(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
+    n = sizes.read
+    stream = "stream-0"
+    setup = root / "read"
+    setup.mkdir()
+    s_path, raw_path = setup / "s.db", setup / "raw.db"
+    t_setup = time.perf_counter()
+    anyio.run(create_store_file, s_path, backend="asyncio")
+    generate_events(s_path, n, streams=1)
+    shutil.copyfile(s_path, raw_path)
+
+    def expected(units: int) -> int:
+        return units * (units + 1) // 2
+
+    es_info = ""
+    app: Any = None
+    m = sizes.es_read
+    if es_available():
+        app = es_app(setup / "es.db")
+        tally = es_tally(payload(1))
+        for i in range(2, m + 1):
+            d = payload(i)
+            tally.bump(d["n"], d["name"], d["amount"])
+            if i % 5000 == 0:
+                app.save(tally)
+        app.save(tally)
+        tally_id = tally.id
+        es_info = f"; eventsourcing's aggregate has {m:,} events"
+
+    def es_read(units: int) -> int:
+        version = None if units >= m else units
+        return int(app.repository.get(tally_id, version=version).total)
+
+    print(f"\n(read setup: {time.perf_counter() - t_setup:.1f} s)")
+
+    async def main() -> list[Variant]:
+        async with open_store(sqlite_url(s_path)) as store:
+            conn = raw_connect(raw_path)
+
+            def add_n(acc: int, e: Any) -> int:
+                return acc + int(e.data["n"])
+
+            async def streamsrc_run(folder: Path, units: int) -> float:
+                t0 = time.perf_counter()
+                total = await store.read(stream, limit=units).fold(0, add_n)
+                elapsed = time.perf_counter() - t0
+                if total != expected(units):
+                    raise RuntimeError(f"streamsrc read sum {total} != {expected(units)}")
+                return elapsed
+
+            async def raw_run(folder: Path, units: int) -> float:
+                t0 = time.perf_counter()
+                total = raw_read(conn, stream, units)
+                elapsed = time.perf_counter() - t0
+                if total != expected(units):
+                    raise RuntimeError(f"raw read sum {total} != {expected(units)}")
+                return elapsed
+
+            async def es_run(folder: Path, units: int) -> float:
+                t0 = time.perf_counter()
+                total = es_read(units)
+                elapsed = time.perf_counter() - t0
+                if total != expected(units):
+                    raise RuntimeError(f"eventsourcing replay sum {total} != {expected(units)}")
+                return elapsed
+
+            subject = Variant("streamsrc read(stream).fold (JSON decoded)", n, 1, streamsrc_run)
+            raw = Variant(f"raw keyset pages of {PAGE} + json.loads per row", n, 1, raw_run)
+            variants = [raw, subject]
+            if app is not None:
+                variants.append(Variant("eventsourcing repository.get (replay)", sizes.es_read, 1, es_run))
+            try:
+                await measure(variants, repeat, root)
+            finally:
+                conn.close()
+            return variants
+
+    try:
+        variants = anyio.run(main, backend="asyncio")
+    finally:
+        if app is not None:
+            app.close()
+        shutil.rmtree(setup, ignore_errors=True)
+    raw, subject = variants[0], variants[1]
+    rows = [
+        subject_row(subject),
+        versus(report, subject, raw, 0.6, "read one stream vs raw paged scan"),
+    ]
+    if len(variants) > 2:
+        rows.append(versus(report, subject, variants[2], 4, "read one stream vs eventsourcing replay"))
+    table(
+        f"3. Reading one stream of {n:,} events to the end, JSON decoded{es_info}"
+        "\n  (rates are events/s, so they compare across sizes)"
+        + ceiling([("", raw)], variants[2] if len(variants) > 2 else None, 4),
+        rows,
+    )
+
+
+# ---------------------------------------------------------------------------- 4. read_all memory
+
+
+def ru_maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
+
+
+def vm_hwm_mb() -> float | None:
+    """Peak RSS of this process image (Linux ``VmHWM``), or ``None`` where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
+    return None
+
+
+def memory_child(path: str, n: int) -> None:
+    """In a fresh process: peak RSS after opening the store and after draining read_all, as JSON."""
+
+    async def main() -> dict[str, float | None]:
+        async with open_store(sqlite_url(Path(path))) as store:
+            gc.collect()
+            before = (ru_maxrss_mb(), vm_hwm_mb())
+            t0 = time.perf_counter()
+            count = await store.read_all().count()
+            elapsed = time.perf_counter() - t0
+            after = (ru_maxrss_mb(), vm_hwm_mb())
+        if count != n:
+            raise RuntimeError(f"read_all gave {count} events, expected {n}")
+        return {
+            "ru_before": before[0],
+            "ru_after": after[0],
+            "hwm_before": before[1],
+            "hwm_after": after[1],
+            "seconds": elapsed,
+        }
+
+    print(json.dumps(anyio.run(main, backend="asyncio")))
+
+
+def bench_memory(sizes: Sizes, root: Path, report: Report) -> None:
+    n = sizes.memory
+    streams = 1000
+    path = root / "memory.db"
+    t0 = time.perf_counter()
+    anyio.run(create_store_file, path, backend="asyncio")
+    generate_events(path, n, streams)
+    made = time.perf_counter() - t0
+    size_mb = path.stat().st_size / 2**20
+    cmd = [sys.executable, __file__, "--memory-child", str(path), str(n)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    path.unlink()
+    if done.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{done.stderr}")
+    m = json.loads(done.stdout)
+    # Linux keeps a process's ru_maxrss across fork + exec: the child starts with this (big)
+    # process's peak, which hides its own growth. VmHWM belongs to the new process image only.
+    if m["hwm_before"] is not None:
+        before, after, measure = m["hwm_before"], m["hwm_after"], "VmHWM"
+    else:
+        before, after, measure = m["ru_before"], m["ru_after"], "ru_maxrss"
+    growth = after - before
+    verdict = "PASS" if growth <= MEMORY_LIMIT_MB else "FAIL"
+    if verdict == "FAIL":
+        report.failures.append(f"read_all memory: peak RSS grew {growth:.1f} MB > {MEMORY_LIMIT_MB:g} MB")
+    print()
+    print(
+        f"4. Memory: read_all().count() of {n:,} events over {streams} streams ({size_mb:.0f} MB file,"
+        f" made in {made:.1f} s) in a fresh subprocess"
+    )
+    print(
+        f"  peak RSS ({measure}) after open {before:.1f} MB, after draining {after:.1f} MB:"
+        f" growth {growth:.1f} MB (limit {MEMORY_LIMIT_MB:g} MB): {verdict}"
+        f"   [read_all at {n / m['seconds'] / 1e3:.0f} k events/s]"
+    )
+    print(
+        f"  (ru_maxrss {m['ru_before']:.1f} -> {m['ru_after']:.1f} MB: on Linux it starts at the parent's"
+        " peak, inherited across exec, so it is not used when VmHWM is available)"
+    )
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------- main
+
+SECTIONS = ("single", "batch", "read", "memory")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
+    parser.add_argument("--repeat", type=int, default=3, metavar="K", help="rounds (default 3)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
+    )
+    parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def es_synchronous_report(root: Path) -> str:
+    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+    found = []
+    for sync in ("NORMAL", None):
+        app = es_app(root / f"probe-{sync}.db", sync)
+        try:
+            found.append(names.get(app.pragma_synchronous(), "?"))
+        finally:
+            app.close()
+    return f"eventsourcing connections: synchronous={found[0]} as benchmarked, {found[1]} at its default"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.memory_child is not None:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return 0
+
+    sizes = QUICK if args.quick else FULL
+    sections = args.only or list(SECTIONS)
+    report = Report()
+    started = time.perf_counter()
+    print(
+        f"streamsrc {version('streamsrc')}, eventsourcing {version('eventsourcing')},"
+        f" SQLite {sqlite3.sqlite_version}; Python {platform.python_version()} on {platform.platform()},"
+        f" {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{args.repeat} interleaved rounds after a warm-up{', QUICK sizes' if args.quick else ''};"
+        " WAL, synchronous=NORMAL; rates are medians over rounds"
+    )
+    with tempfile.TemporaryDirectory(prefix="streamsrc-bench-") as tmp:
+        root = Path(tmp)
+        print(f"database files in {root}")
+        if es_available():
+            print(es_synchronous_report(root))
+        else:
+            print("eventsourcing not installed (pip install eventsourcing): its rows are skipped")
+        if "single" in sections:
+            bench_single(sizes, args.repeat, root, report)
+        if "batch" in sections:
+            bench_batches(sizes, args.repeat, root, report)
+        if "read" in sections:
+            bench_read(sizes, args.repeat, root, report)
+        if "memory" in sections:
+            bench_memory(sizes, root, report)
+
+    print()
+    if report.failures:
+        print("Missed targets:")
+        for failure in report.failures:
+            print(f"  {failure}")
+    else:
+        print("All targets met.")
+    print(f"({time.perf_counter() - started:.0f} s)")
+    return 1 if args.check and report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
