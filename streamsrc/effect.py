@@ -68,7 +68,8 @@ async def run_effect(value: Any) -> Any:
     >>> anyio.run(run_effect, FutureResult.from_value(5))
     5
     """
-    if type(value) is CoroutineType or inspect.isawaitable(value):
+    # A loop: an ``async def`` may return a FutureResult, itself awaitable.
+    while type(value) is CoroutineType or inspect.isawaitable(value):
         value = await value
     return unwrap_result(value)
 
@@ -119,7 +120,10 @@ class RetryPolicy:
 
     def cap(self, attempt: int) -> float:
         """The longest wait after failed attempt number ``attempt`` (0-based)."""
-        return float(min(self.max_delay, self.base_delay * self.multiplier**attempt))
+        try:
+            return float(min(self.max_delay, self.base_delay * self.multiplier**attempt))
+        except OverflowError:  # multiplier**attempt is past any float: long since capped
+            return float(self.max_delay)
 
     def delay(self, attempt: int) -> float:
         """A random wait in ``[0, cap(attempt)]``."""
@@ -134,6 +138,7 @@ class RetryPolicy:
 
         ``retry_on`` is asked about failures that are exceptions; a failure
         value that is not an exception is retried while attempts remain.
+        Exceptions ``fn`` raises are not caught.
 
         >>> import anyio
         >>> from returns.result import Failure, Success
@@ -150,8 +155,11 @@ class RetryPolicy:
             if isinstance(result, Success):
                 return result
             failure = result.failure()
-            exc = failure if isinstance(failure, Exception) else EffectFailed(failure)
-            if not self.should_retry(attempt, exc):
+            if isinstance(failure, Exception):
+                give_up = not self.should_retry(attempt, failure)
+            else:
+                give_up = attempt + 1 >= self.max_attempts
+            if give_up:
                 return result
             await anyio.sleep(self.delay(attempt))
             attempt += 1

@@ -10,12 +10,15 @@ import math
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from returns.maybe import Nothing, Some
 from returns.result import Failure
 
@@ -29,7 +32,7 @@ from streamsrc.errors import (
 )
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import AppendResult, open_store
-from streamsrc.store.sqlite import SCHEMA_VERSION, SqliteStore, SqliteTransaction
+from streamsrc.store.sqlite import SCHEMA_VERSION, SqliteStore, SqliteTransaction, _to_datetime, _to_us
 from streamsrc.testing.conformance import (
     append_ok,
     content,
@@ -560,3 +563,8 @@ async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
     async with open_store(_url(tmp_path / "c.db")) as again:
         assert await again.read("s").count() == 1
         assert await again.load_checkpoint("c") == 0
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
+def test_stored_times_round_trip_to_the_microsecond(moment: datetime) -> None:
+    assert _to_datetime(_to_us(moment)) == moment

@@ -20,7 +20,7 @@ the sources in ``_sources`` are written to them):
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Generic, TypeAlias, TypeVar
 
@@ -47,14 +47,35 @@ Pull: TypeAlias = Callable[[Run], AsyncGenerator[list[T], None]]
 
 
 def unwrap_group(exc: BaseException) -> BaseException:
-    """The single exception inside (nested) one-exception groups, or ``exc`` itself."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
+    """The error to show for what a task group raised: never a group.
+
+    A group is flattened: a lone exception comes out as itself; when several
+    branches failed together, the first one comes out (a ``BaseException``
+    such as ``KeyboardInterrupt`` first), with a note naming the others.
+    Callers can then ``except ValueError`` as if nothing ran concurrently.
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = list(_leaves(exc))
+    first = next((e for e in leaves if not isinstance(e, Exception)), leaves[0])
+    others = [e for e in leaves if e is not first]
+    if others:
+        first.add_note(
+            f"({len(others)} more concurrent failure(s): {', '.join(repr(e) for e in others[:5])})"
+        )
+    return first
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
 
 
 def reraise_unwrapped(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the one exception a task group wrapped, keeping its own context."""
+    """Raise :func:`unwrap_group` of what a task group raised, keeping the leaf's own context."""
     leaf = unwrap_group(group)
     if leaf is group:
         raise group

@@ -66,10 +66,23 @@ def collect(pull: Pull[T], f: Callable[[T], Maybe[U]]) -> Pull[U]:
 
 
 def eval_map(pull: Pull[T], f: Callable[[T], Any]) -> Pull[Any]:
+    # One element per chunk out: each result goes downstream before the next effect
+    # runs, so ``take(n)`` runs exactly n effects and a failure loses no result.
     async def out(run: Run) -> AsyncGenerator[list[Any], None]:
         async with aclosing(pull(run)) as up:
             async for chunk in up:
-                yield [await run_effect(f(x)) for x in chunk]
+                for x in chunk:
+                    yield [await run_effect(f(x))]
+
+    return out
+
+
+def eval_map_chunks(pull: Pull[T], f: Callable[[list[T]], Any]) -> Pull[Any]:
+    async def out(run: Run) -> AsyncGenerator[list[Any], None]:
+        async with aclosing(pull(run)) as up:
+            async for chunk in up:
+                if result := await run_effect(f(chunk)):
+                    yield list(result)
 
     return out
 
@@ -80,7 +93,7 @@ def eval_tap(pull: Pull[T], f: Callable[[T], Any]) -> Pull[T]:
             async for chunk in up:
                 for x in chunk:
                     await run_effect(f(x))
-                yield chunk
+                    yield [x]
 
     return out
 

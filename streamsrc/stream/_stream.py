@@ -127,6 +127,11 @@ class Stream(Generic[T]):
     ) -> Stream[U]: ...
     @overload
     @staticmethod
+    def eval(
+        effect: Callable[[], Awaitable[IOResult[U, Any]]] | Awaitable[IOResult[U, Any]],
+    ) -> Stream[U]: ...
+    @overload
+    @staticmethod
     def eval(effect: Callable[[], Awaitable[U]] | Awaitable[U]) -> Stream[U]: ...
     @staticmethod
     def eval(effect: Any) -> Stream[Any]:
@@ -334,6 +339,9 @@ class Stream(Generic[T]):
         ``f`` may return a plain value, a ``Result``, an ``IOResult`` or a
         ``FutureResult``. A ``Success`` is unwrapped; the first ``Failure``
         fails the stream with ``EffectFailed`` carrying the failure value.
+        Each result goes downstream before the next effect starts, so
+        ``eval_map(f).take(n)`` runs ``f`` exactly ``n`` times; for batch
+        effects use ``eval_map_chunks``.
 
         >>> from returns.result import Failure, Success
         >>> async def check(x):
@@ -344,6 +352,20 @@ class Stream(Generic[T]):
         EffectFailed('3 is too big')
         """
         return Stream(_pipes.eval_map(self._pull, f))
+
+    def eval_map_chunks(self, f: Callable[[list[T]], Awaitable[Sequence[U]]]) -> Stream[U]:
+        """Run one effect per chunk (a list) and emit the sequence it returns: batch I/O.
+
+        ``f`` may also return a ``Result`` / ``FutureResult`` of a sequence.
+        Chunk sizes are the upstream's; use ``chunk_n`` or ``group_within``
+        first to choose them.
+
+        >>> async def save_all(rows):
+        ...     return [f"saved {r}" for r in rows]
+        >>> anyio.run(Stream.range(0, 3).eval_map_chunks(save_all).to_list)
+        ['saved 0', 'saved 1', 'saved 2']
+        """
+        return Stream(_pipes.eval_map_chunks(self._pull, f))
 
     def eval_tap(self, f: Callable[[T], Awaitable[object]]) -> Stream[T]:
         """Run an effect for each element and emit the element unchanged.
@@ -478,12 +500,15 @@ class Stream(Generic[T]):
     @overload
     def par_eval_map(self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]) -> Stream[U]: ...
     @overload
+    def par_eval_map(self, n: int, f: Callable[[T], Awaitable[IOResult[U, Any]]]) -> Stream[U]: ...
+    @overload
     def par_eval_map(self, n: int, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
     def par_eval_map(self, n: int, f: Callable[[T], Any]) -> Stream[Any]:
         """Like ``eval_map`` with up to ``n`` effects at once; output keeps the input order.
 
         A fixed pool of ``n`` workers runs the effects; upstream is read at
-        most ``4 * n`` elements (plus one chunk) ahead of the output.
+        most ``4 * n`` elements (plus one chunk) ahead of the results it has
+        handed downstream.
 
         >>> async def slow_square(x):
         ...     await anyio.sleep(0.01 * (5 - x))
@@ -497,6 +522,8 @@ class Stream(Generic[T]):
     def par_eval_map_unordered(self, n: int, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
     @overload
     def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[Result[U, Any]]]) -> Stream[U]: ...
+    @overload
+    def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[IOResult[U, Any]]]) -> Stream[U]: ...
     @overload
     def par_eval_map_unordered(self, n: int, f: Callable[[T], Awaitable[U]]) -> Stream[U]: ...
     def par_eval_map_unordered(self, n: int, f: Callable[[T], Any]) -> Stream[Any]:
@@ -582,7 +609,13 @@ class Stream(Generic[T]):
         """
         return Stream(_concurrent.timeout(self._pull, seconds))
 
-    def unchunks(self: Stream[Sequence[U]]) -> Stream[U]:
+    @overload
+    def unchunks(self: Stream[list[U]]) -> Stream[U]: ...
+    @overload
+    def unchunks(self: Stream[tuple[U, ...]]) -> Stream[U]: ...
+    @overload
+    def unchunks(self: Stream[Sequence[U]]) -> Stream[U]: ...
+    def unchunks(self: Stream[Any]) -> Stream[Any]:
         """Flatten a stream of sequences, each becoming one chunk (the inverse of ``chunks``).
 
         >>> anyio.run(Stream.emits([[1, 2], [], [3]]).unchunks().to_list)
