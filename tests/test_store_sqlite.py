@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from returns.maybe import Nothing, Some
-from returns.result import Failure
+from returns.result import Failure, Success
 
 from streamsrc.errors import (
     DuplicateEvent,
@@ -568,3 +568,21 @@ async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
 @given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)))
 def test_stored_times_round_trip_to_the_microsecond(moment: datetime) -> None:
     assert _to_datetime(_to_us(moment)) == moment
+
+
+async def test_cancelled_appends_leave_whole_batches_and_a_usable_store(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/cancel.db") as store:
+        batches = [[EventData("Cut", {"batch": b, "i": i}) for i in range(5)] for b in range(40)]
+        for b, batch in enumerate(batches):
+            with anyio.move_on_after(0 if b % 2 else 0.0002):
+                await store.append(f"c-{b}", batch)
+        stored = await store.read_all().to_list()
+        by_batch = Counter(e.data["batch"] for e in stored)
+        assert all(n == 5 for n in by_batch.values()), by_batch  # no torn batch
+        for b in by_batch:
+            assert [e.id for e in stored if e.data["batch"] == b] == [e.id for e in batches[b]]
+        # The store still works, and retrying every batch completes the log without duplicates.
+        for b, batch in enumerate(batches):
+            assert isinstance(await store.append(f"c-{b}", batch), Success)
+        assert await store.head() == 200
+        assert len({e.id for e in await store.read_all().to_list()}) == 200

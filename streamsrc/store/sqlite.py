@@ -28,6 +28,7 @@ page), ``max_event_size`` (bytes), ``readers`` (reader threads),
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import sqlite3
 import threading
@@ -36,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -104,6 +106,11 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a cancelled caller has stopped waiting
+        future.set_result(None)
+
+
 def _to_datetime(us: int) -> datetime:
     # Exact: near the present a float of seconds is precise to well under half a microsecond,
     # and fromtimestamp rounds to the nearest microsecond.
@@ -149,10 +156,20 @@ def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
 
 
 class _Worker:
-    """Threads that each own one SQLite connection and run the calls handed to them."""
+    """Threads that each own one SQLite connection and run the calls handed to them.
+
+    A call goes over in a queue; its result comes back through the event
+    loop's thread-safe wake-up: on asyncio straight to a future, elsewhere
+    (trio) through anyio's ``run_sync_soon`` and an ``anyio.Event``. The
+    worker belongs to the event loop that made it.
+    """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], threads: int, name: str) -> None:
         self.token = anyio.lowlevel.current_token()
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio
+            self._loop = None
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._main, args=(connect,), name=f"{name}-{i}", daemon=True)
@@ -165,7 +182,7 @@ class _Worker:
         conn: sqlite3.Connection | None = None
         try:
             while (job := self._jobs.get()) is not None:
-                fn, box, done, token = job
+                fn, box, wake = job
                 try:
                     if conn is None:
                         conn = connect()
@@ -174,7 +191,7 @@ class _Worker:
                     box.append((False, exc))
                 # If the caller's event loop is gone, nobody waits for the result.
                 with suppress(Exception):
-                    token.backend_class.run_sync_soon(done.set, (), token.native_token)
+                    wake()
         finally:
             if conn is not None:
                 conn.close()
@@ -183,18 +200,25 @@ class _Worker:
         """Run ``fn(connection)`` in one of the threads and return its result.
 
         With ``shield``, a cancellation first waits for the call to finish (so
-        its outcome is settled) and then takes effect. The store belongs to the
-        event loop that opened it: results are handed back to that loop.
+        its outcome is settled) and then takes effect.
         """
-        done = anyio.Event()
         box: list[tuple[bool, Any]] = []
-        self._jobs.put((fn, box, done, self.token))
         try:
-            await done.wait()
+            if self._loop is not None:
+                future = self._loop.create_future()
+                self._jobs.put((fn, box, partial(self._loop.call_soon_threadsafe, _settle, future)))
+                await future
+            else:
+                done = anyio.Event()
+                token = self.token
+                wake = partial(token.backend_class.run_sync_soon, done.set, (), token.native_token)
+                self._jobs.put((fn, box, wake))
+                await done.wait()
         except anyio.get_cancelled_exc_class():
             if shield:
                 with anyio.CancelScope(shield=True):
-                    await done.wait()
+                    while not box:  # noqa: ASYNC110 (rare: cheaper than a second wake-up per call)
+                        await anyio.sleep(0.001)
             raise
         ok, value = box[0]
         if not ok:
