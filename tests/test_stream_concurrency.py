@@ -322,11 +322,11 @@ async def test_par_eval_map_reads_upstream_a_bounded_distance_ahead(n: int, chun
     with anyio.fail_after(10):
         await stage.take_while(lambda _: received < 40).drain()
     assert received >= 40
-    # The exact read-ahead (a few times n, plus a chunk, plus batches on their way
-    # downstream) is a tuning choice; what users rely on is that an endless, instant
-    # upstream is read a bounded distance ahead of a slow consumer. Reading it
-    # unboundedly would put this lead in the thousands.
-    assert max(lead) <= 10 * (2 * n + chunk_size)
+    # The documented read-ahead is 16 * n plus one chunk, counted from what was handed
+    # downstream; at most two handed-over batches (each within that bound) are still
+    # on their way. Reading an endless, instant upstream unboundedly would put this
+    # lead in the thousands.
+    assert max(lead) <= 3 * (16 * n + chunk_size)
 
 
 # ------------------------------------------------------------------ errors through concurrent stages

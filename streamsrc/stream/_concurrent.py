@@ -63,14 +63,14 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
 def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) -> Pull[Any]:
     """Evaluate ``f`` on up to ``n`` elements at once with a fixed pool of ``n`` workers.
 
-    A feeder task reads upstream at most ``4 * n`` elements (plus one chunk)
+    A feeder task reads upstream at most ``16 * n`` elements (plus one chunk)
     ahead of what has been emitted; workers take elements from a shared deque;
     the helper's main task gathers results, in input order when ``ordered``,
     and sends them downstream a chunk at a time.
     """
     if n < 1:
         raise ValueError("par_eval_map needs n >= 1")
-    ahead = 4 * n
+    ahead = 16 * n  # room for stragglers: one late element holds back every later result
 
     def body(run: Run) -> Body[Any]:
         async def main(send: MemoryObjectSendStream[list[Any]]) -> None:

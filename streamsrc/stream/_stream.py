@@ -507,7 +507,7 @@ class Stream(Generic[T]):
         """Like ``eval_map`` with up to ``n`` effects at once; output keeps the input order.
 
         A fixed pool of ``n`` workers runs the effects; upstream is read at
-        most ``4 * n`` elements (plus one chunk) ahead of the results it has
+        most ``16 * n`` elements (plus one chunk) ahead of the results it has
         handed downstream.
 
         >>> async def slow_square(x):
