@@ -54,3 +54,17 @@ def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
         )
         assert f"global log: {6 * run} events" in done.stdout
     assert (tmp_path / "streamsrc-demo.db").exists()
+
+
+def test_demo_with_a_bad_url_prints_one_line_and_fails(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "streamsrc", "demo", "--url", "postgresql://app:s3cret@db/events"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "InvalidStoreURL" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
