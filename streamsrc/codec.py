@@ -44,7 +44,7 @@ from streamsrc.errors import InvalidEvent, UnknownEventType
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.stream import Stream
 
-__all__ = ["Codec"]
+__all__ = ["Codec", "from_json_value", "to_json_value"]
 
 C = TypeVar("C")
 E = TypeVar("E", RecordedEvent, EventData)
@@ -129,7 +129,7 @@ class Codec:
         """
         event_type = self.type_of(event)
         meta = {**(metadata or {}), VERSION_KEY: self._by_name[event_type].version}
-        data = _to_json(event)
+        data = to_json_value(event)
         if id is None:
             return EventData(event_type, data, meta)
         return EventData(event_type, data, meta, id)
@@ -156,7 +156,7 @@ class Codec:
             data = step(data)
             version += 1
         try:
-            return _from_json(entry.cls, data)
+            return from_json_value(entry.cls, data)
         except (TypeError, ValueError, KeyError) as exc:
             raise InvalidEvent(f"cannot decode {event.type}: {exc}") from exc
 
@@ -190,45 +190,55 @@ def _shape(cls: type[Any]) -> tuple[dict[str, Any], frozenset[str]]:
     return typing.get_type_hints(cls), fields
 
 
-def _to_json(value: Any) -> Any:
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON (the inverse of :func:`from_json_value`).
+
+    >>> to_json_value({"when": date(2026, 1, 2), "ids": (1, 2)})
+    {'when': '2026-01-02', 'ids': [1, 2]}
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
-        return _to_json(value.value)
+        return to_json_value(value.value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
     if isinstance(value, list | tuple):
-        return [_to_json(v) for v in value]
+        return [to_json_value(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _to_json(v) for k, v in value.items()}
+        return {str(k): to_json_value(v) for k, v in value.items()}
     return value
 
 
-def _from_json(tp: Any, value: Any) -> Any:
+def from_json_value(tp: Any, value: Any) -> Any:
+    """Rebuild a value of type ``tp`` (a dataclass, ``list[X]``, ``X | None``, ...) from JSON.
+
+    >>> from_json_value(tuple[date, ...], ["2026-01-02"])
+    (datetime.date(2026, 1, 2),)
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _from_json(inner[0], value) if len(inner) == 1 else value
+        return from_json_value(inner[0], value) if len(inner) == 1 else value
     if origin in (list, tuple, set, frozenset):
         args = typing.get_args(tp)
         item = args[0] if args else Any
-        items = [_from_json(item, v) for v in value]
+        items = [from_json_value(item, v) for v in value]
         return items if origin is list else origin(items)
     if origin is dict:
         _, item = typing.get_args(tp) or (str, Any)
-        return {k: _from_json(item, v) for k, v in value.items()}
+        return {k: from_json_value(item, v) for k, v in value.items()}
     if isinstance(tp, type):
         if dataclasses.is_dataclass(tp):
             hints, fields = _shape(tp)
             unknown = value.keys() - fields
             if unknown:
                 raise ValueError(f"unexpected fields {sorted(unknown)}")
-            return tp(**{k: _from_json(hints.get(k, Any), v) for k, v in value.items()})
+            return tp(**{k: from_json_value(hints.get(k, Any), v) for k, v in value.items()})
         if issubclass(tp, enum.Enum):
             return tp(value)
         if tp is datetime:

@@ -1,27 +1,26 @@
-"""The demo that ``streamsrc demo`` runs: the account example written to a store and read back."""
+"""The demo that ``streamsrc demo`` runs: the account-management example against a store."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
-from returns.result import Failure, Success
+import anyio
+from returns.result import Failure, Result, Success
 
 from streamsrc.events import EventData
-from streamsrc.examples.accounts import (
-    Group,
-    GroupCreated,
-    MemberAdded,
-    MemberRemoved,
-    User,
-    UserRegistered,
-    codec,
-    evolve_group,
-    evolve_user,
-    group_stream,
-    user_stream,
-)
-from streamsrc.store import NO_STREAM, open_store
+from streamsrc.examples.accounts import Accounts
+from streamsrc.store import open_store
+
+
+def _outcome(result: Result[Any, Any]) -> str:
+    match result:
+        case Success(saved):
+            return f"saved, now at seq {saved.seq}"
+        case Failure(error):
+            return f"refused: {error}"
+    return repr(result)
 
 
 async def run_demo(url: str, say: Callable[[str], object]) -> None:
@@ -30,42 +29,56 @@ async def run_demo(url: str, say: Callable[[str], object]) -> None:
         # Each run gets a number, so the demo can run again on the same file.
         last_run = await store.latest("demo-runs")
         run = last_run.map(lambda e: e.seq).value_or(0) + 1
-        started = await store.append("demo-runs", [EventData("DemoRun", {"run": run})], expected=run - 1)
-        say(f"demo run {run} on {url}: {started}")
+        await store.append("demo-runs", [EventData("DemoRun", {"run": run})], expected=run - 1)
+        say(f"demo run {run} on {url}")
+        accounts = Accounts(store)
+        ada, bob = f"ada-{run}", f"bob-{run}"
 
-        ada, bob = f"ada{run}", f"bob{run}"
-        for user_id, email, name in [(ada, "ada@example.com", "Ada"), (bob, "bob@example.com", "Bob")]:
-            saved = await store.append(
-                user_stream(user_id), [codec.encode(UserRegistered(user_id, email, name))], NO_STREAM
-            )
-            say(f"registered {name}: {saved}")
-
-        again = await store.append(
-            user_stream(ada), [codec.encode(UserRegistered(ada, "other@example.com", "Eve"))], NO_STREAM
+        say(
+            f"register {ada}: "
+            + _outcome(await accounts.register(ada, f"ada{run}", "Ada", "ada@example.com", by="admin"))
         )
-        match again:
-            case Failure(error):
-                say(f"registering {ada} twice is refused, as a value: {error!r}")
-            case Success(_):
-                raise AssertionError("a second registration must be refused")
+        say(
+            f"register {bob}: "
+            + _outcome(await accounts.register(bob, f"bob{run}", "Bob", "bob@example.com", by="admin"))
+        )
+        taken = await accounts.register(f"eve-{run}", f"ada{run}", "Eve", "eve@example.com", by="eve")
+        say(f"register eve-{run} as ada{run}: " + _outcome(taken))
 
-        group = f"chess{run}"
-        batch = [
-            codec.encode(GroupCreated(group, "Chess club", ada)),
-            codec.encode(MemberAdded(group, bob)),
-        ]
-        first = await store.append(group_stream(group), batch, NO_STREAM)
-        retry = await store.append(group_stream(group), batch, NO_STREAM)
-        say(f"group created: {first}; the same batch retried: {retry} (nothing written twice)")
-        await store.append(group_stream(group), [codec.encode(MemberRemoved(group, ada))], expected=2)
+        await anyio.sleep(0.01)
+        before_changes = (await accounts.users.load(ada)).state
+        moment = (await store.latest(f"user-{ada}")).unwrap().time
+        await anyio.sleep(0.01)
+        renamed = await accounts.update(ada, by="ada", username=f"countess{run}", email="ada@analytical.org")
+        say(f"{ada} renames herself countess{run}: " + _outcome(renamed))
+        say(
+            f"{bob} tries the name countess{run}: "
+            + _outcome(await accounts.update(bob, by="bob", username=f"countess{run}"))
+        )
+        holder = (await accounts.usernames.load(f"ada{run}")).state
+        say(f"the name ada{run} is free again: {holder == ''}")
+        wrong_version = await accounts.update(ada, by="admin", name="A. Lovelace", if_seq=1)
+        say(f"an edit based on seq 1 of {ada} (a stale ETag): " + _outcome(wrong_version))
 
-        history = store.read(group_stream(group)) | codec.decode_all
-        now = await history.fold(Group(), evolve_group)
-        before = await history.take(2).fold(Group(), evolve_group)
-        say(f"members of {group} now: {sorted(now.members)}; after event 2: {sorted(before.members)}")
+        now = (await accounts.users.load(ada)).state
+        then = (await accounts.users.state_at(ada, time=moment)).state
+        say(f"{ada} now: {now}")
+        say(f"{ada} at {moment.isoformat()}: {then}")
+        assert then == before_changes
 
-        user = await (store.read(user_stream(ada)) | codec.decode_all).fold(User(), evolve_user)
-        say(f"state of {ada}: {user}")
+        say(f"revert {ada} to that moment: " + _outcome(await accounts.revert(ada, moment, by="admin")))
+        say(f"audit trail of {ada}:")
+        async with accounts.audit(ada).open() as trail:
+            async for entry in trail:
+                say(f"  {entry.time.isoformat()} by {entry.by}: {entry.event}")
+
+        group = f"chess-{run}"
+        await accounts.create_group(group, "Chess club", ada, by="ada")
+        await accounts.add_member(group, bob, by="ada")
+        await accounts.remove_member(group, ada, by="ada")
+        members = (await accounts.groups.load(group)).state.members
+        after_two = (await accounts.groups.state_at(group, seq=2)).state.members
+        say(f"members of {group} now: {sorted(members)}; after event 2: {sorted(after_two)}")
 
         types = await store.read_all().fold(Counter[str](), lambda c, e: c + Counter([e.type]))
         say(f"global log: {await store.head()} events, by type: {dict(sorted(types.items()))}")

@@ -10,6 +10,8 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
     ├── EffectFailed            an effect returned a returns Failure inside a stream
     ├── InvalidStoreURL         open_store() cannot use this URL
     ├── UnknownEventType        a codec met an event type it has no class for
+    ├── Rejection               a decider refused a command (domain reasons); never retried
+    ├── Conflict                a command lost every retry to concurrent writers
     └── StoreError              an append, read or write was refused or failed
         ├── WrongExpectedVersion    the stream is not at the version the caller expected
         ├── DuplicateEvent          an event id is already in the store elsewhere
@@ -25,12 +27,14 @@ Every append failure is one of the ``StoreError`` values, returned inside a
 from __future__ import annotations
 
 __all__ = [
+    "Conflict",
     "DuplicateEvent",
     "EffectFailed",
     "EventTooLarge",
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidStoreURL",
+    "Rejection",
     "StoreError",
     "StoreUnavailable",
     "StreamsrcError",
@@ -134,3 +138,38 @@ class StoreUnavailable(StoreError):
 
 class IncompatibleSchema(StoreError):
     """The store's tables were made by a newer streamsrc (or are not streamsrc's); nothing was changed."""
+
+
+class Rejection(StreamsrcError):
+    """A decider refused a command; ``reasons`` say why, for people to read.
+
+    >>> Rejection("username taken", "email missing").reasons
+    ('username taken', 'email missing')
+    """
+
+    def __init__(self, *reasons: str) -> None:
+        if not reasons:
+            raise ValueError("a rejection needs at least one reason")
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rejection) and self.reasons == other.reasons
+
+    def __hash__(self) -> int:
+        return hash(self.reasons)
+
+    def __repr__(self) -> str:
+        return f"Rejection{self.reasons!r}"
+
+
+class Conflict(StreamsrcError):
+    """A command kept losing to concurrent writers until its retries ran out; nothing was written.
+
+    ``attempts`` counts the appends tried; ``last`` is the final ``WrongExpectedVersion``.
+    """
+
+    def __init__(self, attempts: int, last: WrongExpectedVersion) -> None:
+        super().__init__(f"gave up after {attempts} attempt(s): {last}")
+        self.attempts = attempts
+        self.last = last

@@ -47,12 +47,28 @@ def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
             timeout=120,
         )
         assert done.returncode == 0, done.stderr
-        assert f"demo run {run} on sqlite:///streamsrc-demo.db" in done.stdout
-        assert "WrongExpectedVersion" in done.stdout
-        assert f"members of chess{run} now: ['bob{run}']; after event 2: ['ada{run}', 'bob{run}']" in (
-            done.stdout
-        )
-        assert f"global log: {6 * run} events" in done.stdout
+        out = done.stdout
+        assert f"demo run {run} on sqlite:///streamsrc-demo.db" in out
+        assert f"register eve-{run} as ada{run}: refused: username 'ada{run}' is taken" in out
+        assert f"bob-{run} tries the name countess{run}: refused: username 'countess{run}' is taken" in out
+        assert "(a stale ETag): refused: stream" in out
+        assert f"revert ada-{run} to that moment: saved" in out
+        assert f"members of chess-{run} now: ['bob-{run}']; after event 2: ['ada-{run}', 'bob-{run}']" in out
+        trail = [line for line in out.splitlines() if line.startswith("  ")]
+        assert [line.split(": ", 1)[1].split("(")[0] for line in trail] == [
+            "UserRegistered",
+            "UsernameChanged",
+            "EmailChanged",
+            "UsernameChanged",
+            "EmailChanged",
+        ]
+        assert [line.split(" by ")[1].split(":")[0] for line in trail] == [
+            "admin",
+            "ada",
+            "ada",
+            "admin",
+            "admin",
+        ]
     assert (tmp_path / "streamsrc-demo.db").exists()
 
 

@@ -1,17 +1,47 @@
-"""Account management: users and groups as event streams.
+"""Account management: users, unique usernames, groups, audit trail and revert.
 
-Each user is one stream (``user-<id>``), each group one stream
-(``group-<id>``). The state of an entity is a fold of its events; nothing in
-this module knows which store keeps them.
+Streams: ``user-<id>`` (one per user), ``username-<name>`` (one per
+username: who holds it), ``group-<id>`` (one per group). Each is an
+:class:`~streamsrc.entity.Entity` with a pure decider; :class:`Accounts`
+puts them together against any store.
+
+Why a stream per username: uniqueness across all users needs one place that
+decides who holds a name. A single directory stream would serialise every
+registration in the system; a claim stream per name puts the decision on the
+store's compare-and-set for just that name. Two people registering ``ada`` at
+once both try to start ``username-ada``; one append wins, the other is
+retried, sees the claim and is rejected. Registering claims the name first,
+then creates the user; if the second step is refused the claim is released.
+
+>>> import anyio
+>>> from streamsrc.store import open_store
+>>> async def demo():
+...     async with open_store("memory://") as store:
+...         accounts = Accounts(store)
+...         await accounts.register("u1", "ada", "Ada Lovelace", "ada@example.com", by="admin")
+...         taken = await accounts.register("u2", "ada", "Ada Byron", "byron@example.com", by="admin")
+...         return (await accounts.users.load("u1")).state.username, taken
+>>> anyio.run(demo)
+('ada', <Failure: username 'ada' is taken>)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from returns.result import Failure, Result, Success
 
 from streamsrc.codec import Codec
+from streamsrc.entity import Decider, Entity, EveryN, Repository, Saved, Step
+from streamsrc.errors import Rejection, StoreError
+from streamsrc.store import EventStore
+from streamsrc.stream import Stream
 
 codec = Codec()
+
+# ---------------------------------------------------------------------------- events
 
 
 @codec.register()
@@ -20,7 +50,26 @@ class UserRegistered:
     """A user signed up."""
 
     user_id: str
+    username: str
+    name: str
     email: str
+
+
+@codec.register()
+@dataclass(frozen=True)
+class UsernameChanged:
+    """A user took another username."""
+
+    user_id: str
+    username: str
+
+
+@codec.register()
+@dataclass(frozen=True)
+class NameChanged:
+    """A user changed their display name."""
+
+    user_id: str
     name: str
 
 
@@ -38,6 +87,32 @@ class EmailChanged:
 class UserDeleted:
     """A user closed their account."""
 
+    user_id: str
+
+
+@codec.register()
+@dataclass(frozen=True)
+class UserRestored:
+    """A deleted account was brought back (by a revert)."""
+
+    user_id: str
+
+
+@codec.register()
+@dataclass(frozen=True)
+class UsernameClaimed:
+    """A username now belongs to a user."""
+
+    username: str
+    user_id: str
+
+
+@codec.register()
+@dataclass(frozen=True)
+class UsernameReleased:
+    """A username is free again."""
+
+    username: str
     user_id: str
 
 
@@ -69,7 +144,7 @@ class MemberRemoved:
     user_id: str
 
 
-AccountEvent = UserRegistered | EmailChanged | UserDeleted | GroupCreated | MemberAdded | MemberRemoved
+# ---------------------------------------------------------------------------- users
 
 
 @dataclass(frozen=True)
@@ -77,9 +152,177 @@ class User:
     """The state of one user stream."""
 
     user_id: str = ""
-    email: str = ""
+    username: str = ""
     name: str = ""
+    email: str = ""
     exists: bool = False
+
+
+@dataclass(frozen=True)
+class Register:
+    username: str
+    name: str
+    email: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """Change any of the user's fields (``None``: leave as is)."""
+
+    username: str | None = None
+    name: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Delete:
+    pass
+
+
+@dataclass(frozen=True)
+class Revert:
+    """Bring the user back to an earlier state by appending compensating events."""
+
+    to: User
+
+
+UserCommand = Register | Update | Delete | Revert
+
+
+def evolve_user(state: User, event: object) -> User:
+    """The user after one more event.
+
+    >>> evolve_user(User(), UserRegistered("u1", "ada", "Ada", "ada@example.com")).email
+    'ada@example.com'
+    """
+    match event:
+        case UserRegistered(user_id, username, name, email):
+            return User(user_id, username, name, email, exists=True)
+        case UsernameChanged(_, username):
+            return replace(state, username=username)
+        case NameChanged(_, name):
+            return replace(state, name=name)
+        case EmailChanged(_, email):
+            return replace(state, email=email)
+        case UserDeleted():
+            return replace(state, exists=False)
+        case UserRestored():
+            return replace(state, exists=True)
+    return state
+
+
+def _changes(user_id: str, state: User, username: str, name: str, email: str) -> list[Any]:
+    events: list[Any] = []
+    if username != state.username:
+        events.append(UsernameChanged(user_id, username))
+    if name != state.name:
+        events.append(NameChanged(user_id, name))
+    if email != state.email:
+        events.append(EmailChanged(user_id, email))
+    return events
+
+
+def user_decider(user_id: str) -> Decider[UserCommand, Any, User]:
+    """The decider of one user."""
+
+    def decide(command: UserCommand, state: User) -> Result[list[Any], Rejection]:
+        match command:
+            case Register(username, name, email):
+                if state.user_id:
+                    return Failure(Rejection(f"user {user_id!r} already exists"))
+                if "@" not in email:
+                    return Failure(Rejection(f"{email!r} is not an email address"))
+                return Success([UserRegistered(user_id, username, name, email)])
+            case Update(username, name, email):
+                if not state.exists:
+                    return Failure(Rejection(f"user {user_id!r} does not exist"))
+                if email is not None and "@" not in email:
+                    return Failure(Rejection(f"{email!r} is not an email address"))
+                return Success(
+                    _changes(
+                        user_id,
+                        state,
+                        state.username if username is None else username,
+                        state.name if name is None else name,
+                        state.email if email is None else email,
+                    )
+                )
+            case Delete():
+                if not state.exists:
+                    return Failure(Rejection(f"user {user_id!r} does not exist"))
+                return Success([UserDeleted(user_id)])
+            case Revert(to):
+                if not state.user_id:
+                    return Failure(Rejection(f"user {user_id!r} never existed"))
+                events = _changes(user_id, state, to.username, to.name, to.email)
+                if to.exists and not state.exists:
+                    events.insert(0, UserRestored(user_id))
+                elif state.exists and not to.exists:
+                    events.append(UserDeleted(user_id))
+                return Success(events)
+        raise TypeError(f"not a user command: {command!r}")
+
+    return Decider(User(), evolve_user, decide)
+
+
+users = Entity(
+    "user",
+    user_decider(""),
+    codec,
+    stream=lambda user_id: f"user-{user_id}",
+    view=user_decider,
+    state_type=User,
+    snapshots=EveryN(50),
+)
+
+# ---------------------------------------------------------------------------- usernames
+
+
+@dataclass(frozen=True)
+class Claim:
+    user_id: str
+
+
+@dataclass(frozen=True)
+class Release:
+    user_id: str
+
+
+def username_decider(username: str) -> Decider[Claim | Release, Any, str]:
+    """Who holds ``username`` ("" for nobody), and the claims and releases of it."""
+
+    def evolve(holder: str, event: object) -> str:
+        match event:
+            case UsernameClaimed(_, user_id):
+                return user_id
+            case UsernameReleased():
+                return ""
+        return holder
+
+    def decide(command: Claim | Release, holder: str) -> Result[list[Any], Rejection]:
+        match command:
+            case Claim(user_id):
+                if holder == user_id:
+                    return Success([])
+                if holder:
+                    return Failure(Rejection(f"username {username!r} is taken"))
+                return Success([UsernameClaimed(username, user_id)])
+            case Release(user_id):
+                return Success([UsernameReleased(username, user_id)] if holder == user_id else [])
+        raise TypeError(f"not a username command: {command!r}")
+
+    return Decider("", evolve, decide)
+
+
+usernames = Entity(
+    "username",
+    username_decider(""),
+    codec,
+    stream=lambda username: f"username-{username}",
+    view=username_decider,
+)
+
+# ---------------------------------------------------------------------------- groups
 
 
 @dataclass(frozen=True)
@@ -92,30 +335,20 @@ class Group:
     members: frozenset[str] = field(default_factory=frozenset)
 
 
-def user_stream(user_id: str) -> str:
-    """The stream that holds a user's events."""
-    return f"user-{user_id}"
+@dataclass(frozen=True)
+class CreateGroup:
+    name: str
+    owner: str
 
 
-def group_stream(group_id: str) -> str:
-    """The stream that holds a group's events."""
-    return f"group-{group_id}"
+@dataclass(frozen=True)
+class AddMember:
+    user_id: str
 
 
-def evolve_user(state: User, event: object) -> User:
-    """The user after one more event.
-
-    >>> evolve_user(User(), UserRegistered("u1", "ada@example.com", "Ada")).email
-    'ada@example.com'
-    """
-    match event:
-        case UserRegistered(user_id, email, name):
-            return User(user_id, email, name, exists=True)
-        case EmailChanged(_, email):
-            return replace(state, email=email)
-        case UserDeleted():
-            return replace(state, exists=False)
-    return state
+@dataclass(frozen=True)
+class RemoveMember:
+    user_id: str
 
 
 def evolve_group(state: Group, event: object) -> Group:
@@ -133,3 +366,141 @@ def evolve_group(state: Group, event: object) -> Group:
         case MemberRemoved(_, user_id):
             return replace(state, members=state.members - {user_id})
     return state
+
+
+def group_decider(group_id: str) -> Decider[CreateGroup | AddMember | RemoveMember, Any, Group]:
+    """The decider of one group."""
+
+    def decide(command: CreateGroup | AddMember | RemoveMember, state: Group) -> Result[list[Any], Rejection]:
+        match command:
+            case CreateGroup(name, owner):
+                if state.group_id:
+                    return Failure(Rejection(f"group {group_id!r} already exists"))
+                return Success([GroupCreated(group_id, name, owner)])
+            case AddMember(user_id):
+                if not state.group_id:
+                    return Failure(Rejection(f"group {group_id!r} does not exist"))
+                return Success([] if user_id in state.members else [MemberAdded(group_id, user_id)])
+            case RemoveMember(user_id):
+                if user_id not in state.members:
+                    return Failure(Rejection(f"{user_id!r} is not a member of {group_id!r}"))
+                return Success([MemberRemoved(group_id, user_id)])
+        raise TypeError(f"not a group command: {command!r}")
+
+    return Decider(Group(), evolve_group, decide)
+
+
+groups = Entity(
+    "group",
+    group_decider(""),
+    codec,
+    stream=lambda group_id: f"group-{group_id}",
+    view=group_decider,
+)
+
+# ---------------------------------------------------------------------------- the application
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who changed what, and when."""
+
+    time: datetime
+    by: str
+    event: Any
+    state: Any
+
+
+Outcome = Result[Saved[Any, Any], Rejection | StoreError | Any]
+
+
+class Accounts:
+    """The account-management application: commands across users, usernames and groups."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.users = Repository(store, users)
+        self.usernames = Repository(store, usernames)
+        self.groups = Repository(store, groups)
+
+    async def register(self, user_id: str, username: str, name: str, email: str, by: str) -> Outcome:
+        """Create a user, claiming its username first (exactly one registration wins a name)."""
+        claimed = await self.usernames.handle(username, Claim(user_id), metadata={"by": by})
+        if isinstance(claimed, Failure):
+            return claimed
+        saved = await self.users.handle(user_id, Register(username, name, email), metadata={"by": by})
+        if isinstance(saved, Failure):
+            await self.usernames.handle(username, Release(user_id), metadata={"by": by})
+        return saved
+
+    async def update(
+        self,
+        user_id: str,
+        by: str,
+        username: str | None = None,
+        name: str | None = None,
+        email: str | None = None,
+        if_seq: int | None = None,
+    ) -> Outcome:
+        """Change a user's fields; a new username is claimed first and the old one released after."""
+        before = (await self.users.load(user_id)).state
+        new_name = username is not None and username != before.username and before.exists
+        if new_name:
+            assert username is not None
+            claimed = await self.usernames.handle(username, Claim(user_id), metadata={"by": by})
+            if isinstance(claimed, Failure):
+                return claimed
+        command = Update(username, name, email)
+        saved = await self.users.handle(user_id, command, if_seq=if_seq, metadata={"by": by})
+        if new_name:
+            assert username is not None
+            dropped = username if isinstance(saved, Failure) else before.username
+            await self.usernames.handle(dropped, Release(user_id), metadata={"by": by})
+        return saved
+
+    async def delete(self, user_id: str, by: str) -> Outcome:
+        """Close a user's account (its username stays reserved, so a revert can bring it back)."""
+        return await self.users.handle(user_id, Delete(), metadata={"by": by})
+
+    async def revert(self, user_id: str, to_time: datetime, by: str) -> Outcome:
+        """Bring a user back to its state at ``to_time`` by appending compensating events.
+
+        History is never rewritten: the revert is itself in the audit trail.
+        """
+        then = (await self.users.state_at(user_id, time=to_time)).state
+        now = (await self.users.load(user_id)).state
+        if not then.user_id:
+            return Failure(Rejection(f"user {user_id!r} did not exist at {to_time.isoformat()}"))
+        if then.username != now.username:
+            claimed = await self.usernames.handle(then.username, Claim(user_id), metadata={"by": by})
+            if isinstance(claimed, Failure):
+                return claimed
+        saved = await self.users.handle(user_id, Revert(then), metadata={"by": by})
+        if then.username != now.username:
+            dropped = then.username if isinstance(saved, Failure) else now.username
+            await self.usernames.handle(dropped, Release(user_id), metadata={"by": by})
+        return saved
+
+    def audit(self, user_id: str) -> Stream[AuditEntry]:
+        """The audit trail of a user: every change, who made it and when, with the state after it."""
+
+        def entry(step: Step) -> AuditEntry:
+            by = (step.recorded.metadata or {}).get("by", "?")
+            return AuditEntry(step.recorded.time, str(by), step.event, step.state)
+
+        return self.users.history(user_id).map(entry)
+
+    async def create_group(self, group_id: str, name: str, owner: str, by: str) -> Outcome:
+        """Create a group owned by an existing user."""
+        if not (await self.users.load(owner)).state.exists:
+            return Failure(Rejection(f"user {owner!r} does not exist"))
+        return await self.groups.handle(group_id, CreateGroup(name, owner), metadata={"by": by})
+
+    async def add_member(self, group_id: str, user_id: str, by: str) -> Outcome:
+        """Add an existing user to a group."""
+        if not (await self.users.load(user_id)).state.exists:
+            return Failure(Rejection(f"user {user_id!r} does not exist"))
+        return await self.groups.handle(group_id, AddMember(user_id), metadata={"by": by})
+
+    async def remove_member(self, group_id: str, user_id: str, by: str) -> Outcome:
+        """Remove a user from a group."""
+        return await self.groups.handle(group_id, RemoveMember(user_id), metadata={"by": by})
