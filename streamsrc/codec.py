@@ -184,7 +184,7 @@ class Codec:
 
 
 @functools.cache
-def _shape(cls: type[Any]) -> tuple[dict[str, Any], frozenset[str]]:
+def _shape(cls: Any) -> tuple[dict[str, Any], frozenset[str]]:
     """A dataclass's resolved field types and the names ``__init__`` takes."""
     fields = frozenset(f.name for f in dataclasses.fields(cls) if f.init)
     return typing.get_type_hints(cls), fields
@@ -217,34 +217,76 @@ def from_json_value(tp: Any, value: Any) -> Any:
     >>> from_json_value(tuple[date, ...], ["2026-01-02"])
     (datetime.date(2026, 1, 2),)
     """
+    decode = _decoder(tp)
+    return value if decode is None else decode(value)
+
+
+Decoder = Callable[[Any], Any]
+_PASS_THROUGH: frozenset[Any] = frozenset({int, str, float, bool, type(None), Any, object})
+_BUILDING: set[Any] = set()
+
+
+@functools.cache
+def _decoder(tp: Any) -> Decoder | None:
+    """A function from JSON to ``tp``, built once per type; ``None`` when JSON is already it.
+
+    Decoding runs once per event read, so the type is inspected here, once,
+    and not on every call.
+    """
+    if tp in _PASS_THROUGH:
+        return None
+    if tp in _BUILDING:  # a recursive type: look the finished decoder up when called
+        return lambda v: from_json_value(tp, v)
+    _BUILDING.add(tp)
+    try:
+        return _build_decoder(tp)
+    finally:
+        _BUILDING.discard(tp)
+
+
+def _build_decoder(tp: Any) -> Decoder | None:
     origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
         inner = [a for a in args if a is not type(None)]
-        return from_json_value(inner[0], value) if len(inner) == 1 else value
+        optional = _decoder(inner[0]) if len(inner) == 1 else None
+        if optional is None:
+            return None
+        return lambda v: None if v is None else optional(v)
     if origin in (list, tuple, set, frozenset):
-        args = typing.get_args(tp)
-        item = args[0] if args else Any
-        items = [from_json_value(item, v) for v in value]
-        return items if origin is list else origin(items)
+        item = _decoder(args[0]) if args else None
+        if origin is list:
+            return None if item is None else (lambda v: [item(x) for x in v])
+        collection = origin
+        return collection if item is None else (lambda v: collection(item(x) for x in v))
     if origin is dict:
-        _, item = typing.get_args(tp) or (str, Any)
-        return {k: from_json_value(item, v) for k, v in value.items()}
-    if isinstance(tp, type):
-        if dataclasses.is_dataclass(tp):
-            hints, fields = _shape(tp)
-            unknown = value.keys() - fields
-            if unknown:
-                raise ValueError(f"unexpected fields {sorted(unknown)}")
-            return tp(**{k: from_json_value(hints.get(k, Any), v) for k, v in value.items()})
-        if issubclass(tp, enum.Enum):
-            return tp(value)
-        if tp is datetime:
-            return datetime.fromisoformat(value)
-        if tp is date:
-            return date.fromisoformat(value)
-        if tp in (uuid.UUID, Decimal):
-            return tp(value)
-    return value
+        value = _decoder(args[1]) if len(args) == 2 else None
+        return None if value is None else (lambda v: {k: value(x) for k, x in v.items()})
+    if not isinstance(tp, type):
+        return None
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_decoder(tp)
+    if issubclass(tp, enum.Enum) or tp in (uuid.UUID, Decimal):
+        return tp
+    if tp is datetime:
+        return datetime.fromisoformat
+    if tp is date:
+        return date.fromisoformat
+    return None
+
+
+def _dataclass_decoder(cls: Any) -> Decoder:
+    hints, fields = _shape(cls)
+    convert = {name: d for name in fields if (d := _decoder(hints.get(name, Any))) is not None}
+
+    def build(value: Any) -> Any:
+        if type(value) is not dict:
+            raise TypeError(f"{cls.__name__} is stored as a JSON object, not {type(value).__name__}")
+        unknown = value.keys() - fields
+        if unknown:
+            raise ValueError(f"unexpected fields {sorted(unknown)}")
+        if convert:
+            value = {k: (convert[k](x) if k in convert else x) for k, x in value.items()}
+        return cls(**value)
+
+    return build

@@ -314,7 +314,9 @@ class Repository(Generic[K, C, E, S]):
             if isinstance(result, Success):
                 appended = result.unwrap()
                 state = decider.fold(events, loaded.state)
-                await self._snapshot_if_due(key, snapshot_seq, appended.last_seq, state, data)
+                await self._snapshot_if_due(
+                    key, snapshot_seq, appended.last_seq, state, [d.type for d in data]
+                )
                 return Success(Saved(appended.last_seq, tuple(events), state, appended.positions, attempt))
             error = result.failure()
             if not isinstance(error, WrongExpectedVersion) or if_seq is not None:
@@ -364,19 +366,28 @@ class Repository(Generic[K, C, E, S]):
         if consistency is LATEST_SNAPSHOT:
             return start, start.seq
         events = self.store.read(self.entity.stream(key), after=start.seq)
-        loaded = await self._replay(key, events, start)
-        if snapshot_when_due and loaded.seq > start.seq:
-            await self._snapshot_if_due(key, start.seq, loaded.seq, loaded.state, ())
+        types: set[str] | None = set() if snapshot_when_due and self._snapshots is not None else None
+        loaded = await self._replay(key, events, start, types)
+        if types and loaded.seq > start.seq:
+            await self._snapshot_if_due(key, start.seq, loaded.seq, loaded.state, sorted(types))
         return loaded, start.seq
 
-    async def _replay(self, key: K, events: Stream[RecordedEvent], start: Loaded[S]) -> Loaded[S]:
+    async def _replay(
+        self, key: K, events: Stream[RecordedEvent], start: Loaded[S], types: set[str] | None = None
+    ) -> Loaded[S]:
+        """Fold ``events`` onto ``start``; collect the event types seen into ``types`` if given."""
         evolve = self.entity.decider_for(key).evolve
         decode = self.entity.codec.decode
 
-        def step(acc: Loaded[S], recorded: RecordedEvent) -> Loaded[S]:
-            return Loaded(evolve(acc.state, decode(recorded)), recorded.seq)
+        def page(acc: Loaded[S], chunk: list[RecordedEvent]) -> Loaded[S]:
+            state = acc.state
+            for recorded in chunk:
+                state = evolve(state, decode(recorded))
+            if types is not None:
+                types.update(r.type for r in chunk)
+            return Loaded(state, chunk[-1].seq)
 
-        return await events.fold(start, step)
+        return await events.chunks().fold(start, page)
 
     async def _snapshot(
         self, key: K, at_seq: int | None = None, at_time: datetime | None = None
@@ -391,19 +402,19 @@ class Repository(Generic[K, C, E, S]):
             case Some(snapshot):
                 try:
                     return Loaded(from_json_value(entity.state_type, snapshot.state), snapshot.seq)
-                except (TypeError, ValueError, KeyError):
+                except (TypeError, ValueError, KeyError, AttributeError):
                     return None  # unreadable despite its version: replay from the start
             case _:
                 assert found is Nothing
                 return None
 
     async def _snapshot_if_due(
-        self, key: K, last_snapshot_seq: int, seq: int, state: S, new_events: Sequence[EventData]
+        self, key: K, last_snapshot_seq: int, seq: int, state: S, new_types: Sequence[str]
     ) -> None:
         entity = self.entity
         if self._snapshots is None or entity.snapshots is None:
             return
-        if entity.snapshots.due(last_snapshot_seq, seq, [e.type for e in new_events]):
+        if entity.snapshots.due(last_snapshot_seq, seq, new_types):
             await self._snapshots.save_snapshot(
                 entity.snapshot_key(key), seq, to_json_value(state), entity.schema_version
             )

@@ -352,10 +352,9 @@ class SqliteStore:
                 raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
             if not rows:
                 return None
-            return rows, (
-                rows[-1].seq if key == 1 else rows[-1].position,
-                None if left is None else left - len(rows),
-            )
+            # A short page is the end (for now): stop without another trip to the reader thread.
+            rest = 0 if len(rows) < n else None if left is None else left - len(rows)
+            return rows, (rows[-1].seq if key == 1 else rows[-1].position, rest)
 
         return Stream.unfold_chunk_eval((start, limit), step)
 

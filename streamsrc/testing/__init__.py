@@ -7,14 +7,18 @@ else in streamsrc imports it, so pytest stays a test-time dependency.
   conformance suite. Subclass it in a test module, give it a ``store``
   fixture that yields a fresh, opened store, and every guarantee of the store
   contract is checked against that store.
+* :class:`~streamsrc.testing.entity.EntityConformance`: the same for the
+  write and read side (``Repository``: commands, queries, snapshots, retries)
+  run against a store, with its own small test domain.
 """
 
 import pytest
 
 # Detailed assertion messages in the suite's tests (pytest rewrites only test modules by itself).
-pytest.register_assert_rewrite("streamsrc.testing.conformance")
+pytest.register_assert_rewrite("streamsrc.testing.conformance", "streamsrc.testing.entity")
 
 from streamsrc.testing.conformance import ConformantStore as ConformantStore  # noqa: E402
 from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance  # noqa: E402
+from streamsrc.testing.entity import EntityConformance as EntityConformance  # noqa: E402
 
-__all__ = ["ConformantStore", "EventStoreConformance"]
+__all__ = ["ConformantStore", "EntityConformance", "EventStoreConformance"]
