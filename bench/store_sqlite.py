@@ -54,23 +54,32 @@ import json
 import os
 import platform
 import queue
-import resource
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from importlib import metadata, util
+from importlib import util
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
+from _common import (
+    Rates,
+    Report,
+    Table,
+    add_common_args,
+    parse_checked,
+    ru_maxrss_mb,
+    version,
+    versus_ratio,
+    vm_hwm_mb,
+)
 from returns.result import Failure
 
 from streamsrc.events import EventData
@@ -205,8 +214,10 @@ def generate_events(path: Path, n: int, streams: int) -> None:
 # ---------------------------------------------------------------------------- raw references
 
 
-def raw_append_one(conn: sqlite3.Connection, stream: str, e: EventData) -> int:
-    """One event in one transaction, version read first: the fair one-row reference."""
+def raw_append_one(conn: sqlite3.Connection, stream: str, events: Sequence[EventData]) -> int:
+    """One event (``events`` holds exactly one) in one transaction, version read first:
+    the fair one-row reference."""
+    (e,) = events
     conn.execute("BEGIN IMMEDIATE")
     try:
         current: int = conn.execute(MAX_SEQ, (stream,)).fetchone()[0] or 0
@@ -256,12 +267,12 @@ def raw_read(conn: sqlite3.Connection, stream: str, limit: int) -> int:
     return total
 
 
-def _swap_one(stream: str, e: EventData, conn: sqlite3.Connection) -> int:
-    return raw_append_one(conn, stream, e)
+RawAppend = Callable[[sqlite3.Connection, str, Sequence[EventData]], int]
+"""``raw_append_one`` or ``raw_append_batch``."""
 
 
-def _swap_batch(stream: str, events: Sequence[EventData], conn: sqlite3.Connection) -> int:
-    return raw_append_batch(conn, stream, events)
+def _swap(append: RawAppend, stream: str, events: Sequence[EventData], conn: sqlite3.Connection) -> int:
+    return append(conn, stream, events)
 
 
 class HopThread:
@@ -407,20 +418,15 @@ Run = Callable[[Path, int], Awaitable[float]]
 
 
 @dataclass
-class Variant:
+class Variant(Rates):
     name: str
     units: int  # input units (events, streams or batches) of a timed round
     per_unit: int  # events per unit
     run: Run
-    rates: list[float] = field(default_factory=list)
 
     @property
     def events(self) -> int:
         return self.units * self.per_unit
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
 
 
 async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
@@ -440,36 +446,14 @@ async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
 # ---------------------------------------------------------------------------- reporting
 
 
-@dataclass
-class Report:
-    failures: list[str] = field(default_factory=list)
-
-    def verdict(self, label: str, ratio: float, threshold: float) -> str:
-        if ratio >= threshold:
-            return "PASS"
-        self.failures.append(f"{label}: {ratio:.2f}x < {threshold}x")
-        return "FAIL"
-
-
-HEADER = ("variant", "events", "k ev/s", "us/ev", "min..max", "ratio", "rounds", "target", "result")
-WIDTHS = (50, 8, 8, 7, 13, 7, 11, 7, 6)
-
-
-def row(cells: Sequence[str]) -> str:
-    parts = []
-    for i, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
-        parts.append(cell.ljust(width) if i == 0 else cell.rjust(width))
-    return "  ".join(parts).rstrip()
+TABLE = Table(
+    header=("variant", "events", "k ev/s", "us/ev", "min..max", "ratio", "rounds", "target", "result"),
+    widths=(50, 8, 8, 7, 13, 7, 11, 7, 6),
+)
 
 
 def table(title: str, rows: Sequence[Sequence[str]]) -> None:
-    print()
-    print(title)
-    print(row(HEADER))
-    print(row(["-" * w for w in WIDTHS]))
-    for cells in rows:
-        print(row(cells))
-    sys.stdout.flush()
+    TABLE.print([title], rows)
 
 
 def rate_cells(v: Variant) -> list[str]:
@@ -490,13 +474,9 @@ def versus(
     report: Report | None, subject: Variant, reference: Variant, threshold: float | None, label: str
 ) -> list[str]:
     """A row for ``reference``: ratio of medians ``subject / reference``; no threshold: info only."""
-    ratio = subject.median / reference.median
-    rounds = [s / r for s, r in zip(subject.rates, reference.rates, strict=True)]
-    if threshold is None or report is None:
-        target, verdict = "(info)", ""
-    else:
-        target, verdict = f">={threshold:g}x", report.verdict(label, ratio, threshold)
-    return [*rate_cells(reference), f"{ratio:.2f}x", f"{min(rounds):.2f}..{max(rounds):.2f}", target, verdict]
+    ratio, cells = versus_ratio(subject, reference)
+    targets = ["(info)", ""] if report is None else report.target_cells(label, ratio, threshold)
+    return [*rate_cells(reference), *cells, *targets]
 
 
 def ceiling(refs: Sequence[tuple[str, Variant]], es_v: Variant | None, threshold: float) -> str:
@@ -514,40 +494,99 @@ def info_row(v: Variant) -> list[str]:
     return [*rate_cells(v), "", "", "(info)", ""]
 
 
+# ---------------------------------------------------------------------------- appends (sections 1 and 2)
+
+
+@dataclass(frozen=True)
+class AppendRuns:
+    """The append variants' runs over one workload: a unit is one append of ``work[i]``'s events
+    (``per`` of them) to its stream, in one transaction; each run checks the row count."""
+
+    work: Sequence[tuple[str, Sequence[EventData]]]
+    per: int
+    raw_append: RawAppend
+
+    async def streamsrc(self, folder: Path, units: int) -> float:
+        path = folder / "s.db"
+        async with open_store(sqlite_url(path)) as store:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in self.work[:units]:
+                result = await store.append(stream, events)
+                if isinstance(result, Failure):
+                    raise result.failure()
+            elapsed = time.perf_counter() - t0
+        check_count(path, "events", units * self.per, "streamsrc")
+        return elapsed
+
+    async def raw(self, folder: Path, units: int) -> float:
+        path = folder / "raw.db"
+        await create_store_file(path)
+        conn = raw_connect(path)
+        append = self.raw_append
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in self.work[:units]:
+                append(conn, stream, events)
+            elapsed = time.perf_counter() - t0
+        finally:
+            conn.close()
+        check_count(path, "events", units * self.per, "raw")
+        return elapsed
+
+    async def hop(self, folder: Path, units: int) -> float:
+        """The raw transaction of ``raw``, run through a thread hop like streamsrc's."""
+        path = folder / "hop.db"
+        await create_store_file(path)
+        hop = HopThread(lambda: raw_connect(path))
+        append = self.raw_append
+        try:
+            gc.collect()
+            t0 = time.perf_counter()
+            for stream, events in self.work[:units]:
+                await hop.call(partial(_swap, append, stream, events))
+            elapsed = time.perf_counter() - t0
+        finally:
+            hop.close()
+        check_count(path, "events", units * self.per, "raw via hop")
+        return elapsed
+
+    def es(self, synchronous: str | None) -> Run:
+        """eventsourcing: one aggregate per stream, one ``save`` per unit."""
+
+        async def es_run(folder: Path, units: int) -> float:
+            path = folder / "es.db"
+            app = es_app(path, synchronous)
+            tallies: dict[str, Any] = {}
+            try:
+                gc.collect()
+                t0 = time.perf_counter()
+                for stream, events in self.work[:units]:
+                    tally = tallies.get(stream)
+                    for e in events:
+                        d = e.data
+                        if tally is None:
+                            tally = tallies[stream] = es_tally(d)
+                        else:
+                            tally.bump(d["n"], d["name"], d["amount"])
+                    app.save(tally)
+                elapsed = time.perf_counter() - t0
+            finally:
+                app.close()
+            check_count(path, "stored_events", units * self.per, "eventsourcing")
+            return elapsed
+
+        return es_run
+
+
 # ---------------------------------------------------------------------------- 1. single-event appends
 
 
 def bench_single(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
     n, k = sizes.single, sizes.single_streams
-    work = [(f"stream-{i % k}", EventData("Bumped", payload(i))) for i in range(n)]
-
-    async def streamsrc_run(folder: Path, units: int) -> float:
-        path = folder / "s.db"
-        async with open_store(sqlite_url(path)) as store:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, e in work[:units]:
-                result = await store.append(stream, [e])
-                if isinstance(result, Failure):
-                    raise result.failure()
-            elapsed = time.perf_counter() - t0
-        check_count(path, "events", units, "streamsrc")
-        return elapsed
-
-    async def raw_run(folder: Path, units: int) -> float:
-        path = folder / "raw.db"
-        await create_store_file(path)
-        conn = raw_connect(path)
-        try:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, e in work[:units]:
-                raw_append_one(conn, stream, e)
-            elapsed = time.perf_counter() - t0
-        finally:
-            conn.close()
-        check_count(path, "events", units, "raw")
-        return elapsed
+    work = [(f"stream-{i % k}", [EventData("Bumped", payload(i))]) for i in range(n)]
+    runs = AppendRuns(work, 1, raw_append_one)
 
     async def plain_run(folder: Path, units: int) -> float:
         path = folder / "plain.db"
@@ -557,28 +596,13 @@ def bench_single(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
         try:
             gc.collect()
             t0 = time.perf_counter()
-            for stream, e in work[:units]:
+            for stream, (e,) in work[:units]:
                 seq = seqs[stream] = seqs.get(stream, 0) + 1
                 conn.execute(INSERT, (stream, seq, e.id.bytes, e.type, ENCODE(e.data), None, now_us()))
             elapsed = time.perf_counter() - t0
         finally:
             conn.close()
         check_count(path, "events", units, "raw plain")
-        return elapsed
-
-    async def hop_run(folder: Path, units: int) -> float:
-        path = folder / "hop.db"
-        await create_store_file(path)
-        hop = HopThread(lambda: raw_connect(path))
-        try:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, e in work[:units]:
-                await hop.call(partial(_swap_one, stream, e))
-            elapsed = time.perf_counter() - t0
-        finally:
-            hop.close()
-        check_count(path, "events", units, "raw via hop")
         return elapsed
 
     async def bare_hop_run(folder: Path, units: int) -> float:
@@ -592,42 +616,16 @@ def bench_single(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
         finally:
             hop.close()
 
-    def es_runner(synchronous: str | None) -> Run:
-        async def es_run(folder: Path, units: int) -> float:
-            path = folder / "es.db"
-            app = es_app(path, synchronous)
-            tallies: dict[str, Any] = {}
-            try:
-                gc.collect()
-                t0 = time.perf_counter()
-                for stream, e in work[:units]:
-                    d = e.data
-                    tally = tallies.get(stream)
-                    if tally is None:
-                        tally = tallies[stream] = es_tally(d)
-                    else:
-                        tally.bump(d["n"], d["name"], d["amount"])
-                    app.save(tally)
-                elapsed = time.perf_counter() - t0
-            finally:
-                app.close()
-            check_count(path, "stored_events", units, "eventsourcing")
-            return elapsed
-
-        return es_run
-
-    subject = Variant("streamsrc append([e])", n, 1, streamsrc_run)
-    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; INSERT; COMMIT", n, 1, raw_run)
-    hop = Variant("  same raw transaction via a thread hop", n, 1, hop_run)
+    subject = Variant("streamsrc append([e])", n, 1, runs.streamsrc)
+    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; INSERT; COMMIT", n, 1, runs.raw)
+    hop = Variant("  same raw transaction via a thread hop", n, 1, runs.hop)
     plain = Variant("raw autocommit INSERT (seq known)", n, 1, plain_run)
     bare = Variant("thread hop alone, no SQL (hops/s)", n, 1, bare_hop_run)
     variants = [raw, subject, hop, plain, bare]
     es_normal = es_default = None
     if es_available():
-        es_normal = Variant("eventsourcing save() per event, sync NORMAL", n, 1, es_runner("NORMAL"))
-        es_default = Variant(
-            "  eventsourcing at its default (sync FULL)", max(20, n // 10), 1, es_runner(None)
-        )
+        es_normal = Variant("eventsourcing save() per event, sync NORMAL", n, 1, runs.es("NORMAL"))
+        es_default = Variant("  eventsourcing at its default (sync FULL)", max(20, n // 10), 1, runs.es(None))
         variants += [es_normal, es_default]
 
     anyio.run(measure, variants, repeat, root, backend="asyncio")
@@ -702,79 +700,15 @@ def _bench_batch(
     root: Path,
     report: Report,
 ) -> None:
-    async def streamsrc_run(folder: Path, units: int) -> float:
-        path = folder / "s.db"
-        async with open_store(sqlite_url(path)) as store:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                result = await store.append(stream, events)
-                if isinstance(result, Failure):
-                    raise result.failure()
-            elapsed = time.perf_counter() - t0
-        check_count(path, "events", units * per, "streamsrc")
-        return elapsed
-
-    async def raw_run(folder: Path, units: int) -> float:
-        path = folder / "raw.db"
-        await create_store_file(path)
-        conn = raw_connect(path)
-        try:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                raw_append_batch(conn, stream, events)
-            elapsed = time.perf_counter() - t0
-        finally:
-            conn.close()
-        check_count(path, "events", units * per, "raw")
-        return elapsed
-
-    async def hop_run(folder: Path, units: int) -> float:
-        path = folder / "hop.db"
-        await create_store_file(path)
-        hop = HopThread(lambda: raw_connect(path))
-        try:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                await hop.call(partial(_swap_batch, stream, events))
-            elapsed = time.perf_counter() - t0
-        finally:
-            hop.close()
-        check_count(path, "events", units * per, "raw via hop")
-        return elapsed
-
-    async def es_run(folder: Path, units: int) -> float:
-        path = folder / "es.db"
-        app = es_app(path)
-        tallies: dict[str, Any] = {}
-        try:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                tally = tallies.get(stream)
-                for e in events:
-                    d = e.data
-                    if tally is None:
-                        tally = tallies[stream] = es_tally(d)
-                    else:
-                        tally.bump(d["n"], d["name"], d["amount"])
-                app.save(tally)
-            elapsed = time.perf_counter() - t0
-        finally:
-            app.close()
-        check_count(path, "stored_events", units * per, "eventsourcing")
-        return elapsed
-
+    runs = AppendRuns(work, per, raw_append_batch)
     n = len(work)
-    subject = Variant(f"streamsrc append(stream, {per} events)", n, per, streamsrc_run)
-    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; executemany; COMMIT", n, per, raw_run)
-    hop = Variant("  same raw transaction via a thread hop", n, per, hop_run)
+    subject = Variant(f"streamsrc append(stream, {per} events)", n, per, runs.streamsrc)
+    raw = Variant("raw BEGIN IMMEDIATE; SELECT MAX; executemany; COMMIT", n, per, runs.raw)
+    hop = Variant("  same raw transaction via a thread hop", n, per, runs.hop)
     variants = [raw, subject, hop]
     es_v = None
     if es_available():
-        es_v = Variant(f"eventsourcing save() of {per} events, sync NORMAL", n, per, es_run)
+        es_v = Variant(f"eventsourcing save() of {per} events, sync NORMAL", n, per, runs.es("NORMAL"))
         variants.append(es_v)
     anyio.run(measure, variants, repeat, root, backend="asyncio")
     rows = [
@@ -832,30 +766,32 @@ def bench_read(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
             def add_n(acc: int, e: Any) -> int:
                 return acc + int(e.data["n"])
 
-            async def streamsrc_run(folder: Path, units: int) -> float:
-                t0 = time.perf_counter()
-                total = await store.read(stream, limit=units).fold(0, add_n)
-                elapsed = time.perf_counter() - t0
-                if total != expected(units):
-                    raise RuntimeError(f"streamsrc read sum {total} != {expected(units)}")
-                return elapsed
+            def summing(who: str, read_sum: Callable[[int], Awaitable[int]]) -> Run:
+                """A run timing ``read_sum(units)`` (the sum of ``n`` over the first ``units`` events)."""
 
-            async def raw_run(folder: Path, units: int) -> float:
-                t0 = time.perf_counter()
-                total = raw_read(conn, stream, units)
-                elapsed = time.perf_counter() - t0
-                if total != expected(units):
-                    raise RuntimeError(f"raw read sum {total} != {expected(units)}")
-                return elapsed
+                async def run(folder: Path, units: int) -> float:
+                    t0 = time.perf_counter()
+                    total = await read_sum(units)
+                    elapsed = time.perf_counter() - t0
+                    if total != expected(units):
+                        raise RuntimeError(f"{who} sum {total} != {expected(units)}")
+                    return elapsed
 
-            async def es_run(folder: Path, units: int) -> float:
-                t0 = time.perf_counter()
-                total = es_read(units)
-                elapsed = time.perf_counter() - t0
-                if total != expected(units):
-                    raise RuntimeError(f"eventsourcing replay sum {total} != {expected(units)}")
-                return elapsed
+                return run
 
+            async def streamsrc_sum(units: int) -> int:
+                total: int = await store.read(stream, limit=units).fold(0, add_n)
+                return total
+
+            async def raw_sum(units: int) -> int:
+                return raw_read(conn, stream, units)
+
+            async def es_sum(units: int) -> int:
+                return es_read(units)
+
+            streamsrc_run = summing("streamsrc read", streamsrc_sum)
+            raw_run = summing("raw read", raw_sum)
+            es_run = summing("eventsourcing replay", es_sum)
             subject = Variant("streamsrc read(stream).fold (JSON decoded)", n, 1, streamsrc_run)
             raw = Variant(f"raw keyset pages of {PAGE} + json.loads per row", n, 1, raw_run)
             variants = [raw, subject]
@@ -889,23 +825,6 @@ def bench_read(sizes: Sizes, repeat: int, root: Path, report: Report) -> None:
 
 
 # ---------------------------------------------------------------------------- 4. read_all memory
-
-
-def ru_maxrss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
-
-
-def vm_hwm_mb() -> float | None:
-    """Peak RSS of this process image (Linux ``VmHWM``), or ``None`` where there is no /proc."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10
-    except OSError:
-        pass
-    return None
 
 
 def memory_child(path: str, n: int) -> None:
@@ -954,9 +873,7 @@ def bench_memory(sizes: Sizes, root: Path, report: Report) -> None:
     else:
         before, after, measure = m["ru_before"], m["ru_after"], "ru_maxrss"
     growth = after - before
-    verdict = "PASS" if growth <= MEMORY_LIMIT_MB else "FAIL"
-    if verdict == "FAIL":
-        report.failures.append(f"read_all memory: peak RSS grew {growth:.1f} MB > {MEMORY_LIMIT_MB:g} MB")
+    verdict = report.memory_verdict("read_all memory", growth, MEMORY_LIMIT_MB, f"{MEMORY_LIMIT_MB:g}")
     print()
     print(
         f"4. Memory: read_all().count() of {n:,} events over {streams} streams ({size_mb:.0f} MB file,"
@@ -981,24 +898,9 @@ SECTIONS = ("single", "batch", "read", "memory")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
-    parser.add_argument("--repeat", type=int, default=3, metavar="K", help="rounds (default 3)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument(
-        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
-    )
+    add_common_args(parser, SECTIONS, default_repeat=3)
     parser.add_argument("--memory-child", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    return args
-
-
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    return parse_checked(parser, argv)
 
 
 def es_synchronous_report(root: Path) -> str:
@@ -1022,7 +924,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     report = Report()
-    started = time.perf_counter()
     print(
         f"streamsrc {version('streamsrc')}, eventsourcing {version('eventsourcing')},"
         f" SQLite {sqlite3.sqlite_version}; Python {platform.python_version()} on {platform.platform()},"
@@ -1047,16 +948,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_read(sizes, args.repeat, root, report)
         if "memory" in sections:
             bench_memory(sizes, root, report)
-
-    print()
-    if report.failures:
-        print("Missed targets:")
-        for failure in report.failures:
-            print(f"  {failure}")
-    else:
-        print("All targets met.")
-    print(f"({time.perf_counter() - started:.0f} s)")
-    return 1 if args.check and report.failures else 0
+    return report.finish(args.check)
 
 
 if __name__ == "__main__":

@@ -32,19 +32,28 @@ import gc
 import json
 import operator
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextlib import aclosing, closing
-from dataclasses import dataclass, field
-from importlib import metadata, util
+from dataclasses import dataclass
+from importlib import util
 from itertools import accumulate, islice
 from typing import TypeVar, cast
 
 import anyio
+from _common import (
+    Rates,
+    Report,
+    Table,
+    add_common_args,
+    max_rss_mb,
+    parse_checked,
+    ratio_cells,
+    version,
+    versus_ratio,
+)
 
 from streamsrc import Stream
 
@@ -301,18 +310,13 @@ async def task_pool(n: int) -> list[int]:
 
 
 @dataclass
-class Variant:
+class Variant(Rates):
     name: str
     n: int
     run: Callable[[int], Awaitable[object]]
     expected: object
     normalize: Callable[[object], object] | None = None
     """Applied to the result, outside the timing, before comparing it with ``expected``."""
-    rates: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
 
 
 async def measure(variants: Sequence[Variant], repeat: int, warmup_n: int) -> None:
@@ -342,36 +346,10 @@ def as_async(f: Callable[[int], T]) -> Callable[[int], Awaitable[T]]:
 # ---------------------------------------------------------------------------- reporting
 
 
-@dataclass
-class Report:
-    failures: list[str] = field(default_factory=list)
-
-    def verdict(self, label: str, ratio: float, threshold: float) -> str:
-        if ratio >= threshold:
-            return "PASS"
-        self.failures.append(f"{label}: {ratio:.2f}x < {threshold}x")
-        return "FAIL"
-
-
-HEADER = ("variant", "N", "M elem/s", "min..max", "ratio", "rounds", "target", "result")
-WIDTHS = (38, 10, 9, 15, 7, 12, 7, 6)
-
-
-def row(cells: Sequence[str]) -> str:
-    parts = []
-    for i, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
-        parts.append(cell.ljust(width) if i == 0 else cell.rjust(width))
-    return "  ".join(parts).rstrip()
-
-
-def table(notes: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print()
-    for line in notes:
-        print(line)
-    print(row(HEADER))
-    print(row(["-" * w for w in WIDTHS]))
-    for cells in rows:
-        print(row(cells))
+TABLE = Table(
+    header=("variant", "N", "M elem/s", "min..max", "ratio", "rounds", "target", "result"),
+    widths=(38, 10, 9, 15, 7, 12, 7, 6),
+)
 
 
 def rate_cells(v: Variant) -> list[str]:
@@ -385,15 +363,8 @@ def rate_cells(v: Variant) -> list[str]:
 
 def versus(report: Report, subject: Variant, reference: Variant, threshold: float, label: str) -> list[str]:
     """A row for ``reference``: the ratio of medians ``subject / reference`` vs ``threshold``."""
-    ratio = subject.median / reference.median
-    rounds = [s / r for s, r in zip(subject.rates, reference.rates, strict=True)]
-    return [
-        *rate_cells(reference),
-        f"{ratio:.2f}x",
-        f"{min(rounds):.2f}..{max(rounds):.2f}",
-        f">={threshold}x",
-        report.verdict(label, ratio, threshold),
-    ]
+    ratio, cells = versus_ratio(subject, reference)
+    return [*rate_cells(reference), *cells, *report.target_cells(label, ratio, threshold)]
 
 
 # ---------------------------------------------------------------------------- the benchmarks
@@ -438,7 +409,7 @@ def bench_pipeline(sizes: Sizes, repeat: int, backend: str, report: Report) -> N
     if aio is not None:
         rows.append(versus(report, subject, aio, 20, "pipeline vs aiostream"))
     rows.append(versus(report, subject, sync, 0.5, "pipeline vs sync generators"))
-    table(notes, rows)
+    TABLE.print(notes, rows)
 
 
 def sorted_ints(result: object) -> object:
@@ -456,11 +427,8 @@ def bench_par(sizes: Sizes, repeat: int, backend: str, report: Report) -> None:
     def vs_ideal(v: Variant, threshold: float | None) -> list[str]:
         ratio = v.median / PAR_IDEAL
         rounds = [r / PAR_IDEAL for r in v.rates]
-        cells = [*rate_cells(v), f"{ratio:.2f}x", f"{min(rounds):.2f}..{max(rounds):.2f}"]
-        if threshold is None:
-            return [*cells, "(info)", ""]
-        verdict = report.verdict(f"{v.name} vs ideal", ratio, threshold)
-        return [*cells, f">={threshold}x", verdict]
+        cells = ratio_cells(ratio, rounds)
+        return [*rate_cells(v), *cells, *report.target_cells(f"{v.name} vs ideal", ratio, threshold)]
 
     notes = [
         f"par_eval_map: {n:,} elements, f = anyio.sleep({PAR_SLEEP:g}), {PAR_WORKERS} at once",
@@ -469,24 +437,7 @@ def bench_par(sizes: Sizes, repeat: int, backend: str, report: Report) -> None:
         "  the hand-written task pool (not a target) shows what this machine and backend allow",
     ]
     rows = [vs_ideal(pool, None), vs_ideal(ordered, 0.6), vs_ideal(unordered, 0.6)]
-    table(notes, rows)
-
-
-def max_rss_mb() -> float:
-    """Peak RSS of this process image.
-
-    Linux's ``VmHWM`` where there is /proc: ``ru_maxrss`` carries over from the
-    parent across fork + exec, so a child started by a big parent would show no growth.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**10  # kB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
+    TABLE.print(notes, rows)
 
 
 def memory_child(n: int, backend: str) -> None:
@@ -513,9 +464,7 @@ def bench_memory(sizes: Sizes, backend: str, report: Report) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     m = json.loads(done.stdout)
     growth = m["after"] - m["before"]
-    verdict = "PASS" if growth <= MEMORY_LIMIT_MB else "FAIL"
-    if verdict == "FAIL":
-        report.failures.append(f"memory: peak RSS grew {growth:.1f} MB > {MEMORY_LIMIT_MB} MB")
+    verdict = report.memory_verdict("memory", growth, MEMORY_LIMIT_MB, f"{MEMORY_LIMIT_MB}")
     print()
     print(
         f"Memory: Stream.range(0, {n:,}).map(x+1).filter(x%5!=0).drain() in a fresh subprocess;"
@@ -535,18 +484,9 @@ SECTIONS = ("pipeline", "par", "memory")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
-    parser.add_argument("--repeat", type=int, default=5, metavar="K", help="rounds (default 5)")
-    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument(
-        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
-    )
+    add_common_args(parser, SECTIONS, default_repeat=5, backends=("asyncio", "trio"))
     parser.add_argument("--memory-child", type=int, metavar="N", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    return args
+    return parse_checked(parser, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -558,14 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     report = Report()
-    started = time.perf_counter()
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
     print(
         f"streamsrc {version('streamsrc')}, aiostream {version('aiostream')},"
         f" anyio {version('anyio')}; Python {platform.python_version()} on {platform.platform()}"
@@ -579,16 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_par(sizes, args.repeat, args.backend, report)
     if "memory" in sections:
         bench_memory(sizes, args.backend, report)
-
-    print()
-    if report.failures:
-        print("Missed targets:")
-        for failure in report.failures:
-            print(f"  {failure}")
-    else:
-        print("All targets met.")
-    print(f"({time.perf_counter() - started:.0f} s)")
-    return 1 if args.check and report.failures else 0
+    return report.finish(args.check)
 
 
 if __name__ == "__main__":

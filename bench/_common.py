@@ -1,0 +1,179 @@
+"""What the benchmark scripts share: rates and ratios, targets and the final summary, tables,
+peak memory, the common command-line flags.
+
+The scripts run as ``python bench/<name>.py``, so this folder is on ``sys.path``
+and they import this module as ``from _common import ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+
+# ---------------------------------------------------------------------------- rates and ratios
+
+
+@dataclass
+class Rates:
+    """The per-round rates of one variant (a base for each script's ``Variant``)."""
+
+    rates: list[float] = field(default_factory=list, kw_only=True)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rates)
+
+
+def ratio_cells(ratio: float, rounds: Sequence[float]) -> list[str]:
+    """The ``ratio`` and ``rounds`` (range of the per-round ratios) cells of a table row."""
+    return [f"{ratio:.2f}x", f"{min(rounds):.2f}..{max(rounds):.2f}"]
+
+
+def versus_ratio(subject: Rates, reference: Rates) -> tuple[float, list[str]]:
+    """The ratio of medians ``subject / reference``, and its ``ratio`` and ``rounds`` cells."""
+    ratio = subject.median / reference.median
+    rounds = [s / r for s, r in zip(subject.rates, reference.rates, strict=True)]
+    return ratio, ratio_cells(ratio, rounds)
+
+
+# ---------------------------------------------------------------------------- targets and summary
+
+
+@dataclass
+class Report:
+    failures: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def verdict(self, label: str, ratio: float, threshold: float) -> str:
+        if ratio >= threshold:
+            return "PASS"
+        self.failures.append(f"{label}: {ratio:.2f}x < {threshold}x")
+        return "FAIL"
+
+    def target_cells(self, label: str, ratio: float, threshold: float | None) -> list[str]:
+        """The ``target`` and ``result`` cells of a row; no threshold: an info row, not judged."""
+        if threshold is None:
+            return ["(info)", ""]
+        return [f">={threshold:g}x", self.verdict(label, ratio, threshold)]
+
+    def memory_verdict(self, label: str, growth: float, limit: float, limit_text: str) -> str:
+        """PASS if peak RSS grew by at most ``limit`` MB (``limit_text`` is how it is printed)."""
+        if growth <= limit:
+            return "PASS"
+        self.failures.append(f"{label}: peak RSS grew {growth:.1f} MB > {limit_text} MB")
+        return "FAIL"
+
+    def finish(self, check: bool) -> int:
+        """Print the missed targets and the run time; the exit code (1 only with ``--check``)."""
+        print()
+        if self.failures:
+            print("Missed targets:")
+            for failure in self.failures:
+                print(f"  {failure}")
+        else:
+            print("All targets met.")
+        print(f"({time.perf_counter() - self.started:.0f} s)")
+        return 1 if check and self.failures else 0
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Table:
+    header: Sequence[str]
+    widths: Sequence[int]
+
+    def row(self, cells: Sequence[str]) -> str:
+        parts = []
+        for i, (cell, width) in enumerate(zip(cells, self.widths, strict=True)):
+            parts.append(cell.ljust(width) if i == 0 else cell.rjust(width))
+        return "  ".join(parts).rstrip()
+
+    def print(self, notes: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """A blank line, the notes (title lines), the header, a rule, the rows."""
+        print()
+        for line in notes:
+            print(line)
+        print(self.row(self.header))
+        print(self.row(["-" * w for w in self.widths]))
+        for cells in rows:
+            print(self.row(cells))
+        sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------- peak memory
+
+
+def ru_maxrss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KiB
+
+
+def vm_hwm_mb() -> float | None:
+    """Peak RSS of this process image (Linux ``VmHWM``), or ``None`` where there is no /proc.
+
+    ``ru_maxrss`` carries over from the parent across fork + exec, so a child
+    started by a big parent would show no growth; ``VmHWM`` does not.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def max_rss_mb() -> float:
+    """Peak RSS of this process image: ``VmHWM`` where there is /proc, else ``ru_maxrss``."""
+    hwm = vm_hwm_mb()
+    return ru_maxrss_mb() if hwm is None else hwm
+
+
+# ---------------------------------------------------------------------------- command line and versions
+
+
+def add_common_args(
+    parser: argparse.ArgumentParser,
+    sections: Sequence[str],
+    default_repeat: int,
+    backends: Sequence[str] | None = None,
+) -> None:
+    """``--quick``, ``--repeat``, ``--backend`` (if there are ``backends``; the first is the default),
+    ``--check`` and ``--only`` (one of ``sections``, repeatable)."""
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=default_repeat,
+        metavar="K",
+        help=f"rounds (default {default_repeat})",
+    )
+    if backends:
+        parser.add_argument("--backend", choices=backends, default=backends[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    parser.add_argument(
+        "--only", action="append", choices=sections, help="run only this section (repeatable)"
+    )
+
+
+def parse_checked(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
