@@ -14,6 +14,7 @@ import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from stream_helpers import checkpoint, forever, task_count
 
 from streamsrc import Stream
 
@@ -52,19 +53,6 @@ class Gauge:
 
     def leave(self) -> None:
         self.active -= 1
-
-
-def task_count() -> int:
-    return len(anyio.get_running_tasks())
-
-
-async def checkpoint(_: object) -> None:
-    await anyio.lowlevel.checkpoint()
-
-
-async def forever() -> int:
-    await anyio.sleep_forever()
-    raise AssertionError("unreachable")
 
 
 def endless(finalized: Finalized) -> Stream[int]:

@@ -14,6 +14,7 @@ from typing import Literal
 import anyio
 import anyio.lowlevel
 import pytest
+from stream_helpers import checkpoint, forever, task_count
 
 from streamsrc import Stream
 
@@ -80,19 +81,6 @@ class Tracker:
         assert self.acquired, "the test never acquired a resource"
         assert len(set(self.released)) == len(self.released), f"released twice: {self.log}"
         assert sorted(self.released) == sorted(self.acquired), f"leaked: {self.log}"
-
-
-def task_count() -> int:
-    return len(anyio.get_running_tasks())
-
-
-async def checkpoint(_: object) -> None:
-    await anyio.lowlevel.checkpoint()
-
-
-async def forever() -> int:
-    await anyio.sleep_forever()
-    raise AssertionError("unreachable")
 
 
 def fail_on_nth(n: int) -> Callable[[int], int]:
