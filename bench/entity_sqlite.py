@@ -35,8 +35,6 @@ Targets:
   trigger + ``save``; without snapshots on both sides, and with a snapshot
   every 100 events on both sides (``EveryN(100)`` / ``snapshotting_intervals``).
   The store calls (thread hops) one command makes are counted and printed.
-
-This file is standalone (it shares no module with the other bench scripts).
 """
 
 from __future__ import annotations
@@ -48,18 +46,18 @@ import os
 import platform
 import shutil
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from importlib import metadata, util
+from dataclasses import dataclass
+from importlib import util
 from pathlib import Path
 from typing import Any
 
 import anyio
+from _common import Rates, Report, Table, add_common_args, parse_checked, version, versus_ratio
 from returns.result import Failure, Result, Success
 
 from streamsrc.codec import Codec, to_json_value
@@ -356,16 +354,11 @@ Run = Callable[[Path, int], Awaitable[float]]
 
 
 @dataclass
-class Variant:
+class Variant(Rates):
     name: str
     units: int  # units (loads or commands) of a timed round
     per_unit: int  # what one unit counts for in the rate (events per load, 1 per command)
     run: Run
-    rates: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.rates)
 
 
 async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
@@ -385,35 +378,25 @@ async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
 # ---------------------------------------------------------------------------- reporting
 
 
-@dataclass
-class Report:
-    failures: list[str] = field(default_factory=list)
-
-    def verdict(self, label: str, ratio: float, threshold: float, at_most: bool) -> str:
-        if (ratio <= threshold) if at_most else (ratio >= threshold):
-            return "PASS"
-        self.failures.append(f"{label}: {ratio:.2f}x {'>' if at_most else '<'} {threshold:g}x")
-        return "FAIL"
-
-
-HEADER = ("variant", "work/round", "rate/s", "us/unit", "min..max /s", "ratio", "rounds", "target", "result")
-WIDTHS = (52, 12, 9, 8, 17, 7, 11, 7, 6)
-
-
-def row(cells: Sequence[str]) -> str:
-    parts = []
-    for i, (cell, width) in enumerate(zip(cells, WIDTHS, strict=True)):
-        parts.append(cell.ljust(width) if i == 0 else cell.rjust(width))
-    return "  ".join(parts).rstrip()
+TABLE = Table(
+    header=(
+        "variant",
+        "work/round",
+        "rate/s",
+        "us/unit",
+        "min..max /s",
+        "ratio",
+        "rounds",
+        "target",
+        "result",
+    ),
+    widths=(52, 12, 9, 8, 17, 7, 11, 7, 6),
+)
 
 
 def table(title: str, rows: Sequence[Sequence[str]], notes: Sequence[str] = ()) -> None:
-    print()
-    print(title)
-    print(row(HEADER))
-    print(row(["-" * w for w in WIDTHS]))
-    for cells in rows:
-        print(row(cells))
+    """The title, the table, then the notes (indented) below it."""
+    TABLE.print([title], rows)
     for note in notes:
         print(f"  {note}")
     sys.stdout.flush()
@@ -448,24 +431,22 @@ def versus(
 ) -> list[str]:
     """A row for ``reference``: the speed ratio ``subject / reference`` of the medians (with
     ``cost``: the time ratio ``subject / reference``, checked as "at most"); no threshold: info."""
-    if cost:
-        ratio = reference.median / subject.median
-        rounds = [r / s for s, r in zip(subject.rates, reference.rates, strict=True)]
-    else:
-        ratio = subject.median / reference.median
-        rounds = [s / r for s, r in zip(subject.rates, reference.rates, strict=True)]
+    ratio, cells = versus_ratio(reference, subject) if cost else versus_ratio(subject, reference)
     if threshold is None or report is None:
-        target, verdict = "(info)", ""
+        target = ["(info)", ""]
+    elif cost:
+        target = [f"<={threshold:g}x", at_most_verdict(report, label, ratio, threshold)]
     else:
-        target = f"{'<=' if cost else '>='}{threshold:g}x"
-        verdict = report.verdict(label, ratio, threshold, at_most=cost)
-    return [
-        *rate_cells(reference, work),
-        f"{ratio:.2f}x",
-        f"{min(rounds):.2f}..{max(rounds):.2f}",
-        target,
-        verdict,
-    ]
+        target = report.target_cells(label, ratio, threshold)
+    return [*rate_cells(reference, work), *cells, *target]
+
+
+def at_most_verdict(report: Report, label: str, ratio: float, threshold: float) -> str:
+    """PASS if the cost ``ratio`` is at most ``threshold`` (``Report.verdict`` checks "at least")."""
+    if ratio <= threshold:
+        return "PASS"
+    report.failures.append(f"{label}: {ratio:.2f}x > {threshold:g}x")
+    return "FAIL"
 
 
 def calls_note(what: str, counts: dict[str, int], per: int, hop: float) -> str:
@@ -801,23 +782,8 @@ SECTIONS = ("load", "snapshot", "command")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
-    parser.add_argument("--repeat", type=int, default=3, metavar="K", help="rounds (default 3)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument(
-        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
-    )
-    args = parser.parse_args(argv)
-    if args.repeat < 1:
-        parser.error("--repeat must be at least 1")
-    return args
-
-
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
+    add_common_args(parser, SECTIONS, default_repeat=3)
+    return parse_checked(parser, argv)
 
 
 def es_synchronous_report(root: Path) -> str:
@@ -834,7 +800,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     report = Report()
-    started = time.perf_counter()
     print(
         f"streamsrc {version('streamsrc')}, eventsourcing {version('eventsourcing')},"
         f" SQLite {sqlite3.sqlite_version}; Python {platform.python_version()} on {platform.platform()},"
@@ -855,16 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_load(sizes, args.repeat, root, report, sections)
         if "command" in sections:
             bench_command(sizes, args.repeat, root, report)
-
-    print()
-    if report.failures:
-        print("Missed targets:")
-        for failure in report.failures:
-            print(f"  {failure}")
-    else:
-        print("All targets met.")
-    print(f"({time.perf_counter() - started:.0f} s)")
-    return 1 if args.check and report.failures else 0
+    return report.finish(args.check)
 
 
 if __name__ == "__main__":
