@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except StreamsrcError as exc:
             print(f"streamsrc: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
+        except BrokenPipeError:  # the reader went away (``streamsrc demo | head``): not an error
+            # Point stdout at /dev/null so the flush at exit does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
         return 0
     parser.print_help()
     return 2
