@@ -418,7 +418,8 @@ class Stream(Generic[T]):
         """Emit lists of ``n`` elements, or fewer once a list is ``seconds`` old.
 
         Use it to batch a live stream: a full batch goes at once, a partial
-        one no later than ``seconds`` after it started.
+        one no later than ``seconds`` after it started. If upstream fails, the
+        error is raised at once and a partial batch not yet emitted is dropped.
 
         >>> anyio.run(Stream.range(0, 5).group_within(2, 1.0).to_list)
         [[0, 1], [2, 3], [4]]
