@@ -3,9 +3,9 @@
 A :class:`Codec` knows, for each event type name, the dataclass that holds it
 and its current schema version. Encoding turns an instance into JSON
 ``data`` (dataclasses, lists, tuples, dicts, ``datetime``, ``date``,
-``UUID``, ``Decimal`` and ``Enum`` values are handled) and records the
-version in the metadata key ``"schema_version"``. Decoding reads that version
-(1 if absent) and, if it is older, runs the registered upcasters
+``UUID``, ``Decimal`` and ``Enum`` values are handled) and records a
+version above 1 in the metadata key ``"schema_version"``. Decoding reads that version
+(1 if absent: version 1 is not written) and, if it is older, runs the registered upcasters
 ``v1 -> v2 -> ... -> current`` over the JSON data before building the class:
 a schema change never rewrites history.
 
@@ -125,14 +125,19 @@ class Codec:
         ...     amount: Decimal
         >>> e = codec.encode(Deposited(Decimal("9.50")))
         >>> e.type, e.data, e.metadata
-        ('Deposited', {'amount': '9.50'}, {'schema_version': 1})
+        ('Deposited', {'amount': '9.50'}, None)
         """
         event_type = self.type_of(event)
-        meta = {**(metadata or {}), VERSION_KEY: self._by_name[event_type].version}
+        version = self._by_name[event_type].version
+        # Version 1 is what a missing key means: most events then carry no metadata at all,
+        # which saves a JSON decode per event on every read.
+        meta = dict(metadata or {})
+        if version > 1:
+            meta[VERSION_KEY] = version
         data = to_json_value(event)
         if id is None:
-            return EventData(event_type, data, meta)
-        return EventData(event_type, data, meta, id)
+            return EventData(event_type, data, meta or None)
+        return EventData(event_type, data, meta or None, id)
 
     def decode(self, event: RecordedEvent | EventData) -> Any:
         """The dataclass instance for a stored event, upcast to the current version.
