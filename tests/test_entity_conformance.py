@@ -11,36 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from store_urls import STORE_URLS, opened_store
 
-from streamsrc.store import open_store
 from streamsrc.testing import ConformantStore, EntityConformance
 
 
-class TestMemory(EntityConformance):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[ConformantStore]:
-        async with open_store("memory://") as store:
-            yield store
-
-
-class TestMemorySmallPages(EntityConformance):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[ConformantStore]:
-        async with open_store("memory://?page_size=3") as store:
-            assert store.page_size == 3
-            yield store
-
-
-class TestSqlite(EntityConformance):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
-        async with open_store(f"sqlite:///{tmp_path}/events.db") as store:
-            yield store
-
-
-class TestSqliteSmallPages(EntityConformance):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
-        async with open_store(f"sqlite:///{tmp_path}/events.db?page_size=3") as store:
-            assert store.page_size == 3
+class TestEntityConformance(EntityConformance):
+    @pytest.fixture(params=sorted(STORE_URLS))
+    async def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with opened_store(request.param, tmp_path) as store:
             yield store

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from store_urls import STORE_URLS, opened_store
 
 from streamsrc.store import open_store
 from streamsrc.testing import ConformantStore, EventStoreConformance
@@ -21,33 +22,10 @@ from streamsrc.testing import ConformantStore, EventStoreConformance
 GUARANTEES = [name for name in vars(EventStoreConformance) if name.startswith("supports_")]
 
 
-class TestMemory(EventStoreConformance):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[ConformantStore]:
-        async with open_store("memory://") as store:
-            yield store
-
-
-class TestMemorySmallPages(EventStoreConformance):
-    @pytest.fixture
-    async def store(self) -> AsyncIterator[ConformantStore]:
-        async with open_store("memory://?page_size=3") as store:
-            assert store.page_size == 3
-            yield store
-
-
-class TestSqlite(EventStoreConformance):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
-        async with open_store(f"sqlite:///{tmp_path}/events.db") as store:
-            yield store
-
-
-class TestSqliteSmallPages(EventStoreConformance):
-    @pytest.fixture
-    async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
-        async with open_store(f"sqlite:///{tmp_path}/events.db?page_size=3") as store:
-            assert store.page_size == 3
+class TestEventStoreConformance(EventStoreConformance):
+    @pytest.fixture(params=sorted(STORE_URLS))
+    async def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with opened_store(request.param, tmp_path) as store:
             yield store
 
 
@@ -59,9 +37,7 @@ class TestSqliteSynchronousFull(EventStoreConformance):
             yield store
 
 
-@pytest.mark.parametrize(
-    "suite", [TestMemory, TestMemorySmallPages, TestSqlite, TestSqliteSmallPages, TestSqliteSynchronousFull]
-)
+@pytest.mark.parametrize("suite", [TestEventStoreConformance, TestSqliteSynchronousFull])
 def test_shipped_stores_declare_every_guarantee(suite: type[EventStoreConformance]) -> None:
     assert len(GUARANTEES) >= 8
     assert all(getattr(suite, name) is True for name in GUARANTEES)

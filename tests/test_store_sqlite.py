@@ -40,6 +40,7 @@ from streamsrc.testing.conformance import (
     expect_success,
     make_events,
     recorded_content,
+    tail_log,
 )
 
 pytestmark = pytest.mark.anyio
@@ -165,23 +166,9 @@ async def test_two_stores_on_one_file(tmp_path: Path) -> None:
                     tg.start_soon(racer, r)
             writers_done.set()
 
-        async def tail() -> None:
-            last = 0
-            while True:
-                finished = writers_done.is_set()  # then the read below sees every event
-                page = await two.read_all(after=last).to_list()
-                for record in page:
-                    assert record.position > last
-                    last = record.position
-                    seen.append(record)
-                if not page:
-                    if finished:
-                        return
-                    await anyio.sleep(0.001)
-
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(tail)
+                tg.start_soon(tail_log, two, writers_done, seen)
                 tg.start_soon(write_all)
 
         assert len(results) == writers * batches_each + 2 * 8

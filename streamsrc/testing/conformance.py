@@ -123,6 +123,31 @@ async def append_ok(
     return expect_success(await store.append(stream, events, expected))
 
 
+async def tail_log(
+    store: ConformantStore,
+    writers_done: anyio.Event,
+    seen: list[RecordedEvent],
+    limits: Sequence[int | None] = (None,),
+) -> None:
+    """Follow ``read_all`` into ``seen`` until the writers are done and nothing is left.
+
+    Each read starts after the last position seen (page limits cycle through
+    ``limits``), and every event must come after the one before it.
+    """
+    last = 0
+    for limit in itertools.cycle(limits):
+        finished = writers_done.is_set()  # then the read below sees every event
+        page = await store.read_all(after=last, limit=limit).to_list()
+        for record in page:
+            assert record.position > last, (record.position, last)
+            last = record.position
+            seen.append(record)
+        if not page:
+            if finished:
+                return
+            await anyio.sleep(0.001)
+
+
 def _is_utc(moment: datetime) -> bool:
     return moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
 
@@ -868,24 +893,9 @@ class EventStoreConformance:
                     tg.start_soon(writer, w)
             writers_done.set()
 
-        async def reader() -> None:
-            last, rounds = 0, 0
-            while True:
-                finished = writers_done.is_set()  # then the read below sees every event
-                rounds += 1
-                page = await store.read_all(after=last, limit=None if rounds % 2 else 4).to_list()
-                for record in page:
-                    assert record.position > last, (record.position, last)
-                    last = record.position
-                    seen.append(record)
-                if not page:
-                    if finished:
-                        return
-                    await anyio.sleep(0.001)
-
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(reader)
+                tg.start_soon(tail_log, store, writers_done, seen, (None, 4))
                 tg.start_soon(write_all)
 
         assert len(seen) == total == len(written)
