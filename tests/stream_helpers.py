@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import anyio.lowlevel
+
+from streamsrc import Stream
 
 
 def task_count() -> int:
@@ -20,3 +24,19 @@ async def forever() -> int:
     """An effect that never finishes (until cancelled)."""
     await anyio.sleep_forever()
     raise AssertionError("unreachable")
+
+
+async def drain_cancelled_once(stream: Stream[Any], blocked: anyio.Event) -> bool:
+    """Drain ``stream`` in a task, cancel it once ``blocked`` is set; whether the drain finished."""
+    finished = False
+
+    async def consume() -> None:
+        nonlocal finished
+        await stream.drain()
+        finished = True
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await blocked.wait()
+        tg.cancel_scope.cancel()
+    return finished

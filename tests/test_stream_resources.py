@@ -14,7 +14,7 @@ from typing import Literal
 import anyio
 import anyio.lowlevel
 import pytest
-from stream_helpers import checkpoint, forever, task_count
+from stream_helpers import checkpoint, drain_cancelled_once, forever, task_count
 
 from streamsrc import Stream
 
@@ -278,18 +278,8 @@ async def test_cancel_scope_cancel_while_blocked_in_eval_map_releases() -> None:
 
     stream = source("take", tracker).eval_map(slow)
     before = task_count()
-    finished = False
     with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-
-            async def consume() -> None:
-                nonlocal finished
-                await stream.drain()
-                finished = True
-
-            tg.start_soon(consume)
-            await blocked.wait()
-            tg.cancel_scope.cancel()
+        finished = await drain_cancelled_once(stream, blocked)
     assert not finished
     tracker.assert_released_exactly_once()
     assert task_count() == before
@@ -402,18 +392,8 @@ async def test_cancel_scope_cancel_inside_concurrent_stage_releases(stage: str) 
 
     stream = STAGES[stage](source("take", tracker).eval_map(slow), tracker)
     before = task_count()
-    finished = False
     with anyio.fail_after(LIMIT):
-        async with anyio.create_task_group() as tg:
-
-            async def consume() -> None:
-                nonlocal finished
-                await stream.drain()
-                finished = True
-
-            tg.start_soon(consume)
-            await blocked.wait()
-            tg.cancel_scope.cancel()
+        finished = await drain_cancelled_once(stream, blocked)
     assert not finished
     tracker.assert_released_exactly_once()
     assert task_count() == before

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,7 +168,9 @@ def _decoded(r: RecordedEvent) -> RecordedEvent:
     return r._replace(data=decode_json(r.data), metadata=metadata)
 
 
-def _paged(page: Any, after: int, limit: int | None, key: str = "seq") -> Stream[RecordedEvent]:
+def _paged(
+    page: Callable[[int], list[RecordedEvent]], after: int, limit: int | None, key: str = "seq"
+) -> Stream[RecordedEvent]:
     """Pages from ``page(start)``, each starting after the last one's final ``key``."""
 
     async def step(

@@ -120,7 +120,8 @@ def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) ->
                         while emitted + len(out) in ready:
                             out.append(ready.pop(emitted + len(out)))
                     else:
-                        out, unordered[:] = unordered[:], []
+                        out = unordered.copy()
+                        unordered.clear()
                     if out:
                         emitted += len(out)
                         room.wake()
