@@ -1,5 +1,5 @@
 """What the benchmark scripts share: rates and ratios, targets and the final summary, tables,
-peak memory, the common command-line flags.
+peak memory, the common command-line flags, the versions line that starts a run.
 
 The scripts run as ``python bench/<name>.py``, so this folder is on ``sys.path``
 and they import this module as ``from _common import ...``.
@@ -8,6 +8,8 @@ and they import this module as ``from _common import ...``.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import resource
 import statistics
 import sys
@@ -177,3 +179,10 @@ def version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+def versions_line(parts: Sequence[str], cpus: bool = False) -> str:
+    """The first line of a run: ``parts`` (what is measured, with versions), then Python and the
+    platform (and with ``cpus``, the number of CPUs)."""
+    line = f"{', '.join(parts)}; Python {platform.python_version()} on {platform.platform()}"
+    return f"{line}, {os.cpu_count()} CPUs" if cpus else line

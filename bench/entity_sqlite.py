@@ -42,22 +42,31 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import util
 from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import Rates, Report, Table, add_common_args, parse_checked, version, versus_ratio
+from _common import Report, Table, add_common_args, parse_checked, versus_ratio
+from _sqlite import (
+    Run,
+    Variant,
+    bench_root,
+    count_rows,
+    es_app_class,
+    es_available,
+    es_env,
+    es_synchronous_name,
+    raw_connect,
+    sqlite_url,
+)
+from _sqlite import measure as _measure
 from returns.result import Failure, Result, Success
 
 from streamsrc.codec import Codec, to_json_value
@@ -142,27 +151,6 @@ def check_state(who: str, got: Tally, n: int) -> None:
 # ---------------------------------------------------------------------------- database files
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}?synchronous=normal"
-
-
-def raw_connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode.lower() != "wal":
-        raise RuntimeError(f"{path}: journal_mode is {mode}")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def count_rows(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-    finally:
-        conn.close()
-
-
 _GENERATE = """
 WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < :n)
 INSERT INTO events (stream, seq, id, type, data, metadata, time)
@@ -223,25 +211,9 @@ def raw_snapshot_load(conn: sqlite3.Connection, key: str, stream: str) -> Loaded
 # ---------------------------------------------------------------------------- eventsourcing
 
 
-def es_available() -> bool:
-    return util.find_spec("eventsourcing") is not None
-
-
 def es_classes() -> tuple[type[Any], type[Any], type[Any]]:
     """``(BenchApp, SnapApp, EsTally)``: defined on first use, so the benchmark runs without it."""
-    from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
-    from eventsourcing.persistence import InfrastructureFactory
-    from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
-    from eventsourcing.utils import Environment
-
-    class SyncPool(SQLiteConnectionPool):
-        """eventsourcing's pool, plus ``PRAGMA synchronous=NORMAL`` on every new connection."""
-
-        def _create_connection(self) -> SQLiteConnection:
-            conn = super()._create_connection()
-            conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
-            return conn
 
     class EsTally(Aggregate):
         def __init__(self, n: int, name: str, amount: float) -> None:
@@ -253,31 +225,14 @@ def es_classes() -> tuple[type[Any], type[Any], type[Any]]:
             self.total += n
             self.count += 1
 
-    class BenchApp(Application[Any]):
-        """An application on eventsourcing's SQLite module with ``synchronous=NORMAL``."""
+    bench_app = es_app_class()
 
-        def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
-            factory = super().construct_factory(env)
-            if not isinstance(factory, SQLiteFactory):
-                raise RuntimeError(f"expected eventsourcing's SQLiteFactory, got {factory!r}")
-            old = factory.datastore.pool
-            factory.datastore.pool = SyncPool(db_name=old.db_name, lock_timeout=old.lock_timeout)
-            old.close()
-            return factory
-
-        def pragma_synchronous(self) -> int:
-            factory = self.factory
-            assert isinstance(factory, SQLiteFactory)
-            with factory.datastore.transaction(commit=False) as c:
-                c.execute("PRAGMA synchronous")
-                return int(c.fetchone()[0])
-
-    class SnapApp(BenchApp):
-        """The same, with a snapshot every 100 events (eventsourcing's automatic snapshotting)."""
+    class SnapApp(bench_app):  # type: ignore[misc,valid-type]
+        """``BenchApp`` with a snapshot every 100 events (eventsourcing's automatic snapshotting)."""
 
         snapshotting_intervals = {EsTally: SNAPSHOT_EVERY}  # noqa: RUF012 (eventsourcing's own API)
 
-    return BenchApp, SnapApp, EsTally
+    return bench_app, SnapApp, EsTally
 
 
 _ES: tuple[type[Any], type[Any], type[Any]] | None = None
@@ -292,8 +247,7 @@ def es() -> tuple[type[Any], type[Any], type[Any]]:
 
 def es_app(path: Path, snapshots: bool = False) -> Any:
     plain, snapping, _ = es()
-    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
-    return (snapping if snapshots else plain)(env=env)
+    return (snapping if snapshots else plain)(env=es_env(path, "NORMAL"))
 
 
 def es_tally(n: int) -> Any:
@@ -349,30 +303,9 @@ async def hop_us(store: Any, n: int) -> float:
 # ---------------------------------------------------------------------------- measuring
 
 
-Run = Callable[[Path, int], Awaitable[float]]
-"""A variant: given a fresh folder and a number of units, do the work; return the timed seconds."""
-
-
-@dataclass
-class Variant(Rates):
-    name: str
-    units: int  # units (loads or commands) of a timed round
-    per_unit: int  # what one unit counts for in the rate (events per load, 1 per command)
-    run: Run
-
-
 async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
-    """A small untimed warm-up round, then ``repeat`` rounds of the variants, interleaved."""
-    for r in range(-1, repeat):
-        for i, v in enumerate(variants):
-            folder = root / f"r{r + 1}-v{i}"
-            folder.mkdir()
-            units = max(1, v.units // 10) if r < 0 else v.units
-            gc.collect()
-            elapsed = await v.run(folder, units)
-            if r >= 0:
-                v.rates.append(units * v.per_unit / elapsed)
-            shutil.rmtree(folder, ignore_errors=True)
+    """A small untimed warm-up round (1/10 of the units), then ``repeat`` rounds, interleaved."""
+    await _measure(variants, repeat, root, warm_up=10)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -787,10 +720,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def es_synchronous_report(root: Path) -> str:
-    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
     app = es_app(root / "probe.db")
     try:
-        return f"eventsourcing connections: synchronous={names.get(app.pragma_synchronous(), '?')}"
+        return f"eventsourcing connections: synchronous={es_synchronous_name(app)}"
     finally:
         app.close()
 
@@ -800,22 +732,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     report = Report()
-    print(
-        f"streamsrc {version('streamsrc')}, eventsourcing {version('eventsourcing')},"
-        f" SQLite {sqlite3.sqlite_version}; Python {platform.python_version()} on {platform.platform()},"
-        f" {os.cpu_count()} CPUs"
-    )
-    print(
-        f"{args.repeat} interleaved rounds after a warm-up{', QUICK sizes' if args.quick else ''};"
-        " WAL, synchronous=NORMAL; rates are medians over rounds"
-    )
-    with tempfile.TemporaryDirectory(prefix="streamsrc-bench-") as tmp:
-        root = Path(tmp)
-        print(f"database files in {root}")
-        if es_available():
-            print(es_synchronous_report(root))
-        else:
-            print("eventsourcing not installed (pip install eventsourcing): its rows are skipped")
+    with bench_root(args, es_synchronous_report) as root:
         if "load" in sections or "snapshot" in sections:
             bench_load(sizes, args.repeat, root, report, sections)
         if "command" in sections:

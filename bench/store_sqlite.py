@@ -51,35 +51,42 @@ import argparse
 import asyncio
 import gc
 import json
-import os
-import platform
 import queue
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib import util
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 from _common import (
-    Rates,
     Report,
     Table,
     add_common_args,
     parse_checked,
     ru_maxrss_mb,
-    version,
     versus_ratio,
     vm_hwm_mb,
 )
+from _sqlite import (
+    Run,
+    Variant,
+    bench_root,
+    count_rows,
+    es_app_class,
+    es_available,
+    es_env,
+    es_synchronous_name,
+    raw_connect,
+    sqlite_url,
+)
+from _sqlite import measure as _measure
 from returns.result import Failure
 
 from streamsrc.events import EventData
@@ -151,31 +158,10 @@ def now_us() -> int:
 # ---------------------------------------------------------------------------- database files
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}?synchronous=normal"
-
-
 async def create_store_file(path: Path) -> None:
     """A new database with streamsrc's schema, made by streamsrc (so raw uses the same tables)."""
     async with open_store(sqlite_url(path)):
         pass
-
-
-def raw_connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-    if mode.lower() != "wal":
-        raise RuntimeError(f"{path}: journal_mode is {mode}")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def count_rows(path: Path, table: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-    finally:
-        conn.close()
 
 
 def check_count(path: Path, table: str, expected: int, who: str) -> None:
@@ -324,54 +310,9 @@ def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
 # ---------------------------------------------------------------------------- eventsourcing
 
 
-def es_available() -> bool:
-    return util.find_spec("eventsourcing") is not None
-
-
 def es_classes() -> tuple[type[Any], type[Any]]:
     """``(BenchApp, Tally)``: defined on first use, so the benchmark runs without eventsourcing."""
-    from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
-    from eventsourcing.persistence import InfrastructureFactory
-    from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
-    from eventsourcing.utils import Environment
-
-    class SyncPool(SQLiteConnectionPool):
-        """eventsourcing's pool, plus ``PRAGMA synchronous`` on every new connection."""
-
-        synchronous = "NORMAL"
-
-        def _create_connection(self) -> SQLiteConnection:
-            conn = super()._create_connection()
-            conn._sqlite_conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            return conn
-
-    class BenchApp(Application[Any]):
-        """An application on eventsourcing's SQLite module, with ``synchronous`` from ``env``.
-
-        ``BENCH_SYNCHRONOUS`` is this benchmark's own key (eventsourcing has none):
-        empty keeps eventsourcing's default.
-        """
-
-        def construct_factory(self, env: Environment) -> InfrastructureFactory[Any]:
-            factory = super().construct_factory(env)
-            synchronous = env.get("BENCH_SYNCHRONOUS")
-            if synchronous:
-                if not isinstance(factory, SQLiteFactory):
-                    raise RuntimeError(f"expected eventsourcing's SQLiteFactory, got {factory!r}")
-                old = factory.datastore.pool
-                pool = SyncPool(db_name=old.db_name, lock_timeout=old.lock_timeout)
-                pool.synchronous = synchronous
-                factory.datastore.pool = pool  # before the first connection is made
-                old.close()
-            return factory
-
-        def pragma_synchronous(self) -> int:
-            factory = self.factory
-            assert isinstance(factory, SQLiteFactory)
-            with factory.datastore.transaction(commit=False) as c:
-                c.execute("PRAGMA synchronous")
-                return int(c.fetchone()[0])
 
     class Tally(Aggregate):
         def __init__(self, n: int, name: str, amount: float) -> None:
@@ -382,7 +323,7 @@ def es_classes() -> tuple[type[Any], type[Any]]:
         def bump(self, n: int, name: str, amount: float) -> None:
             self.total += n
 
-    return BenchApp, Tally
+    return es_app_class(), Tally
 
 
 _ES: tuple[type[Any], type[Any]] | None = None
@@ -397,12 +338,7 @@ def es() -> tuple[type[Any], type[Any]]:
 
 def es_app(path: Path, synchronous: str | None = "NORMAL") -> Any:
     app_class, _ = es()
-    env = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": str(path),
-        "BENCH_SYNCHRONOUS": synchronous or "",
-    }
-    return app_class(env=env)
+    return app_class(env=es_env(path, synchronous))
 
 
 def es_tally(data: dict[str, Any]) -> Any:
@@ -413,34 +349,9 @@ def es_tally(data: dict[str, Any]) -> Any:
 # ---------------------------------------------------------------------------- measuring
 
 
-Run = Callable[[Path, int], Awaitable[float]]
-"""A variant: given a fresh folder and a number of input units, do the work; return the timed seconds."""
-
-
-@dataclass
-class Variant(Rates):
-    name: str
-    units: int  # input units (events, streams or batches) of a timed round
-    per_unit: int  # events per unit
-    run: Run
-
-    @property
-    def events(self) -> int:
-        return self.units * self.per_unit
-
-
 async def measure(variants: Sequence[Variant], repeat: int, root: Path) -> None:
-    """A small untimed warm-up round, then ``repeat`` rounds of the variants, interleaved."""
-    for r in range(-1, repeat):
-        for i, v in enumerate(variants):
-            folder = root / f"r{r + 1}-v{i}"
-            folder.mkdir()
-            units = max(1, v.units // 20) if r < 0 else v.units
-            gc.collect()
-            elapsed = await v.run(folder, units)
-            if r >= 0:
-                v.rates.append(units * v.per_unit / elapsed)
-            shutil.rmtree(folder, ignore_errors=True)
+    """A small untimed warm-up round (1/20 of the units), then ``repeat`` rounds, interleaved."""
+    await _measure(variants, repeat, root, warm_up=20)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -904,12 +815,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def es_synchronous_report(root: Path) -> str:
-    names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
     found = []
     for sync in ("NORMAL", None):
         app = es_app(root / f"probe-{sync}.db", sync)
         try:
-            found.append(names.get(app.pragma_synchronous(), "?"))
+            found.append(es_synchronous_name(app))
         finally:
             app.close()
     return f"eventsourcing connections: synchronous={found[0]} as benchmarked, {found[1]} at its default"
@@ -924,22 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     report = Report()
-    print(
-        f"streamsrc {version('streamsrc')}, eventsourcing {version('eventsourcing')},"
-        f" SQLite {sqlite3.sqlite_version}; Python {platform.python_version()} on {platform.platform()},"
-        f" {os.cpu_count()} CPUs"
-    )
-    print(
-        f"{args.repeat} interleaved rounds after a warm-up{', QUICK sizes' if args.quick else ''};"
-        " WAL, synchronous=NORMAL; rates are medians over rounds"
-    )
-    with tempfile.TemporaryDirectory(prefix="streamsrc-bench-") as tmp:
-        root = Path(tmp)
-        print(f"database files in {root}")
-        if es_available():
-            print(es_synchronous_report(root))
-        else:
-            print("eventsourcing not installed (pip install eventsourcing): its rows are skipped")
+    with bench_root(args, es_synchronous_report) as root:
         if "single" in sections:
             bench_single(sizes, args.repeat, root, report)
         if "batch" in sections:

@@ -31,7 +31,6 @@ import argparse
 import gc
 import json
 import operator
-import platform
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from _common import (
     parse_checked,
     ratio_cells,
     version,
+    versions_line,
     versus_ratio,
 )
 
@@ -499,8 +499,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sections = args.only or list(SECTIONS)
     report = Report()
     print(
-        f"streamsrc {version('streamsrc')}, aiostream {version('aiostream')},"
-        f" anyio {version('anyio')}; Python {platform.python_version()} on {platform.platform()}"
+        versions_line(
+            [
+                f"streamsrc {version('streamsrc')}",
+                f"aiostream {version('aiostream')}",
+                f"anyio {version('anyio')}",
+            ]
+        )
     )
     print(f"backend {args.backend}, {args.repeat} interleaved rounds; rates are medians over rounds")
     if args.quick:
