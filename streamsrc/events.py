@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, NamedTuple
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any
 
 from returns.result import Failure, Result, Success
 
@@ -27,6 +29,7 @@ __all__ = [
     "encode_json",
     "encode_json_sized",
     "new_event_id",
+    "stored_event",
     "validate_stream_name",
 ]
 
@@ -77,22 +80,153 @@ class EventData:
     id: uuid.UUID = field(default_factory=new_event_id)
 
 
-class RecordedEvent(NamedTuple):
+decode_json = json.loads
+"""Decode JSON text written by :func:`encode_json`."""
+
+try:
+    from collections import _tuplegetter  # type: ignore[attr-defined]  # what namedtuple uses
+except ImportError:  # pragma: no cover - other Pythons
+
+    def _tuplegetter(index: int, doc: str) -> Any:
+        return property(itemgetter(index), doc=doc)
+
+
+class _Lazy:
+    """A field decoded from its stored form on first read, then cached in the instance."""
+
+    __slots__ = ("decode", "index", "name")
+
+    def __init__(self, name: str, index: int, decode: Callable[[Any], Any]) -> None:
+        self.name, self.index, self.decode = name, index, decode
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = self.decode(tuple.__getitem__(instance, self.index))
+        instance.__dict__[self.name] = value  # later reads find it before this descriptor
+        return value
+
+
+def _decode_metadata(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else decode_json(text)
+
+
+def _decode_id(raw: bytes | uuid.UUID) -> uuid.UUID:
+    return raw if type(raw) is uuid.UUID else uuid_from_bytes(raw)  # type: ignore[arg-type]
+
+
+def _decode_time(raw: int | datetime) -> datetime:
+    return raw if type(raw) is datetime else datetime.fromtimestamp(raw / 1_000_000, UTC)  # type: ignore[operator]
+
+
+class RecordedEvent(tuple):  # type: ignore[type-arg]
     """An event as stored: where it is (``stream``, ``seq``, ``position``) and when it was written.
 
     ``seq`` counts 1, 2, 3, ... within its stream with no gaps; ``position``
     is global and strictly increasing in commit order across all streams;
     ``time`` is the commit time in UTC.
+
+    Stores hand events over in their stored form: ``data``, ``metadata``,
+    ``id`` and ``time`` are decoded the first time they are read, so code
+    that looks only at ``type`` or ``position`` (a projection counting event
+    types, a filter) never pays for decoding JSON. Two events are equal when
+    all their fields are.
+
+    >>> from datetime import datetime, UTC
+    >>> e = RecordedEvent("user-1", 1, 7, "UserRegistered", {"name": "Ada"}, None,
+    ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
+    >>> e.stream, e.seq, e.position, e.type, e.data
+    ('user-1', 1, 7, 'UserRegistered', {'name': 'Ada'})
     """
 
-    stream: str
-    seq: int
-    position: int
-    type: str
-    data: Any
-    metadata: dict[str, Any] | None
-    id: uuid.UUID
-    time: datetime
+    # No __slots__: the instance dict (made only when a lazy field is first read) caches decoded fields.
+
+    if TYPE_CHECKING:
+        stream: str
+        seq: int
+        position: int
+        type: str
+        data: Any
+        metadata: dict[str, Any] | None
+        id: uuid.UUID
+        time: datetime
+
+    def __new__(
+        cls,
+        stream: str,
+        seq: int,
+        position: int,
+        type: str,
+        data: Any,
+        metadata: dict[str, Any] | None,
+        id: uuid.UUID,
+        time: datetime,
+    ) -> RecordedEvent:
+        """An event with its fields already decoded (stores use :func:`stored_event`)."""
+        self = tuple.__new__(cls, (stream, seq, position, type, None, None, id, time))
+        fields = self.__dict__
+        fields["data"] = data
+        fields["metadata"] = metadata
+        return self
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.stream, self.seq, self.position, self.type, self.data, self.metadata, self.id, self.time)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._fields())
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return self._fields()
+
+    def __getstate__(self) -> None:
+        return None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash((self.stream, self.seq, self.position, self.id))
+
+    def __repr__(self) -> str:
+        names = ("stream", "seq", "position", "type", "data", "metadata", "id", "time")
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        return f"RecordedEvent({inner})"
+
+    if not TYPE_CHECKING:  # the fields, as mypy sees them above
+        stream = _tuplegetter(0, "The stream the event belongs to.")
+        seq = _tuplegetter(1, "Its number within the stream: 1, 2, 3, ...")
+        position = _tuplegetter(2, "Its place in the global log, increasing in commit order.")
+        type = _tuplegetter(3, "The event type.")
+        data = _Lazy("data", 4, decode_json)
+        metadata = _Lazy("metadata", 5, _decode_metadata)
+        id = _Lazy("id", 6, _decode_id)
+        time = _Lazy("time", 7, _decode_time)
+
+
+def stored_event(
+    stream: str,
+    seq: int,
+    position: int,
+    type: str,
+    data: str,
+    metadata: str | None,
+    id: bytes | uuid.UUID,
+    time: int | datetime,
+) -> RecordedEvent:
+    """A :class:`RecordedEvent` from its stored form, decoded lazily.
+
+    ``data`` and ``metadata`` are JSON text, ``id`` a UUID or its 16 bytes,
+    ``time`` a datetime or microseconds since the epoch (UTC). Stores build
+    pages with ``tuple.__new__(RecordedEvent, row)`` directly, which is the
+    same thing without the call.
+    """
+    return tuple.__new__(RecordedEvent, (stream, seq, position, type, data, metadata, id, time))
 
 
 def encode_json(value: Any) -> str:
@@ -122,9 +256,6 @@ def encode_json_sized(value: Any) -> tuple[str, int]:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-
-decode_json = json.loads
-"""Decode JSON text written by :func:`encode_json`."""
 
 
 def validate_stream_name(name: object, what: str = "stream name") -> Result[str, InvalidEvent]:

@@ -9,10 +9,10 @@ log.
 
 from __future__ import annotations
 
-import bisect
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio.lowlevel
@@ -43,9 +43,11 @@ class MemoryStore:
     ) -> None:
         self.page_size = page_size
         self.max_event_size = max_event_size
-        self._log: list[RecordedEvent] = []  # data/metadata held as JSON text
-        self._streams: dict[str, list[RecordedEvent]] = {}
-        self._ids: dict[uuid.UUID, RecordedEvent] = {}
+        # Events in their stored form: plain tuples in RecordedEvent's field order, data and
+        # metadata as JSON text; every read makes new RecordedEvents (decoded lazily).
+        self._log: list[_Row] = []
+        self._streams: dict[str, list[_Row]] = {}
+        self._ids: dict[uuid.UUID, _Row] = {}
         self._snapshots: dict[str, list[Snapshot]] = {}
         self._checkpoints: dict[str, int] = {}
 
@@ -65,7 +67,7 @@ class MemoryStore:
         if isinstance(encoded, Failure):
             return encoded
         batch = encoded.unwrap()
-        found = {e.id: (r.stream, r.seq, r.position) for e in batch if (r := self._ids.get(e.id))}
+        found = {e.id: (r[0], r[1], r[2]) for e in batch if (r := self._ids.get(e.id))}
         existing = check_existing(stream, [e.id for e in batch], expected, found)
         if existing is not None:
             return existing
@@ -77,16 +79,7 @@ class MemoryStore:
         written = []
         for e in batch:
             position = len(self._log) + 1
-            record = RecordedEvent(
-                stream,
-                len(log) + 1,
-                position,
-                e.type,
-                e.data,
-                e.metadata,  # type: ignore[arg-type]  # JSON text until read
-                e.id,
-                now,
-            )
+            record = (stream, len(log) + 1, position, e.type, e.data, e.metadata, e.id, now)
             log.append(record)
             self._log.append(record)
             self._ids[e.id] = record
@@ -102,22 +95,22 @@ class MemoryStore:
             log = self._streams.get(stream, [])
             if backwards:
                 stop = len(log) if start == 0 else min(len(log), max(0, start - 1))
-                return [_decoded(r) for r in reversed(log[max(0, stop - self.page_size) : stop])]
-            return [_decoded(r) for r in log[start : start + self.page_size]]
+                return [_event(r) for r in reversed(log[max(0, stop - self.page_size) : stop])]
+            return list(map(_event, log[start : start + self.page_size]))
 
         return _paged(page, after, limit)
 
     def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
         def page(start: int) -> list[RecordedEvent]:
-            first = bisect.bisect_right(self._log, start, key=lambda r: r.position)
-            return [_decoded(r) for r in self._log[first : first + self.page_size]]
+            first = max(0, start)  # event at position p is self._log[p - 1]
+            return list(map(_event, self._log[first : first + self.page_size]))
 
         return _paged(page, after, limit, key="position")
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
         await anyio.lowlevel.checkpoint()
         log = self._streams.get(stream)
-        return Some(_decoded(log[-1])) if log else Nothing
+        return Some(_event(log[-1])) if log else Nothing
 
     async def head(self) -> int:
         await anyio.lowlevel.checkpoint()
@@ -163,9 +156,8 @@ class MemoryStore:
         self._checkpoints[name] = position
 
 
-def _decoded(r: RecordedEvent) -> RecordedEvent:
-    metadata = None if r.metadata is None else decode_json(r.metadata)  # type: ignore[arg-type]
-    return r._replace(data=decode_json(r.data), metadata=metadata)
+_Row = tuple[str, int, int, str, str, str | None, uuid.UUID, datetime]
+_event: Callable[[_Row], RecordedEvent] = partial(tuple.__new__, RecordedEvent)
 
 
 def _paged(

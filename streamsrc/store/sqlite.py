@@ -122,37 +122,11 @@ def _to_us(moment: datetime) -> int:
 
 
 def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
-    """Decode a page of rows (columns in ``_COLUMNS`` order) into events.
+    """Events from a page of rows (columns in ``_COLUMNS`` order), decoded lazily (all in C)."""
+    return list(map(_as_event, rows))
 
-    The hot path of every read: names are bound locally, and consecutive rows
-    written by one append share their ``datetime``.
-    """
-    out: list[RecordedEvent] = []
-    add = out.append
-    make = tuple.__new__
-    loads = decode_json
-    to_uuid = uuid_from_bytes
-    fromtimestamp = datetime.fromtimestamp
-    last_us, moment = -1, _EPOCH
-    for stream, seq, position, kind, data, metadata, raw_id, us in rows:
-        if us != last_us:
-            last_us, moment = us, fromtimestamp(us / 1_000_000, UTC)
-        add(
-            make(
-                RecordedEvent,
-                (
-                    stream,
-                    seq,
-                    position,
-                    kind,
-                    loads(data),
-                    None if metadata is None else loads(metadata),
-                    to_uuid(raw_id),
-                    moment,
-                ),
-            )
-        )
-    return out
+
+_as_event = partial(tuple.__new__, RecordedEvent)
 
 
 class _Worker:
