@@ -12,6 +12,7 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
     ├── UnknownEventType        a codec met an event type it has no class for
     ├── Rejection               a decider refused a command (domain reasons); never retried
     ├── Conflict                a command lost every retry to concurrent writers
+    ├── ProjectionFailed        a projection's handler failed on an event (the stop policy)
     └── StoreError              an append, read or write was refused or failed
         ├── WrongExpectedVersion    the stream is not at the version the caller expected
         ├── DuplicateEvent          an event id is already in the store elsewhere
@@ -34,6 +35,7 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidStoreURL",
+    "ProjectionFailed",
     "Rejection",
     "StoreError",
     "StoreUnavailable",
@@ -173,3 +175,27 @@ class Conflict(StreamsrcError):
         super().__init__(f"gave up after {attempts} attempt(s): {last}")
         self.attempts = attempts
         self.last = last
+
+
+class ProjectionFailed(StreamsrcError):
+    """A projection stopped because its handler failed on one event.
+
+    The read model holds every event before it (its checkpoint is just
+    before ``position``); fix the handler or the event's data and run the
+    projection again, and it goes on from there. ``cause`` is the handler's
+    exception.
+    """
+
+    def __init__(
+        self, projection: str, position: int, stream: str, seq: int, type: str, cause: BaseException
+    ) -> None:
+        super().__init__(
+            f"projection {projection!r} failed on the event at position {position} "
+            f"({stream!r} #{seq}, {type}): {cause.__class__.__name__}: {cause}"
+        )
+        self.projection = projection
+        self.position = position
+        self.stream = stream
+        self.seq = seq
+        self.type = type
+        self.cause = cause

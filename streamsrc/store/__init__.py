@@ -9,10 +9,13 @@ from streamsrc.store._contract import ANY as ANY
 from streamsrc.store._contract import NO_STREAM as NO_STREAM
 from streamsrc.store._contract import STREAM_EXISTS as STREAM_EXISTS
 from streamsrc.store._contract import AppendResult as AppendResult
+from streamsrc.store._contract import AppendSignal as AppendSignal
 from streamsrc.store._contract import CheckpointStore as CheckpointStore
+from streamsrc.store._contract import EventFilter as EventFilter
 from streamsrc.store._contract import EventStore as EventStore
 from streamsrc.store._contract import Expected as Expected
 from streamsrc.store._contract import ExpectedVersion as ExpectedVersion
+from streamsrc.store._contract import NotifyingStore as NotifyingStore
 from streamsrc.store._contract import Snapshot as Snapshot
 from streamsrc.store._contract import SnapshotStore as SnapshotStore
 from streamsrc.store._open import open_store as open_store
@@ -23,10 +26,13 @@ __all__ = [
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
+    "AppendSignal",
     "CheckpointStore",
+    "EventFilter",
     "EventStore",
     "Expected",
     "ExpectedVersion",
+    "NotifyingStore",
     "Snapshot",
     "SnapshotStore",
     "open_store",

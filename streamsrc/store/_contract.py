@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
+import anyio
+import anyio.lowlevel
 from returns.maybe import Maybe
 from returns.result import Failure, Result, Success
 
@@ -117,8 +119,21 @@ class EventStore(Protocol):
         """
         ...
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
-        """Every event with ``position > after``, in global order, lazily paged."""
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Stream[RecordedEvent]:
+        """Every event with ``position > after``, in global order, lazily paged.
+
+        ``types`` keeps only events of those types, ``stream_prefix`` only
+        events of streams whose name starts with it; a store applies them
+        where it reads (SQL ``WHERE``), so skipped events cost little. ``limit``
+        counts the events returned.
+        """
         ...
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
@@ -167,6 +182,74 @@ class CheckpointStore(Protocol):
     async def save_checkpoint(self, name: str, position: int) -> None:
         """Save ``position`` as the checkpoint of ``name``."""
         ...
+
+
+class AppendSignal:
+    """Wakes the subscribers of a store when events are appended through it, in this process.
+
+    A store that has one exposes it as ``store.appended``; subscriptions then
+    wait for it instead of polling often (they still poll, slowly, for
+    writers in other processes). Take ``version`` before reading, and
+    :meth:`wait` returns at once if an append landed since.
+    """
+
+    __slots__ = ("_event", "version")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        """Tell the waiters (call it on the event loop, after the append committed)."""
+        self.version += 1
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self, version: int, timeout: float) -> None:  # noqa: ASYNC109 (a bounded wait by design)
+        """Return when ``version`` is out of date (an append landed since) or after ``timeout`` seconds."""
+        if self.version != version:
+            await anyio.lowlevel.checkpoint()
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+
+
+@runtime_checkable
+class NotifyingStore(Protocol):
+    """A store that tells subscribers in this process about appends (see :class:`AppendSignal`)."""
+
+    @property
+    def appended(self) -> AppendSignal:
+        """The signal notified after every append through this store."""
+        ...
+
+
+class EventFilter(NamedTuple):
+    """Which events a filtered ``read_all`` keeps (``None``: no condition)."""
+
+    types: frozenset[str] | None = None
+    stream_prefix: str | None = None
+
+    @classmethod
+    def of(cls, types: Collection[str] | None, stream_prefix: str | None) -> EventFilter:
+        """A checked filter; ``types`` may be any collection of names, but not one string."""
+        if isinstance(types, str):
+            raise TypeError("types must be a collection of event types, not one string")
+        return cls(None if types is None else frozenset(types), stream_prefix or None)
+
+    @property
+    def everything(self) -> bool:
+        """Whether the filter keeps every event."""
+        return self.types is None and self.stream_prefix is None
+
+    def keeps(self, stream: str, type: str) -> bool:
+        """Whether an event of ``type`` in ``stream`` passes."""
+        if self.types is not None and type not in self.types:
+            return False
+        return self.stream_prefix is None or stream.startswith(self.stream_prefix)
 
 
 class EncodedEvent(NamedTuple):

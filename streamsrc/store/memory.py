@@ -9,8 +9,9 @@ log.
 
 from __future__ import annotations
 
+import itertools
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -26,6 +27,8 @@ from streamsrc.store._contract import (
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
     AppendResult,
+    AppendSignal,
+    EventFilter,
     Expected,
     Snapshot,
     check_existing,
@@ -50,6 +53,8 @@ class MemoryStore:
         self._ids: dict[uuid.UUID, _Row] = {}
         self._snapshots: dict[str, list[Snapshot]] = {}
         self._checkpoints: dict[str, int] = {}
+        self.appended = AppendSignal()
+        """Notified after every append that wrote events."""
 
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self._log)} events>"
@@ -86,6 +91,8 @@ class MemoryStore:
             written.append(position)
         if log:
             self._streams[stream] = log
+        if written:
+            self.appended.notify()
         return Success(AppendResult(stream, len(log), tuple(written)))
 
     def read(
@@ -100,10 +107,27 @@ class MemoryStore:
 
         return _paged(page, after, limit)
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Stream[RecordedEvent]:
+        keep = EventFilter.of(types, stream_prefix)
+
         def page(start: int) -> list[RecordedEvent]:
-            first = max(0, start)  # event at position p is self._log[p - 1]
-            return list(map(_event, self._log[first : first + self.page_size]))
+            first = max(0, start)  # the event at position p is self._log[p - 1]
+            if keep.everything:
+                return list(map(_event, self._log[first : first + self.page_size]))
+            out: list[RecordedEvent] = []
+            for row in itertools.islice(self._log, first, None):
+                if keep.keeps(row[0], row[3]):
+                    out.append(_event(row))
+                    if len(out) == self.page_size:
+                        break
+            return out
 
         return _paged(page, after, limit, key="position")
 

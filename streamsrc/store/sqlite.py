@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -52,7 +52,9 @@ from streamsrc.store._contract import (
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
     AppendResult,
+    AppendSignal,
     EncodedEvent,
+    EventFilter,
     Expected,
     Snapshot,
     check_existing,
@@ -129,7 +131,7 @@ def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
 _as_event = partial(tuple.__new__, RecordedEvent)
 
 
-class _Worker:
+class ConnectionThreads:
     """Threads that each own one SQLite connection and run the calls handed to them.
 
     A call goes over in a queue; its result comes back through the event
@@ -227,8 +229,10 @@ class SqliteStore:
         self.max_event_size = max_event_size
         self._busy_timeout = busy_timeout
         self._readers_count = readers
-        self._writer: _Worker | None = None
-        self._readers: _Worker | None = None
+        self._writer: ConnectionThreads | None = None
+        self._readers: ConnectionThreads | None = None
+        self.appended = AppendSignal()
+        """Notified after every append through this store that wrote events."""
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -242,7 +246,7 @@ class SqliteStore:
 
     async def open(self) -> SqliteStore:
         """Create the file and tables if needed and start the threads."""
-        self._writer = _Worker(self._connect, 1, "streamsrc-sqlite-writer")
+        self._writer = ConnectionThreads(self._connect, 1, "streamsrc-sqlite-writer")
         try:
             await self._writer.call(_create_schema, shield=True)
         except sqlite3.Error as exc:
@@ -251,7 +255,7 @@ class SqliteStore:
         except IncompatibleSchema:
             await self._writer.aclose()
             raise
-        self._readers = _Worker(self._connect, self._readers_count, "streamsrc-sqlite-reader")
+        self._readers = ConnectionThreads(self._connect, self._readers_count, "streamsrc-sqlite-reader")
         return self
 
     async def aclose(self) -> None:
@@ -261,12 +265,12 @@ class SqliteStore:
                 await worker.aclose()
         self._readers = self._writer = None
 
-    def _write(self) -> _Worker:
+    def _write(self) -> ConnectionThreads:
         if self._writer is None:
             raise StoreUnavailable(f"{self!r} is closed")
         return self._writer
 
-    def _read(self) -> _Worker:
+    def _read(self) -> ConnectionThreads:
         if self._readers is None:
             raise StoreUnavailable(f"{self!r} is closed")
         return self._readers
@@ -282,7 +286,7 @@ class SqliteStore:
         batch = encoded.unwrap()
         check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
         try:
-            return await self._write().call(
+            result = await self._write().call(
                 lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected)),
                 shield=True,
             )
@@ -290,6 +294,9 @@ class SqliteStore:
             return Failure(StoreUnavailable(f"append to {stream!r} failed: {exc}"))
         except StoreUnavailable as exc:
             return Failure(exc)
+        if batch and isinstance(result, Success):
+            self.appended.notify()
+        return result
 
     def read(
         self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
@@ -301,9 +308,27 @@ class SqliteStore:
         start = (1 << 62) if backwards and after == 0 else after
         return self._paged(sql, (stream,), start, limit, key=1)
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
-        sql = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
-        return self._paged(sql, (), after, limit, key=2)
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Stream[RecordedEvent]:
+        keep = EventFilter.of(types, stream_prefix)
+        where = ""
+        params: list[object] = []
+        if keep.types is not None:
+            kinds = sorted(keep.types)
+            where += f" AND type IN ({','.join('?' * len(kinds))})" if kinds else " AND 0"
+            params += kinds
+        if keep.stream_prefix is not None:
+            where += " AND substr(stream, 1, ?) = ?"  # both count characters
+            params += [len(keep.stream_prefix), keep.stream_prefix]
+        # The condition on position comes last: _paged binds it (then the page size) after these.
+        sql = f"SELECT {_COLUMNS} FROM events WHERE 1{where} AND position > ? ORDER BY position LIMIT ?"
+        return self._paged(sql, tuple(params), after, limit, key=2)
 
     def _paged(
         self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
@@ -415,6 +440,8 @@ class SqliteStore:
         tx = SqliteTransaction(self)
         yield tx
         await self._write().call(lambda conn: _in_transaction(conn, lambda: tx._run(conn)), shield=True)
+        if any(isinstance(r, Success) and r.unwrap().positions for r in tx.results):
+            self.appended.notify()
 
 
 class SqliteTransaction:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -402,8 +402,15 @@ class FaultyStore:
     ) -> Stream[RecordedEvent]:
         return self.inner.read(stream, after, limit, backwards)
 
-    def read_all(self, after: int = 0, limit: int | None = None) -> Stream[RecordedEvent]:
-        return self.inner.read_all(after, limit)
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Stream[RecordedEvent]:
+        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
         return await self.inner.latest(stream)

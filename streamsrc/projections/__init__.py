@@ -1,0 +1,54 @@
+"""The read side of CQRS: subscriptions, checkpoints, projections and read models.
+
+* :func:`subscribe` — the global log from a position: catch up, then follow live.
+* :class:`Projection` — a named batch handler (plus filters); :class:`Projector`
+  runs it into a read model from the model's checkpoint, in batches, moving the
+  checkpoint with each batch (exactly once when the model can do both in one
+  transaction).
+* Read models: :class:`MemoryReadModel` (a pure fold in memory),
+  :class:`~streamsrc.projections.sqlite.SqliteReadModel` (tables in a SQLite
+  file), :class:`CallbackReadModel` (anything else, at least once).
+* :class:`ProjectionService` — a live projection serving a model, rebuilt
+  blue/green into a fresh one; :class:`Progress` and :class:`Status` report
+  how far a projection is and how far behind the log.
+"""
+
+from streamsrc.projections._models import CallbackReadModel as CallbackReadModel
+from streamsrc.projections._models import DeadLetter as DeadLetter
+from streamsrc.projections._models import MemoryReadModel as MemoryReadModel
+from streamsrc.projections._models import ReadModel as ReadModel
+from streamsrc.projections._models import each as each
+from streamsrc.projections._runner import DeadLetters as DeadLetters
+from streamsrc.projections._runner import OnError as OnError
+from streamsrc.projections._runner import Progress as Progress
+from streamsrc.projections._runner import Projection as Projection
+from streamsrc.projections._runner import ProjectionService as ProjectionService
+from streamsrc.projections._runner import Projector as Projector
+from streamsrc.projections._runner import Retry as Retry
+from streamsrc.projections._runner import Status as Status
+from streamsrc.projections._runner import Stop as Stop
+from streamsrc.projections._subscription import Poll as Poll
+from streamsrc.projections._subscription import Tick as Tick
+from streamsrc.projections._subscription import subscribe as subscribe
+from streamsrc.projections._subscription import subscribe_with_ticks as subscribe_with_ticks
+
+__all__ = [
+    "CallbackReadModel",
+    "DeadLetter",
+    "DeadLetters",
+    "MemoryReadModel",
+    "OnError",
+    "Poll",
+    "Progress",
+    "Projection",
+    "ProjectionService",
+    "Projector",
+    "ReadModel",
+    "Retry",
+    "Status",
+    "Stop",
+    "Tick",
+    "each",
+    "subscribe",
+    "subscribe_with_ticks",
+]

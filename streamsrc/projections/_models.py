@@ -1,0 +1,199 @@
+"""Read models: where a projection's handler writes, and where its checkpoint lives.
+
+A read model keeps the checkpoint of each projection writing to it. When it
+can write the handler's changes and the checkpoint in one transaction, it
+does (``exactly_once``): a crash leaves either both or neither, so no event
+is ever applied twice. Otherwise the checkpoint moves after the batch is
+applied, and after a crash the events since the last checkpoint are applied
+again (*at least once*): the handler must be idempotent, and can use each
+event's ``position`` to tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Generic, Protocol, TypeVar
+
+from streamsrc.effect import run_effect
+from streamsrc.events import RecordedEvent
+from streamsrc.store import CheckpointStore
+
+__all__ = [
+    "CallbackReadModel",
+    "DeadLetter",
+    "MemoryReadModel",
+    "ReadModel",
+    "each",
+]
+
+S = TypeVar("S")
+H = TypeVar("H")
+H_contra = TypeVar("H_contra", contravariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event a projection could not apply and set aside (the dead-letter policy)."""
+
+    projection: str
+    position: int
+    stream: str
+    seq: int
+    type: str
+    id: str
+    error: str
+    time: datetime
+
+    @classmethod
+    def of(cls, projection: str, event: RecordedEvent, error: BaseException) -> DeadLetter:
+        """The dead letter for ``event``, which failed with ``error``."""
+        return cls(
+            projection,
+            event.position,
+            event.stream,
+            event.seq,
+            event.type,
+            str(event.id),
+            f"{type(error).__name__}: {error}",
+            datetime.now(UTC),
+        )
+
+
+class ReadModel(Protocol[H_contra]):
+    """Where a projection writes: applies batches with a handler of type ``H`` and keeps checkpoints."""
+
+    @property
+    def exactly_once(self) -> bool:
+        """Whether a batch and its checkpoint are written atomically."""
+        ...
+
+    async def load_position(self, name: str) -> int:
+        """The checkpoint of projection ``name`` (0 if it never ran)."""
+        ...
+
+    async def apply(
+        self, name: str, handler: H_contra, events: Sequence[RecordedEvent], position: int
+    ) -> None:
+        """Apply ``events`` with ``handler`` and move ``name``'s checkpoint to ``position``.
+
+        If the handler raises, the exception propagates; an exactly-once
+        model then leaves nothing of the batch, nor a moved checkpoint.
+        """
+        ...
+
+    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+        """Keep ``letter`` among the dead letters and move the checkpoint to ``position``."""
+        ...
+
+    async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
+        """The dead letters kept (of projection ``name``, or all), oldest first."""
+        ...
+
+
+def each(evolve: Callable[[S, RecordedEvent], S]) -> Callable[[S, Sequence[RecordedEvent]], S]:
+    """A batch handler for :class:`MemoryReadModel` from a function of one event.
+
+    >>> add = each(lambda total, e: total + e.position)
+    >>> add(0, [])
+    0
+    """
+
+    def handler(state: S, events: Sequence[RecordedEvent]) -> S:
+        for event in events:
+            state = evolve(state, event)
+        return state
+
+    return handler
+
+
+MemoryHandler = Callable[[S, Sequence[RecordedEvent]], S]
+"""A pure fold of a batch into a new state (do not change the state passed in)."""
+
+
+class MemoryReadModel(Generic[S]):
+    """A read model held in memory: ``state`` is a fold of the events, replaced per batch.
+
+    The handler returns the new state and leaves the old one alone, so a
+    batch that fails changes nothing and the model is exactly-once. The model
+    lives as long as the process: a runner started on a fresh one replays
+    the log from the start (its checkpoint is in the model, not the store).
+
+    >>> from collections import Counter
+    >>> model = MemoryReadModel(Counter())
+    >>> model.state
+    Counter()
+    """
+
+    exactly_once = True
+
+    def __init__(self, initial: S) -> None:
+        self.state = initial
+        self._positions: dict[str, int] = {}
+        self._dead: list[DeadLetter] = []
+
+    def __repr__(self) -> str:
+        return f"<MemoryReadModel {self._positions}>"
+
+    async def load_position(self, name: str) -> int:
+        return self._positions.get(name, 0)
+
+    async def apply(
+        self, name: str, handler: MemoryHandler[S], events: Sequence[RecordedEvent], position: int
+    ) -> None:
+        state = handler(self.state, events) if events else self.state
+        self.state = state
+        self._positions[name] = position
+
+    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+        self._dead.append(letter)
+        self._positions[name] = position
+
+    async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
+        return [d for d in self._dead if name is None or d.projection == name]
+
+
+CallbackHandler = Callable[[Sequence[RecordedEvent]], Awaitable[object] | object]
+"""Writes a batch anywhere (a search index, another service); must be idempotent."""
+
+
+class CallbackReadModel:
+    """A read model outside streamsrc's reach: the handler writes it, the checkpoint goes to a store.
+
+    At least once: the checkpoint is saved (in ``checkpoints``, e.g. the event
+    store itself) after the handler has finished a batch, so after a crash
+    the handler may see events again. Make it idempotent (an upsert, or skip
+    events at or below a position it has recorded). Dead letters are kept in
+    memory and passed to ``on_dead_letter`` if given.
+    """
+
+    exactly_once = False
+
+    def __init__(
+        self,
+        checkpoints: CheckpointStore,
+        on_dead_letter: Callable[[DeadLetter], Awaitable[object] | object] | None = None,
+    ) -> None:
+        self.checkpoints = checkpoints
+        self.on_dead_letter = on_dead_letter
+        self._dead: list[DeadLetter] = []
+
+    async def load_position(self, name: str) -> int:
+        return await self.checkpoints.load_checkpoint(name)
+
+    async def apply(
+        self, name: str, handler: CallbackHandler, events: Sequence[RecordedEvent], position: int
+    ) -> None:
+        if events:
+            await run_effect(handler(events))
+        await self.checkpoints.save_checkpoint(name, position)
+
+    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+        self._dead.append(letter)
+        if self.on_dead_letter is not None:
+            await run_effect(self.on_dead_letter(letter))
+        await self.checkpoints.save_checkpoint(name, position)
+
+    async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
+        return [d for d in self._dead if name is None or d.projection == name]

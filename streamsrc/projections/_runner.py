@@ -1,0 +1,403 @@
+"""The projection runner: subscribe from the checkpoint, apply batches, move the checkpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeAlias, TypeVar
+
+import anyio
+
+from streamsrc.effect import RetryPolicy
+from streamsrc.errors import ProjectionFailed, StoreUnavailable
+from streamsrc.events import RecordedEvent
+from streamsrc.projections._models import DeadLetter, ReadModel
+from streamsrc.projections._subscription import DEFAULT_POLL, Poll, Tick, subscribe_with_ticks
+from streamsrc.store import EventFilter, EventStore
+from streamsrc.stream import Stream
+
+__all__ = [
+    "DeadLetters",
+    "OnError",
+    "Progress",
+    "Projection",
+    "ProjectionService",
+    "Projector",
+    "Retry",
+    "Status",
+    "Stop",
+]
+
+H = TypeVar("H")
+M = TypeVar("M", bound=ReadModel[Any])
+
+
+@dataclass(frozen=True)
+class Projection(Generic[H]):
+    """A named handler of batches of events, with the filters that say which events it wants.
+
+    The handler's type depends on the read model it writes:
+    ``(state, events) -> state`` for a :class:`MemoryReadModel`,
+    ``(conn, events) -> None`` for a :class:`SqliteReadModel`,
+    ``async (events) -> None`` for a :class:`CallbackReadModel`. Events come
+    in global order (so in order within each stream); ``types`` and
+    ``stream_prefix`` are applied by the store as it reads.
+    """
+
+    name: str
+    handler: H
+    types: frozenset[str] | None = None
+    stream_prefix: str | None = None
+
+    def __init__(
+        self,
+        name: str,
+        handler: H,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> None:
+        keep = EventFilter.of(types, stream_prefix)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "handler", handler)
+        object.__setattr__(self, "types", keep.types)
+        object.__setattr__(self, "stream_prefix", keep.stream_prefix)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """On a failing event, stop with :class:`~streamsrc.errors.ProjectionFailed` (the default)."""
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """On a failing event, set it aside in the read model's dead letters and go on."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """On a failing event, apply it again with backoff; if it still fails, do ``then``."""
+
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    then: Stop | DeadLetters = Stop()
+
+
+OnError: TypeAlias = Stop | DeadLetters | Retry
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a projection run has got: reported after every batch.
+
+    ``events`` counts the events applied by this run, ``elapsed`` its
+    seconds so far; ``head`` is the last known head of the log.
+    """
+
+    name: str
+    position: int
+    head: int
+    events: int
+    elapsed: float
+    caught_up: bool
+    dead_letters: int = 0
+
+    @property
+    def lag(self) -> int:
+        """Positions of the log not yet read (0 when caught up)."""
+        return max(0, self.head - self.position)
+
+    @property
+    def rate(self) -> float:
+        """Events applied per second by this run."""
+        return self.events / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def fraction(self) -> float:
+        """How much of the log up to ``head`` has been read, from 0.0 to 1.0 (for progress bars)."""
+        return 1.0 if self.head <= 0 else min(1.0, self.position / self.head)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A projection's checkpoint, the head of the log, and the lag between them."""
+
+    name: str
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        """Positions of the log the projection has not read yet."""
+        return max(0, self.head - self.position)
+
+
+class Projector(Generic[H]):
+    """Runs one projection into one read model.
+
+    It reads the log from the model's checkpoint (with backpressure: a page is
+    read ahead while a batch is applied), cuts batches of up to
+    ``batch_size`` events, and hands each batch and its new checkpoint to the
+    model together (exactly once when the model can write both in one
+    transaction, at least once otherwise). With ``max_wait > 0`` batches are
+    cut by :meth:`Stream.group_within` — up to ``batch_size`` events gathered
+    for up to ``max_wait`` seconds: fewer, larger transactions when events
+    trickle in, at the cost of that much latency; with ``max_wait=0`` (the
+    default) a batch is whatever the last read returned.
+
+    A batch that fails is applied again event by event to find the event at
+    fault; ``on_error`` says what then happens to it (:class:`Stop`,
+    :class:`Retry`, :class:`DeadLetters`). Run one projector per projection
+    and model at a time.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection[H],
+        model: ReadModel[H],
+        *,
+        batch_size: int = 1000,
+        max_wait: float = 0.0,
+        on_error: OnError = Stop(),
+        poll: Poll = DEFAULT_POLL,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if max_wait < 0:
+            raise ValueError("max_wait must be >= 0")
+        self.store = store
+        self.projection = projection
+        self.model = model
+        self.batch_size = batch_size
+        self.max_wait = max_wait
+        self.on_error = on_error
+        self.poll = poll
+
+    def __repr__(self) -> str:
+        return f"<Projector {self.projection.name!r} into {self.model!r}>"
+
+    @property
+    def name(self) -> str:
+        """The projection's name (the key of its checkpoint)."""
+        return self.projection.name
+
+    async def status(self) -> Status:
+        """The projection's checkpoint, the head of the log and the lag."""
+        return Status(self.name, await self.model.load_position(self.name), await self.store.head())
+
+    def progress(self, live: bool = True) -> Stream[Progress]:
+        """Run the projection as a stream: one :class:`Progress` per batch applied.
+
+        With ``live=False`` it ends once it has caught up with the log;
+        otherwise it follows new events until stopped (``take_while``,
+        ``interrupt_when``, cancellation — the checkpoint is always that of
+        the last batch applied).
+        """
+
+        async def start() -> Stream[Progress]:
+            return self._run(await self.model.load_position(self.name), live)
+
+        return Stream.eval(start).flat_map(lambda s: s)
+
+    async def run(self, on_progress: Callable[[Progress], object] | None = None) -> None:
+        """Follow the log for ever (until cancelled), calling ``on_progress`` after each batch."""
+        await self._report(self.progress(live=True), on_progress)
+
+    async def catch_up(self, on_progress: Callable[[Progress], object] | None = None) -> Status:
+        """Apply everything up to the head of the log, then return the status."""
+        await self._report(self.progress(live=False), on_progress)
+        return await self.status()
+
+    async def _report(
+        self, progress: Stream[Progress], on_progress: Callable[[Progress], object] | None
+    ) -> None:
+        if on_progress is None:
+            await progress.drain()
+        else:
+
+            async def tell(p: Progress) -> None:
+                on_progress(p)
+
+            await progress.foreach(tell).drain()
+
+    def _run(self, start: int, live: bool) -> Stream[Progress]:
+        p = self.projection
+        items = subscribe_with_ticks(
+            self.store,
+            start,
+            types=p.types,
+            stream_prefix=p.stream_prefix,
+            live=live,
+            page_size=self.batch_size,
+            poll=self.poll,
+        )
+        batches = (
+            items.group_within(self.batch_size, self.max_wait) if self.max_wait > 0 else items.chunks()
+        ).buffer(1)
+        run = _Run(self, start)
+        return batches.eval_map(run.batch)
+
+
+class _Run:
+    """The state of one run of a projector: checkpoint, counters, head."""
+
+    def __init__(self, projector: Projector[Any], start: int) -> None:
+        self.projector = projector
+        self.pages = projector.max_wait == 0
+        self.position = start
+        self.head = start
+        self.head_checked = 0.0
+        self.events = 0
+        self.dead = 0
+        self.started = time.perf_counter()
+
+    async def batch(self, items: list[RecordedEvent | Tick]) -> Progress:
+        last = items[-1]
+        if self.pages:  # a page as read: its events, then its one Tick
+            events: list[RecordedEvent] = items[:-1]  # type: ignore[assignment]
+        else:  # group_within mixes pages: Ticks anywhere
+            events = [x for x in items if type(x) is not Tick]  # type: ignore[misc]
+        position = last.position
+        caught_up = type(last) is Tick and last.caught_up
+        if events or position > self.position:
+            await self.apply(events, position)
+            self.position = position
+            self.events += len(events)
+        now = time.perf_counter()
+        if caught_up:
+            self.head = max(self.head, position)
+        elif now - self.head_checked > 0.25 or self.head < position:
+            self.head = max(position, await self.projector.store.head())
+            self.head_checked = now
+        p = self.projector
+        elapsed = now - self.started
+        return Progress(p.name, self.position, self.head, self.events, elapsed, caught_up, self.dead)
+
+    async def apply(self, events: list[RecordedEvent], position: int) -> None:
+        p = self.projector
+        try:
+            await p.model.apply(p.name, p.projection.handler, events, position)
+            return
+        except StoreUnavailable:
+            raise  # the read model failed, not the handler: no event is to blame
+        except Exception as exc:
+            if not events:
+                raise
+            if len(events) == 1:
+                await self.poison(events[0], exc, position)
+                return
+        # Find the event at fault: everything before it goes in, one event at a time.
+        for i, event in enumerate(events):
+            after = position if i == len(events) - 1 else event.position
+            try:
+                await p.model.apply(p.name, p.projection.handler, [event], after)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                await self.poison(event, exc, after)
+
+    async def poison(self, event: RecordedEvent, exc: Exception, position: int) -> None:
+        p = self.projector
+        policy = p.on_error
+        if isinstance(policy, Retry):
+            attempt = 1
+            while policy.policy.should_retry(attempt - 1, exc):
+                await anyio.sleep(policy.policy.delay(attempt - 1))
+                try:
+                    await p.model.apply(p.name, p.projection.handler, [event], position)
+                    return
+                except StoreUnavailable:
+                    raise
+                except Exception as again:
+                    exc = again
+                attempt += 1
+            policy = policy.then
+        if isinstance(policy, DeadLetters):
+            await p.model.park(p.name, DeadLetter.of(p.name, event, exc), position)
+            self.dead += 1
+            return
+        raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
+
+
+class ProjectionService(Generic[M]):
+    """A projection kept live on a read model that serves queries, rebuilt blue/green on demand.
+
+    ``async with ProjectionService(store, projection, model) as service:``
+    runs the projection live in the background; read from
+    ``service.model``. :meth:`rebuild` replays the whole log into a fresh
+    model while the current one keeps serving (and keeps following the
+    log), then switches: the fresh model becomes ``service.model`` and the
+    old one is handed back to be closed or deleted. A failure of the live
+    projection ends the ``async with`` block with its error.
+    """
+
+    def __init__(self, store: EventStore, projection: Projection[Any], model: M, **options: Any) -> None:
+        self.store = store
+        self.projection = projection
+        self._model = model
+        self._options = options
+        self._group: anyio.abc.TaskGroup | None = None
+        self._live: anyio.CancelScope | None = None
+        self._stopped: anyio.Event | None = None
+        self.last: Progress | None = None
+        """The last progress of the live projection."""
+
+    @property
+    def model(self) -> M:
+        """The read model serving queries now."""
+        return self._model
+
+    def projector(self, model: M) -> Projector[Any]:
+        """A projector of this service's projection into ``model``, with the service's options."""
+        return Projector(self.store, self.projection, model, **self._options)
+
+    async def status(self) -> Status:
+        """The serving model's checkpoint, the head of the log and the lag."""
+        return await self.projector(self._model).status()
+
+    async def __aenter__(self) -> ProjectionService[M]:
+        self._group = await anyio.create_task_group().__aenter__()
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        assert self._group is not None
+        self._group.cancel_scope.cancel()
+        return await self._group.__aexit__(*exc)
+
+    async def _start(self) -> None:
+        assert self._group is not None
+        projector = self.projector(self._model)
+        scope = anyio.CancelScope()
+        stopped = anyio.Event()
+
+        def seen(p: Progress) -> None:
+            self.last = p
+
+        async def live() -> None:
+            try:
+                with scope:
+                    await projector.run(on_progress=seen)
+            finally:
+                stopped.set()
+
+        self._live, self._stopped = scope, stopped
+        self._group.start_soon(live)
+
+    async def rebuild(self, fresh: M, on_progress: Callable[[Progress], object] | None = None) -> M:
+        """Fill ``fresh`` from the whole log while the current model serves, then switch to it.
+
+        Returns the model that was serving (now stopped): close or delete it.
+        """
+        if self._group is None:
+            raise RuntimeError("use the service in 'async with' first")
+        building = self.projector(fresh)
+        await building.catch_up(on_progress)  # the long part: the old model still serves
+        assert self._live is not None
+        assert self._stopped is not None
+        self._live.cancel()
+        await self._stopped.wait()
+        await building.catch_up(on_progress)  # what came in meanwhile: a few events
+        old, self._model = self._model, fresh
+        await self._start()
+        return old
