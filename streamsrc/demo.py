@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -10,8 +12,12 @@ import anyio
 from returns.result import Failure, Result, Success
 
 from streamsrc.events import EventData
+from streamsrc.examples import account_views as views
 from streamsrc.examples.accounts import Accounts
+from streamsrc.projections import Projector
+from streamsrc.projections.sqlite import SqliteReadModel
 from streamsrc.store import open_store
+from streamsrc.store.sqlite import SqliteStore
 
 
 def _outcome(result: Result[Any, Any]) -> str:
@@ -82,3 +88,52 @@ async def run_demo(url: str, say: Callable[[str], object]) -> None:
 
         types = await store.read_all().fold(Counter[str](), lambda c, e: c + Counter([e.type]))
         say(f"global log: {await store.head()} events, by type: {dict(sorted(types.items()))}")
+
+        with tempfile.TemporaryDirectory() as scratch:
+            await _read_side(store, accounts, run, scratch, say)
+
+
+async def _read_side(
+    store: Any, accounts: Accounts, run: int, scratch: str, say: Callable[[str], object]
+) -> None:
+    """Read models kept by projections, and one added later and built by replay."""
+    ada, bob = f"ada-{run}", f"bob-{run}"
+    # On SQLite the read models live in the store's own file (their checkpoints commit with
+    # their rows); elsewhere in a scratch file.
+    path = store.path if isinstance(store, SqliteStore) else os.path.join(scratch, "views.db")
+    async with (
+        SqliteReadModel(path, views.USER_SEARCH_SCHEMA) as search_model,
+        SqliteReadModel(path, views.GROUP_MEMBERS_SCHEMA) as members_model,
+    ):
+        for projection, model in ((views.user_search, search_model), (views.group_members, members_model)):
+            before = await model.load_position(projection.name)
+            status = await Projector(store, projection, model).catch_up()
+            say(
+                f"read model {projection.name}: caught up from position {before} to "
+                f"{status.position} (head {status.head}, lag {status.lag})"
+            )
+        search, members = views.UserSearch(search_model), views.GroupMembers(members_model)
+        found = [u.user_id for u in await search.by_email("ADA@example.com")]
+        say(f"users with email ada@example.com: {found[-3:]}")
+        named = [f"{u.name} ({u.username})" for u in await search.by_name_prefix("bo")]
+        say(f"users whose name starts with 'bo': {named[-3:]}")
+        say(f"members of chess-{run}: {await members.members(f'chess-{run}')}")
+        say(f"groups of {bob}: {await members.groups_of(bob)}; of {ada}: {await members.groups_of(ada)}")
+
+        # Follow the log live: the projection applies new events as they are appended.
+        live = Projector(store, views.user_search, search_model).progress(live=True)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accounts.register, f"cy-{run}", f"cy{run}", "Cy", "cy@example.org", "admin")
+            with anyio.fail_after(10):
+                await live.take_while(lambda p: not p.events).drain()  # until a batch applied something
+        cys = [u.user_id for u in await search.by_email("CY@example.org")]
+        say(f"followed live: cy-{run} registered; users with email cy@example.org: {cys[-3:]}")
+
+    # A query nobody planned for: users per email domain. No migration: a new projection
+    # replays the whole log into a new table.
+    async with SqliteReadModel(os.path.join(scratch, "domains.db"), views.EMAIL_DOMAINS_SCHEMA) as model:
+        done = await Projector(store, views.email_domains, model).catch_up()
+        say(
+            f"new read model {views.email_domains.name}, built by replaying {done.head} events: "
+            f"{await views.EmailDomains(model).counts()}"
+        )
