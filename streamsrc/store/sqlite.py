@@ -290,6 +290,11 @@ class SqliteStore:
                 lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected)),
                 shield=True,
             )
+        except anyio.get_cancelled_exc_class():
+            # The append ran to its end before the cancellation took effect, and may have written.
+            if batch:
+                self.appended.notify()
+            raise
         except sqlite3.Error as exc:
             return Failure(StoreUnavailable(f"append to {stream!r} failed: {exc}"))
         except StoreUnavailable as exc:
@@ -439,9 +444,12 @@ class SqliteStore:
         """
         tx = SqliteTransaction(self)
         yield tx
-        await self._write().call(lambda conn: _in_transaction(conn, lambda: tx._run(conn)), shield=True)
-        if any(isinstance(r, Success) and r.unwrap().positions for r in tx.results):
-            self.appended.notify()
+        try:
+            await self._write().call(lambda conn: _in_transaction(conn, lambda: tx._run(conn)), shield=True)
+        except anyio.get_cancelled_exc_class():
+            tx._notify()  # it ran to its end before the cancellation took effect, and may have committed
+            raise
+        tx._notify()
 
 
 class SqliteTransaction:
@@ -488,6 +496,10 @@ class SqliteTransaction:
     def _run(self, conn: sqlite3.Connection) -> None:
         for op in self._ops:
             op(conn)
+
+    def _notify(self) -> None:
+        if any(isinstance(r, Success) and r.unwrap().positions for r in self.results):
+            self._store.appended.notify()
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
