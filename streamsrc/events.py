@@ -175,11 +175,17 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[Any]:
         return iter(self._fields())
 
-    def __getnewargs__(self) -> tuple[Any, ...]:
-        return self._fields()
+    def __getitem__(self, index: Any) -> Any:
+        return self._fields()[index]
 
-    def __getstate__(self) -> None:
-        return None
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._fields())  # every pickle protocol and copy: rebuilt decoded
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"RecordedEvent is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"RecordedEvent is immutable: cannot delete {name!r}")
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordedEvent):
