@@ -134,14 +134,16 @@ class SqliteReadModel:
             raise StoreUnavailable(f"cannot switch {self.path!r} to WAL mode (got {mode})")
         conn.executescript(_TABLES)
         if callable(self.schema):
-            _transaction(conn, lambda: self.schema(conn))  # type: ignore[operator]
+            _transaction(conn, lambda: self.schema(conn), self.path)  # type: ignore[operator]
         elif self.schema.strip():
             conn.executescript(self.schema)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer is None:
             raise StoreUnavailable(f"{self!r} is not open")
-        return await self._writer.call(lambda conn: _transaction(conn, lambda: fn(conn)), shield=True)
+        return await self._writer.call(
+            lambda conn: _transaction(conn, lambda: fn(conn), self.path), shield=True
+        )
 
     # -- the ReadModel protocol
 
@@ -207,14 +209,28 @@ class SqliteReadModel:
         return await self._readers.call(lambda conn: _read_transaction(conn, lambda: fn(conn)))
 
 
-def _transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+def _transaction(conn: sqlite3.Connection, body: Callable[[], T], path: str) -> T:
+    """Run ``body`` in a write transaction.
+
+    The file failing to start or commit the transaction (locked past the busy
+    timeout, disk full, I/O error) raises :class:`StoreUnavailable`: the
+    read model failed, not the handler, so no event is blamed for it.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"read model {path!r} cannot start a transaction: {exc}") from exc
     try:
         result = body()
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreUnavailable(f"read model {path!r} cannot commit: {exc}") from exc
     return result
 
 
