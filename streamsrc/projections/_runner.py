@@ -16,6 +16,7 @@ from streamsrc.projections._models import DeadLetter, ReadModel
 from streamsrc.projections._subscription import DEFAULT_POLL, Poll, Tick, subscribe_with_ticks
 from streamsrc.store import EventFilter, EventStore
 from streamsrc.stream import Stream
+from streamsrc.stream._core import reraise_unwrapped
 
 __all__ = [
     "DeadLetters",
@@ -363,7 +364,11 @@ class ProjectionService(Generic[M]):
     async def __aexit__(self, *exc: Any) -> bool | None:
         assert self._group is not None
         self._group.cancel_scope.cancel()
-        return await self._group.__aexit__(*exc)
+        try:
+            return await self._group.__aexit__(*exc)
+        except BaseExceptionGroup as group:  # the block's error, or the live projection's, as itself
+            reraise_unwrapped(group)
+            raise
 
     async def _start(self) -> None:
         assert self._group is not None
