@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -57,9 +57,11 @@ from streamsrc.store._contract import (
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
+    AppendSignal,
     CheckpointStore,
     EventStore,
     Expected,
+    NotifyingStore,
     SnapshotStore,
 )
 
@@ -249,6 +251,113 @@ def _cases(afters: Sequence[int], limits: Sequence[int | None], middle: int) -> 
     return sorted(set(pairs), key=lambda p: (p[0], -1 if p[1] is None else p[1]))
 
 
+_FILTER_TYPES = (
+    "Opened",
+    "Closed",
+    "Noted",
+    "opened",
+    "Open",
+    "Type%",
+    "TypeAB",
+    "Type_X",
+    "Typ*",
+    "Tÿpe 🎉",
+)
+"""Event types for the type filter tests: case, prefixes of one another, LIKE/GLOB characters."""
+
+_PREFIX_STREAMS = (
+    "order-1",
+    "order-2",
+    "orders",
+    "Order-3",
+    "ORDER-4",
+    "ord",
+    "o",
+    "a%b",
+    "a%",
+    "ab",
+    "aXb",
+    "a_c",
+    "a_",
+    "abc",
+    "a*c",
+    "a*",
+    "a[b]c",
+    "a[",
+    "ab]",
+    "a?c",
+    "a.c",
+    "a\\b",
+    "a'b",
+    'a"b',
+    "a b",
+    "ünï-1",
+    "ünïcødé",
+    "uni-2",
+    "Ünï-3",
+    "日本-1",
+    "日本語",
+    "🎉-1",
+    "🎉🎉",
+    "e\u0301-combining",
+    "é-precomposed",
+    "ß-sharp",
+    "ss-plain",
+)
+"""Stream names for the prefix filter tests."""
+
+_PREFIXES = (
+    "order",
+    "order-",
+    "Order",
+    "ORDER",
+    "o",
+    "orders",
+    "order-1",
+    "order-10",
+    "%",
+    "a%",
+    "a%b",
+    "_",
+    "a_",
+    "*",
+    "a*",
+    "?",
+    "a?",
+    "[",
+    "a[",
+    "a[b",
+    "a[b]",
+    "]",
+    ".",
+    "a.",
+    "\\",
+    "a\\",
+    "'",
+    "a'",
+    'a"',
+    "a ",
+    "a",
+    "ab",
+    "u",
+    "ü",
+    "ünï",
+    "Ü",
+    "日本",
+    "日",
+    "🎉",
+    "🎉🎉",
+    "e",
+    "e\u0301",
+    "é",
+    "ß",
+    "ss",
+    "SS",
+    "zzz",
+)
+"""Prefixes to filter by: each must match literally, case and accents included (no wildcards)."""
+
+
 _EXPECTED_MODES = ("zero", "exact", "exact-1", "exact+1", "any", "no_stream", "stream_exists")
 
 
@@ -322,6 +431,9 @@ class EventStoreConformance:
     """``save_snapshot``/``load_snapshot`` keep states per key, seq and schema version."""
     supports_checkpoints: ClassVar[bool] = True
     """``save_checkpoint``/``load_checkpoint`` keep named positions."""
+    supports_append_signal: ClassVar[bool] = True
+    """The store is a ``NotifyingStore``: ``store.appended`` moves on after every append that wrote
+    events, and only then (a store without it is still usable: subscriptions poll it)."""
     large_event_bytes: ClassVar[int] = 500_000
     """Size of the large payload that must round-trip (0: skip that test)."""
     max_clock_skew: ClassVar[timedelta] = timedelta(milliseconds=5)
@@ -736,6 +848,134 @@ class EventStoreConformance:
         await store.append("a", make_events(1), 0)  # refused: head unchanged
         assert await store.head() == b.positions[-1]
 
+    # ------------------------------------------------------------------ filtered reads
+
+    async def test_read_all_filtered_by_types(self, store: ConformantStore) -> None:
+        self._require("supports_global_order")
+        kinds = _FILTER_TYPES
+        opened_later = store.read_all(types={"Opened"})  # lazy: reads when run
+        for k in range(3 * len(kinds) + 1):
+            batch = [EventData(kinds[(k + i) % len(kinds)], {"k": k, "i": i}) for i in range(1 + k % 3)]
+            await append_ok(store, f"typed-{k % 3}", batch)
+        everything = await store.read_all().to_list()
+        cases: list[Collection[str]] = [
+            {"Opened"},
+            {"Opened", "Closed"},
+            ["Noted"],
+            ("Open",),
+            frozenset({"Type%"}),
+            {"Type_X"},
+            {"Typ*"},
+            {"Tÿpe 🎉"},
+            {"opened"},
+            {"Missing"},
+            {"Opened", "Missing"},
+            dict.fromkeys(["Closed", "Noted"]),
+            set(kinds),
+        ]
+        for types in cases:
+            want = [e for e in everything if e.type in types]
+            assert want or types == {"Missing"}, types
+            assert await store.read_all(types=types).to_list() == want, types
+        assert await opened_later.to_list() == [e for e in everything if e.type == "Opened"]
+        nothing: list[Collection[str]] = [set(), [], (), frozenset()]
+        for empty in nothing:
+            assert await store.read_all(types=empty).to_list() == []
+        with pytest.raises(TypeError):  # one string is not a collection of types
+            await store.read_all(types="Opened").to_list()
+
+    async def test_read_all_filtered_by_stream_prefix(self, store: ConformantStore) -> None:
+        self._require("supports_global_order")
+        for round_ in range(2):  # two rounds: each stream's events are apart in the global order
+            for k, name in enumerate(_PREFIX_STREAMS):
+                await append_ok(store, name, make_events(1 + (k + round_) % 2, f"{name}-{round_}"))
+        everything = await store.read_all().to_list()
+        for prefix in _PREFIXES:
+            want = [e for e in everything if e.stream.startswith(prefix)]
+            assert await store.read_all(stream_prefix=prefix).to_list() == want, prefix
+        assert await store.read_all(stream_prefix="").to_list() == everything
+        assert await store.read_all(stream_prefix=None).to_list() == everything
+        # the cases that catch a prefix used as a LIKE or GLOB pattern, or compared without case
+        matched = {
+            prefix: sorted({e.stream for e in await store.read_all(stream_prefix=prefix).to_list()})
+            for prefix in ("a%", "a_", "a*", "a?", "a[b", "Order", "ü", "e\u0301", "é")
+        }
+        assert matched == {
+            "a%": ["a%", "a%b"],
+            "a_": ["a_", "a_c"],
+            "a*": ["a*", "a*c"],
+            "a?": ["a?c"],
+            "a[b": ["a[b]c"],
+            "Order": ["Order-3"],
+            "ü": ["ünï-1", "ünïcødé"],
+            "e\u0301": ["e\u0301-combining"],
+            "é": ["é-precomposed"],
+        }
+
+    async def test_read_all_filtered_by_types_and_prefix(self, store: ConformantStore) -> None:
+        self._require("supports_global_order")
+        for k in range(24):
+            kind = ("Opened", "Closed", "Noted")[k % 3]
+            await append_ok(store, ("acct-1", "acct-2", "user-1", "acct")[k % 4], [EventData(kind, {"k": k})])
+        everything = await store.read_all().to_list()
+        cases: list[tuple[Collection[str], str]] = [
+            ({"Opened"}, "acct-"),
+            ({"Opened", "Noted"}, "acct"),
+            ({"Closed"}, "user-"),
+            ({"Closed"}, "nobody"),
+            ({"Missing"}, "acct"),
+            (set(), "acct"),
+        ]
+        for types, prefix in cases:
+            want = [e for e in everything if e.type in types and e.stream.startswith(prefix)]
+            got = await store.read_all(types=types, stream_prefix=prefix).to_list()
+            assert got == want, (types, prefix)
+
+    async def test_read_all_filtered_after_and_limit(self, store: ConformantStore) -> None:
+        self._require("supports_global_order")
+        size = page_size_of(store)
+        n = 12 * size + 10 if size <= 16 else 60
+        for i in range(n):
+            kind = "Hit" if i % 3 == 0 else "Miss"
+            stream = f"keep-{i % 2}" if i % 5 != 4 else f"skip-{i % 2}"
+            await append_ok(store, stream, [EventData(kind, {"i": i})])
+            if i == n // 2:  # a run of skipped events longer than two pages
+                await append_ok(
+                    store, "skip-run", make_events(2 * size + 1 if size <= 16 else 5, "run", "Miss")
+                )
+        everything = await store.read_all().to_list()
+        last = everything[-1].position
+        filters: list[tuple[Collection[str] | None, str | None]] = [
+            ({"Hit"}, None),
+            (None, "keep-"),
+            ({"Hit"}, "keep-"),
+            ({"Hit", "Miss"}, "skip-"),
+        ]
+        for types, prefix in filters:
+            kept = [
+                e
+                for e in everything
+                if (types is None or e.type in types) and (prefix is None or e.stream.startswith(prefix))
+            ]
+            assert 2 * size + 1 < len(kept) < len(everything) or size > 16, (types, prefix)
+            positions = [e.position for e in kept]
+            boundary = positions[min(size, len(positions)) - 1]  # the last event of a first full page
+            afters = {
+                0,
+                positions[0],
+                boundary,
+                boundary + 1,
+                positions[-1] - 1,
+                positions[-1],
+                last,
+                last + 5,
+            }
+            limits: list[int | None] = [None, 0, 1, size - 1, size, size + 1, len(kept) + 3]
+            for after, limit in _cases(sorted(afters), limits, boundary):
+                want = [e for e in kept if e.position > after][:limit]
+                got = await store.read_all(after, limit, types=types, stream_prefix=prefix).to_list()
+                assert got == want, (types, prefix, after, limit)
+
     # ------------------------------------------------------------------ isolation and order
 
     async def test_streams_are_isolated_and_gap_free(self, store: ConformantStore) -> None:
@@ -906,6 +1146,80 @@ class EventStoreConformance:
         for name in {r.stream for r in seen}:
             seqs = [r.seq for r in seen if r.stream == name]
             assert seqs == list(range(1, len(seqs) + 1))
+
+    # ------------------------------------------------------------------ append signal
+
+    def _signal(self, store: ConformantStore) -> AppendSignal:
+        """The store's ``appended`` signal (skips the test for a store that declares none)."""
+        self._require("supports_append_signal")
+        assert isinstance(store, NotifyingStore), (
+            f"{type(store).__name__} has no `appended` signal: declare supports_append_signal = False"
+        )
+        return store.appended
+
+    async def test_append_signal_moves_on_appends_that_write(self, store: ConformantStore) -> None:
+        signal = self._signal(store)
+        start = signal.version
+        first = make_events(2, "first")
+        await append_ok(store, "s", first)
+        once = signal.version
+        assert once > start
+        await append_ok(store, "t", make_events(1, "second"))
+        assert signal.version > once
+        quiet = signal.version
+        # appends that write nothing wake nobody
+        await append_ok(store, "s", [])
+        await append_ok(store, "empty", [])
+        expect_failure(await store.append("bad\nname", make_events(1)), InvalidEvent)
+        expect_failure(await store.append("s", [*make_events(1), _bad_event("nan-data")]), InvalidEvent)
+        if self.supports_expected_version:
+            expect_failure(await store.append("s", make_events(1), 0), WrongExpectedVersion)
+        if self.supports_idempotent_retry:
+            expect_failure(await store.append("u", [*make_events(1), first[0]]), DuplicateEvent)
+        assert signal.version == quiet
+        assert await store.head() == 3
+
+    async def test_append_signal_wait(self, store: ConformantStore) -> None:
+        signal = self._signal(store)
+        with anyio.fail_after(10):
+            # nothing appended since the version was taken: returns after the timeout
+            start = anyio.current_time()
+            await signal.wait(signal.version, 0.05)
+            assert anyio.current_time() - start >= 0.04
+            # an append landed since the version was taken: returns at once
+            taken = signal.version
+            await append_ok(store, "s", make_events(1))
+            await signal.wait(taken, 3600)
+            # an append wakes every waiter on the current version
+            woken: list[int] = []
+            current = signal.version
+
+            async def waiter(k: int) -> None:
+                await signal.wait(current, 3600)
+                woken.append(k)
+
+            async with anyio.create_task_group() as tg:
+                for k in range(3):
+                    tg.start_soon(waiter, k)
+                await anyio.wait_all_tasks_blocked()
+                await append_ok(store, "s", [])  # writes nothing: they sleep on
+                await anyio.wait_all_tasks_blocked()
+                assert woken == []
+                await append_ok(store, "s", make_events(1))
+            assert sorted(woken) == [0, 1, 2]
+
+    async def test_append_signal_after_cancelled_append(self, store: ConformantStore) -> None:
+        """An append cancelled while it runs may or may not write; if it wrote, the signal says so."""
+        signal = self._signal(store)
+        for k in range(6):
+            head, version = await store.head(), signal.version
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(store.append, f"cancelled-{k}", make_events(2, f"c{k}"))
+                for _ in range(k):
+                    await anyio.lowlevel.checkpoint()
+                tg.cancel_scope.cancel()
+            if await store.head() != head:
+                assert signal.version != version, f"cancelled after {k} checkpoints: wrote, no signal"
 
     # ------------------------------------------------------------------ snapshots
 
