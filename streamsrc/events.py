@@ -169,17 +169,24 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
         fields["metadata"] = metadata
         return self
 
-    def _fields(self) -> tuple[Any, ...]:
+    _fields = ("stream", "seq", "position", "type", "data", "metadata", "id", "time")
+    __match_args__ = ("stream", "seq", "position", "type", "data", "metadata", "id", "time")
+
+    def _values(self) -> tuple[Any, ...]:
         return (self.stream, self.seq, self.position, self.type, self.data, self.metadata, self.id, self.time)
 
+    def _asdict(self) -> dict[str, Any]:
+        """The fields by name, decoded (as a NamedTuple's ``_asdict``)."""
+        return dict(zip(self._fields, self._values(), strict=True))
+
     def __iter__(self) -> Iterator[Any]:
-        return iter(self._fields())
+        return iter(self._values())
 
     def __getitem__(self, index: Any) -> Any:
-        return self._fields()[index]
+        return self._values()[index]
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), self._fields())  # every pickle protocol and copy: rebuilt decoded
+        return (type(self), self._values())  # every pickle protocol and copy: rebuilt decoded
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"RecordedEvent is immutable: cannot set {name!r}")
@@ -190,7 +197,7 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RecordedEvent):
             return NotImplemented
-        return self._fields() == other._fields()
+        return self._values() == other._values()
 
     def __ne__(self, other: object) -> bool:
         equal = self.__eq__(other)
@@ -200,8 +207,8 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
         return hash((self.stream, self.seq, self.position, self.id))
 
     def __repr__(self) -> str:
-        names = ("stream", "seq", "position", "type", "data", "metadata", "id", "time")
-        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=True))
+        names = self._fields
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True))
         return f"RecordedEvent({inner})"
 
     if not TYPE_CHECKING:  # the fields, as mypy sees them above

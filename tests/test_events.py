@@ -321,3 +321,23 @@ async def test_events_read_from_a_store_are_what_was_appended(url: str, tmp_path
         assert (again.data, again.metadata) == (_DATA, _METADATA)
         assert again.data is not first.data
         assert (await store.read_all(after=1, limit=1).to_list())[0].data == _DATA
+
+
+def test_recorded_events_match_positionally_and_give_a_dict() -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    raw = stored_event("user-1", 2, 9, "Renamed", '{"name":"Ada"}', None, uuid.UUID(int=3).bytes, moment)
+    match raw:
+        case RecordedEvent(stream, seq, position, kind, {"name": name}):
+            assert (stream, seq, position, kind, name) == ("user-1", 2, 9, "Renamed", "Ada")
+        case _:
+            pytest.fail("a stored event did not match the positional pattern")
+    assert raw._asdict() == {
+        "stream": "user-1",
+        "seq": 2,
+        "position": 9,
+        "type": "Renamed",
+        "data": {"name": "Ada"},
+        "metadata": None,
+        "id": uuid.UUID(int=3),
+        "time": moment,
+    }

@@ -575,7 +575,7 @@ async def test_retry_applies_a_flaky_event_once_in_order(kind: str, batch_size: 
         return ValueError("not yet") if tries[event.position] <= 3 else None
 
     async with target(kind, tmp_path, flaky) as t:
-        # A batch of several events fails once as a batch, then the event alone: up to 2 + 2 retries.
+        # The batch's try counts as the first: the event is tried until it succeeds, on the 4th.
         policy = RetryPolicy(max_attempts=5, base_delay=0.0, max_delay=0.0)
         status = await t.projector(store, batch_size=batch_size, on_error=Retry(policy)).catch_up()
         assert status.lag == 0
@@ -607,8 +607,8 @@ async def test_retries_exhausted_then_stop_or_dead_letters(
         assert failed.value.position == 10
         assert await t.rows() == everything[:POISON]
         assert await t.model.load_position("p") == 9
-        # max_attempts counts the first try; a batch of several events tries it once more, as the batch.
-        assert tries[10] == (3 if batch_size == 1 else 4)
+        # max_attempts counts every try, the batch's included.
+        assert tries[10] == 3
     tries.clear()
     async with target(kind, tmp_path, always, name="park") as t:
         status = await t.projector(
@@ -617,7 +617,7 @@ async def test_retries_exhausted_then_stop_or_dead_letters(
         assert status.lag == 0
         assert await t.rows() == everything[:POISON] + everything[POISON + 1 :]
         assert [d.position for d in await t.model.dead_letters("p")] == [10]
-        assert tries[10] == (3 if batch_size == 1 else 4)
+        assert tries[10] == 3
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -287,7 +287,9 @@ class _Run:
             if len(events) == 1:
                 await self.poison(events[0], exc, position)
                 return
-        # Find the event at fault: everything before it goes in, one event at a time.
+        # Find the event at fault: everything before it goes in, one event at a time. The
+        # first event that fails here is the one the batch failed on: that makes two tries.
+        tries = 2
         for i, event in enumerate(events):
             after = position if i == len(events) - 1 else event.position
             try:
@@ -295,13 +297,15 @@ class _Run:
             except StoreUnavailable:
                 raise
             except Exception as exc:
-                await self.poison(event, exc, after)
+                await self.poison(event, exc, after, tries)
+                tries = 1
 
-    async def poison(self, event: RecordedEvent, exc: Exception, position: int) -> None:
+    async def poison(self, event: RecordedEvent, exc: Exception, position: int, tries: int = 1) -> None:
+        """Apply the policy to ``event``, which has failed ``tries`` times with ``exc``."""
         p = self.projector
         policy = p.on_error
         if isinstance(policy, Retry):
-            attempt = 1
+            attempt = tries
             while policy.policy.should_retry(attempt - 1, exc):
                 await anyio.sleep(policy.policy.delay(attempt - 1))
                 try:

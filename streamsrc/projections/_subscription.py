@@ -152,8 +152,6 @@ def subscribe_with_ticks(
             if page or scanned > position or (caught_up and not reported):
                 out: list[Item] = [*page, Tick(scanned, caught_up)]
                 return out, (scanned, poll.min_delay, caught_up)
-            if not live:
-                return None
             if signal is not None:
                 await signal.wait(version, delay)
             else:
