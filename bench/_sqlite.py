@@ -1,6 +1,6 @@
-"""What the SQLite benchmarks (``store_sqlite.py``, ``entity_sqlite.py``) share: database files,
-eventsourcing's application on a ``synchronous=NORMAL`` pool, variants measured in interleaved
-rounds, the start of a run.
+"""What the SQLite benchmarks (``store_sqlite.py``, ``entity_sqlite.py``, ``projection_sqlite.py``)
+share: database files, eventsourcing's application on a ``synchronous=NORMAL`` pool, variants
+measured in interleaved rounds, the start of a run, table rows with ratios.
 
 Imported as ``from _sqlite import ...``, like ``_common``.
 """
@@ -19,7 +19,7 @@ from importlib import util
 from pathlib import Path
 from typing import Any
 
-from _common import Rates, version, versions_line
+from _common import Rates, Report, version, versions_line, versus_ratio
 
 # ---------------------------------------------------------------------------- database files
 
@@ -188,3 +188,31 @@ def bench_root(args: argparse.Namespace, es_report: Callable[[Path], str]) -> It
         else:
             print("eventsourcing not installed (pip install eventsourcing): its rows are skipped")
         yield root
+
+
+# ---------------------------------------------------------------------------- table rows
+
+
+def rate_cells(v: Variant) -> list[str]:
+    """Name, events, k events/s, µs per event and the spread of a variant's rounds."""
+    return [
+        v.name,
+        f"{v.events:,}",
+        f"{v.median / 1e3:.1f}",
+        f"{1e6 / v.median:.2f}",
+        f"{min(v.rates) / 1e3:.4g}..{max(v.rates) / 1e3:.4g}",
+    ]
+
+
+def subject_row(v: Variant) -> list[str]:
+    """The row of the measured side: rates, no ratio."""
+    return [*rate_cells(v), "", "", "", ""]
+
+
+def versus(
+    report: Report | None, subject: Variant, reference: Variant, threshold: float | None, label: str
+) -> list[str]:
+    """A row for ``reference``: ratio of medians ``subject / reference``; no threshold: info only."""
+    ratio, cells = versus_ratio(subject, reference)
+    targets = ["(info)", ""] if report is None else report.target_cells(label, ratio, threshold)
+    return [*rate_cells(reference), *cells, *targets]

@@ -74,7 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _common import Report, Table, add_common_args, parse_checked, versus_ratio
+from _common import Report, Table, add_common_args, parse_checked
 from _sqlite import (
     Run,
     Variant,
@@ -86,6 +86,8 @@ from _sqlite import (
     es_synchronous_name,
     raw_connect,
     sqlite_url,
+    subject_row,
+    versus,
 )
 from _sqlite import measure as _measure
 from returns.result import Failure
@@ -422,29 +424,6 @@ TABLE = Table(
     header=("variant", "events", "k ev/s", "us/ev", "min..max", "ratio", "rounds", "target", "result"),
     widths=(56, 9, 7, 6, 13, 7, 11, 7, 6),
 )
-
-
-def rate_cells(v: Variant) -> list[str]:
-    return [
-        v.name,
-        f"{v.events:,}",
-        f"{v.median / 1e3:.1f}",
-        f"{1e6 / v.median:.2f}",
-        f"{min(v.rates) / 1e3:.4g}..{max(v.rates) / 1e3:.4g}",
-    ]
-
-
-def subject_row(v: Variant) -> list[str]:
-    return [*rate_cells(v), "", "", "", ""]
-
-
-def versus(
-    report: Report | None, subject: Variant, reference: Variant, threshold: float | None, label: str
-) -> list[str]:
-    """A row for ``reference``: ratio of medians ``subject / reference``; no threshold: info only."""
-    ratio, cells = versus_ratio(subject, reference)
-    targets = ["(info)", ""] if report is None else report.target_cells(label, ratio, threshold)
-    return [*rate_cells(reference), *cells, *targets]
 
 
 # ---------------------------------------------------------------------------- 1. catching up

@@ -71,7 +71,6 @@ from _common import (
     add_common_args,
     parse_checked,
     ru_maxrss_mb,
-    versus_ratio,
     vm_hwm_mb,
 )
 from _sqlite import (
@@ -83,8 +82,11 @@ from _sqlite import (
     es_available,
     es_env,
     es_synchronous_name,
+    rate_cells,
     raw_connect,
     sqlite_url,
+    subject_row,
+    versus,
 )
 from _sqlite import measure as _measure
 from returns.result import Failure
@@ -365,29 +367,6 @@ TABLE = Table(
 
 def table(title: str, rows: Sequence[Sequence[str]]) -> None:
     TABLE.print([title], rows)
-
-
-def rate_cells(v: Variant) -> list[str]:
-    return [
-        v.name,
-        f"{v.events:,}",
-        f"{v.median / 1e3:.1f}",
-        f"{1e6 / v.median:.1f}",
-        f"{min(v.rates) / 1e3:.4g}..{max(v.rates) / 1e3:.4g}",
-    ]
-
-
-def subject_row(v: Variant) -> list[str]:
-    return [*rate_cells(v), "", "", "", ""]
-
-
-def versus(
-    report: Report | None, subject: Variant, reference: Variant, threshold: float | None, label: str
-) -> list[str]:
-    """A row for ``reference``: ratio of medians ``subject / reference``; no threshold: info only."""
-    ratio, cells = versus_ratio(subject, reference)
-    targets = ["(info)", ""] if report is None else report.target_cells(label, ratio, threshold)
-    return [*rate_cells(reference), *cells, *targets]
 
 
 def ceiling(refs: Sequence[tuple[str, Variant]], es_v: Variant | None, threshold: float) -> str:
