@@ -8,8 +8,11 @@ are parametrised over :data:`BACKENDS` themselves and call ``anyio.run``.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 
 import pytest
+from pg_server import PostgresUnavailable, session_url, stop_session_cluster
+from store_urls import ASYNCIO_ONLY, fresh_postgres_database
 
 BACKENDS = ("asyncio", "trio")
 
@@ -35,3 +38,49 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped, but STREAMSRC_REQUIRE_SERVICES=1 forbids skips: {reason}"
     return None
+
+
+# ------------------------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The base URL (database ``postgres``, a superuser) of the session's PostgreSQL server.
+
+    ``STREAMSRC_TEST_POSTGRES_URL`` if set; else a throwaway cluster started
+    from the local binaries (see ``tests/pg_server.py``), removed when the
+    session ends; else the test is skipped.
+    """
+    try:
+        return session_url()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+async def postgres_database(postgres_server: str) -> AsyncIterator[str]:
+    """The URL of a fresh empty database on the session's server (dropped after the test; asyncio only)."""
+    async with fresh_postgres_database(postgres_server) as url:
+        yield url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_session_cluster()
+
+
+def _asyncpg_on_trio(item: pytest.Item) -> bool:
+    """Whether ``item`` runs on trio with PostgreSQL, whose driver asyncpg runs on asyncio only."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if params.get("anyio_backend", params.get("backend")) != "trio":
+        return False
+    return "postgres_database" in getattr(item, "fixturenames", ()) or any(
+        isinstance(value, str) and value in ASYNCIO_ONLY for value in params.values()
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect (not skip: CI fails skips) the trio runs of PostgreSQL tests: asyncpg needs asyncio."""
+    dropped = [item for item in items if _asyncpg_on_trio(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not _asyncpg_on_trio(item)]

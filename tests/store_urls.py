@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+import itertools
+import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import anyio.to_thread
+import pytest
+from pg_server import PostgresUnavailable, create_database, drop_database, session_url
 
 from streamsrc.store import open_store
 
@@ -15,14 +23,53 @@ STORE_URLS = {
     "sqlite": "sqlite:///{tmp}/events.db",
     "sqlite-small-pages": "sqlite:///{tmp}/events.db?page_size=3",
 }
-"""Store URLs by name; ``{tmp}`` is a fresh temporary folder."""
+"""Store URLs by name; ``{tmp}`` is a fresh temporary folder, ``{postgres}`` a fresh empty database
+(``postgresql://user:password@host:port/database``) on the test session's PostgreSQL server."""
+
+POSTGRES_STORE_URLS = {
+    "postgres": "{postgres}",
+}
+"""The PostgreSQL entries of :data:`STORE_URLS`, there once ``streamsrc.store.postgres`` exists."""
+
+if importlib.util.find_spec("streamsrc.store.postgres") is not None:
+    STORE_URLS.update(POSTGRES_STORE_URLS)
+
+ASYNCIO_ONLY = frozenset(POSTGRES_STORE_URLS)
+"""Stores whose driver (asyncpg) runs on asyncio only: ``conftest.py`` deselects their trio tests."""
+
+_databases = itertools.count()
+
+
+@asynccontextmanager
+async def fresh_postgres_database(base: str | None = None) -> AsyncIterator[str]:
+    """The URL of a new empty database on the server of ``base`` (default: the session's server,
+    skipping the test if there is none), dropped afterwards."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("asyncpg runs on asyncio only: conftest.py deselects such tests on trio") from None
+    if base is None:
+        try:
+            base = await anyio.to_thread.run_sync(session_url)  # the first call starts the cluster
+        except PostgresUnavailable as exc:
+            pytest.skip(str(exc))
+    name = f"streamsrc_t{os.getpid()}_{next(_databases)}"
+    url = await create_database(base, name)
+    try:
+        yield url
+    finally:
+        await drop_database(base, name)
 
 
 @asynccontextmanager
 async def opened_store(name: str, tmp_path: Path) -> AsyncIterator[Any]:
     """Open the store named in :data:`STORE_URLS`, checking small-page stores really page small."""
-    url = STORE_URLS[name].format(tmp=tmp_path)
-    async with open_store(url) as store:
-        if "page_size=3" in url:
+    template = STORE_URLS[name]
+    async with AsyncExitStack() as stack:
+        database = ""
+        if "{postgres}" in template:
+            database = await stack.enter_async_context(fresh_postgres_database())
+        store = await stack.enter_async_context(open_store(template.format(tmp=tmp_path, postgres=database)))
+        if "page_size=3" in template:
             assert store.page_size == 3
         yield store

@@ -74,7 +74,7 @@ def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
 
 def test_demo_with_a_bad_url_prints_one_line_and_fails(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "streamsrc", "demo", "--url", "postgresql://app:s3cret@db/events"],
+        [sys.executable, "-m", "streamsrc", "demo", "--url", "postgresql://app:s3cret@db:99999/events"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

@@ -6,7 +6,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from streamsrc.errors import InvalidStoreURL
 
@@ -135,12 +135,31 @@ async def open_store(url: str) -> AsyncIterator[Any]:
             },
         )
         store = await SqliteStore(path, **options).open()
-    elif scheme in ("postgresql", "postgres", "dynamodb"):
+    elif scheme in ("postgresql", "postgres"):
+        try:
+            from streamsrc.store.postgres import PostgresStore
+        except ImportError:
+            raise InvalidStoreURL(
+                f"{redact_url(url)} needs asyncpg: pip install 'streamsrc[postgres]'"
+            ) from None
+        if not parts.hostname and not parts.path.strip("/"):
+            raise InvalidStoreURL(f"no host or database in {redact_url(url)}")
+        try:
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise InvalidStoreURL(f"bad port in {redact_url(url)}") from None
+        ours = {**_COMMON, "pool_min": _positive_int, "pool_max": _positive_int, "timeout": _seconds}
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+        options = _options(url, urlencode([(k, v) for k, v in pairs if k in ours]), ours)
+        rest = urlencode([(k, v) for k, v in pairs if k not in ours])
+        dsn = urlunsplit(parts._replace(scheme="postgresql", query=rest))
+        store = await PostgresStore(dsn, **options).open()
+    elif scheme == "dynamodb":
         raise InvalidStoreURL(f"the {scheme} store is not available yet: {redact_url(url)}")
     else:
         raise InvalidStoreURL(
             f"unknown store URL scheme {parts.scheme!r} in {redact_url(url)} "
-            "(use memory://, sqlite:///path.db)"
+            "(use memory://, sqlite:///path.db, postgresql://user:password@host:port/database)"
         )
     try:
         yield store
