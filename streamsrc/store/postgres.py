@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
+import anyio
 import asyncpg
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
@@ -156,6 +157,9 @@ _UNAVAILABLE = (
     TimeoutError,
 )
 
+_RETRY_DELAYS = (0.05, 0.2)
+"""Waits before the second and third try of an operation whose connection failed."""
+
 _as_event: Callable[[Any], RecordedEvent] = partial(tuple.__new__, RecordedEvent)
 
 
@@ -253,11 +257,22 @@ class PostgresStore:
         return self._pool
 
     async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
-        try:
-            async with self._get_pool().acquire(timeout=self._timeout) as conn:
-                return await fn(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+        """Run ``fn`` on a pooled connection, retried when the connection fails.
+
+        Every operation is safe to run again: reads, upserts of snapshots and
+        checkpoints, and appends (their event ids make a second run of a
+        batch that did commit return the stored result, writing nothing).
+        """
+        attempt = 0
+        while True:
+            try:
+                async with self._get_pool().acquire(timeout=self._timeout) as conn:
+                    return await fn(conn)
+            except _UNAVAILABLE as exc:
+                if attempt == len(_RETRY_DELAYS):
+                    raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+            await anyio.sleep(_RETRY_DELAYS[attempt])
+            attempt += 1
 
     # -- events
 
