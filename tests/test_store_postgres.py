@@ -278,22 +278,14 @@ async def test_appends_fail_as_values_while_the_server_is_down_and_work_after_re
             print(f"outage: {len(outcomes)} appends, {len(failures)} failed, {ambiguous} committed anyway")
             for event in log:
                 assert present[event.id].stream == event.stream
-        if raised:
-            # A library bug (reported): asyncpg's InternalClientError ("cannot switch to state
-            # 12; another operation (2) is in progress") on a connection the shutdown broke
-            # escapes PostgresStore.append instead of becoming Failure(StoreUnavailable).
-            pytest.xfail("append raised instead of returning a Failure:\n" + "\n".join(tracebacks))
+        # Failures are values: an append on a connection the shutdown broke (asyncpg's
+        # InternalClientError among others) returns Failure(StoreUnavailable), never raises.
+        assert not raised, "append raised instead of returning a Failure:\n" + "\n".join(tracebacks)
     finally:
         if cluster.running:
             await drop_database(cluster.url, "outage")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="library bug (reported): PostgresStore's LISTEN connection is not re-established after "
-    "the server restarts, so other processes' appends are only seen by polling",
-)
 async def test_notify_still_wakes_subscriptions_after_a_restart(cluster: ThrowawayCluster) -> None:
     url = await create_database(cluster.url, "listen")
     try:
@@ -301,11 +293,8 @@ async def test_notify_still_wakes_subscriptions_after_a_restart(cluster: Throwaw
             await anyio.to_thread.run_sync(cluster.stop)
             await anyio.to_thread.run_sync(cluster.start)
             for _ in range(100):  # until the pool has reconnected (tested above)
-                try:
-                    if isinstance(await a.append("warm", [EventData("E", {})]), Success):
-                        break
-                except asyncpg.InternalClientError:  # the other bug, tested above
-                    pass
+                if isinstance(await a.append("warm", [EventData("E", {})]), Success):
+                    break
                 await anyio.sleep(0.1)
 
             async def follow() -> None:

@@ -50,7 +50,13 @@ _SAVE_POSITION = (
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
 )
 
-_UNAVAILABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 
 
 def _now_us() -> int:

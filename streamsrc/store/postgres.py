@@ -112,7 +112,11 @@ CREATE OR REPLACE FUNCTION streamsrc_append(
     p_time BIGINT
 ) RETURNS TABLE (code INT, last_seq BIGINT, first_position BIGINT,
                  found_id UUID, found_stream TEXT, found_seq BIGINT, found_position BIGINT)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Plan each statement for the table as it is now: a generic plan made while the table was
+-- empty would scan it whole on every append once it has grown.
+SET plan_cache_mode = force_custom_plan
+AS $$
 DECLARE
     current BIGINT;
     head BIGINT;
@@ -154,6 +158,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation, not yet marked closed
     TimeoutError,
 )
 
@@ -204,6 +209,7 @@ class PostgresStore:
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._relisten: asyncio.Task[None] | None = None
         self.appended = AppendSignal()
         """Notified when any process appends to this database (LISTEN/NOTIFY)."""
 
@@ -223,8 +229,7 @@ class PostgresStore:
             )
             async with self._pool.acquire() as conn:
                 await _create_schema(conn)
-            self._listener = await asyncpg.connect(self._url, timeout=self._timeout)
-            await self._listener.add_listener(CHANNEL, self._heard)
+            await self._listen()
         except IncompatibleSchema:
             await self.aclose()
             raise
@@ -236,10 +241,38 @@ class PostgresStore:
     def _heard(self, *args: object) -> None:
         self.appended.notify()
 
+    async def _listen(self) -> None:
+        listener = await asyncpg.connect(self._url, timeout=self._timeout)
+        await listener.add_listener(CHANNEL, self._heard)
+        listener.add_termination_listener(self._listener_lost)
+        self._listener = listener
+
+    def _listener_lost(self, connection: object) -> None:
+        # The server went away (a restart, say): listen again in the background, and wake the
+        # subscriptions once back, for whatever was appended meanwhile.
+        if self._pool is not None and (self._relisten is None or self._relisten.done()):
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.05
+        while self._pool is not None:
+            try:
+                await self._listen()
+            except (*_UNAVAILABLE, asyncpg.PostgresError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                self.appended.notify()
+                return
+
     async def aclose(self) -> None:
         """Close the listener and the pool."""
+        relisten, self._relisten = self._relisten, None
+        if relisten is not None and not relisten.done():
+            relisten.cancel()
         listener, self._listener = self._listener, None
         if listener is not None:
+            listener.remove_termination_listener(self._listener_lost)  # closing is not losing it
             try:
                 await listener.close(timeout=self._timeout)
             except Exception:
