@@ -225,7 +225,11 @@ class PostgresStore:
             raise StoreUnavailable(f"{self.url}: {problem}") from None
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=self._pool_min, max_size=self._pool_max, timeout=self._timeout
+                self._url,
+                min_size=self._pool_min,
+                max_size=self._pool_max,
+                timeout=self._timeout,
+                reset=_keep_session,
             )
             async with self._pool.acquire() as conn:
                 await _create_schema(conn)
@@ -489,7 +493,16 @@ class PostgresStore:
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection, for read models and queries of your own."""
         async with self._get_pool().acquire(timeout=self._timeout) as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                await conn.reset()  # the caller's session state stays with the caller
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Hand a connection back to the pool as it is: the store leaves no session state behind
+    (its locks end with their transactions), so asyncpg's reset query, a round trip on every
+    release, is not needed. :meth:`PostgresStore.connection` resets what it lends out."""
 
 
 async def _create_schema(conn: asyncpg.Connection) -> None:
