@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from streamsrc.effect import run_effect
 from streamsrc.events import RecordedEvent
@@ -45,6 +45,18 @@ class DeadLetter:
     id: str
     error: str
     time: datetime
+
+    def to_row(self) -> tuple[str, int, str, int, str, str, str, int]:
+        """The letter as a table row (the time in microseconds since the epoch)."""
+        us = int(self.time.timestamp() * 1_000_000)
+        return (self.projection, self.position, self.stream, self.seq, self.type, self.id, self.error, us)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeadLetter:
+        """The letter stored as :meth:`to_row` made it."""
+        projection, position, stream, seq, kind, id, error, us = row
+        moment = datetime.fromtimestamp(us / 1_000_000, UTC)
+        return cls(projection, position, stream, seq, kind, id, error, moment)
 
     @classmethod
     def of(cls, projection: str, event: RecordedEvent, error: BaseException) -> DeadLetter:

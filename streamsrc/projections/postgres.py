@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -138,16 +137,7 @@ class PostgresReadModel:
         await self._transaction(run)
 
     async def park(self, name: str, letter: DeadLetter, position: int) -> None:
-        row = (
-            letter.projection,
-            letter.position,
-            letter.stream,
-            letter.seq,
-            letter.type,
-            letter.id,
-            letter.error,
-            int(letter.time.timestamp() * 1_000_000),
-        )
+        row = letter.to_row()
 
         async def run(conn: asyncpg.Connection) -> None:
             await conn.execute(
@@ -166,10 +156,7 @@ class PostgresReadModel:
             if name is None
             else self.query(sql + " WHERE projection = $1 ORDER BY position", name)
         )
-        return [
-            DeadLetter(p, pos, s, seq, t, i, err, datetime.fromtimestamp(us / 1_000_000, UTC))
-            for p, pos, s, seq, t, i, err, us in rows
-        ]
+        return [DeadLetter.from_row(row) for row in rows]
 
     # -- queries
 

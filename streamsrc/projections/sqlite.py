@@ -162,16 +162,7 @@ class SqliteReadModel:
         await self._write(run)
 
     async def park(self, name: str, letter: DeadLetter, position: int) -> None:
-        row = (
-            letter.projection,
-            letter.position,
-            letter.stream,
-            letter.seq,
-            letter.type,
-            letter.id,
-            letter.error,
-            int(letter.time.timestamp() * 1_000_000),
-        )
+        row = letter.to_row()
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO streamsrc_dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
@@ -186,10 +177,7 @@ class SqliteReadModel:
             if name is None
             else self.query(sql + " WHERE projection = ? ORDER BY position", (name,))
         )
-        return [
-            DeadLetter(p, pos, s, seq, t, i, err, datetime.fromtimestamp(us / 1_000_000, UTC))
-            for p, pos, s, seq, t, i, err, us in rows
-        ]
+        return [DeadLetter.from_row(row) for row in rows]
 
     # -- queries
 
