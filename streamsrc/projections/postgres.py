@@ -9,7 +9,6 @@ own or another one.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import asyncpg
 from streamsrc.errors import StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
+from streamsrc.store._contract import now_us
 from streamsrc.store._open import redact_url
 
 __all__ = ["PostgresHandler", "PostgresReadModel"]
@@ -56,10 +56,6 @@ _UNAVAILABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class PostgresReadModel:
@@ -132,7 +128,7 @@ class PostgresReadModel:
         async def run(conn: asyncpg.Connection) -> None:
             if events:
                 await handler(conn, events)
-            await conn.execute(_SAVE_POSITION, name, position, _now_us())
+            await conn.execute(_SAVE_POSITION, name, position, now_us())
 
         await self._transaction(run)
 
@@ -145,7 +141,7 @@ class PostgresReadModel:
                 "ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
                 *row,
             )
-            await conn.execute(_SAVE_POSITION, name, position, _now_us())
+            await conn.execute(_SAVE_POSITION, name, position, now_us())
 
         await self._transaction(run)
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from streamsrc.errors import StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
+from streamsrc.store._contract import now_us
 from streamsrc.store.sqlite import ConnectionThreads
 
 __all__ = ["SqliteHandler", "SqliteReadModel"]
@@ -53,10 +53,6 @@ _SAVE_POSITION = (
     "INSERT INTO streamsrc_projections (name, position, time) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
 )
-
-
-def _now_us() -> int:
-    return int(datetime.now(UTC).timestamp() * 1_000_000)
 
 
 class SqliteReadModel:
@@ -157,7 +153,7 @@ class SqliteReadModel:
         def run(conn: sqlite3.Connection) -> None:
             if events:
                 handler(conn, events)
-            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
+            conn.execute(_SAVE_POSITION, (name, position, now_us()))
 
         await self._write(run)
 
@@ -166,7 +162,7 @@ class SqliteReadModel:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO streamsrc_dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
+            conn.execute(_SAVE_POSITION, (name, position, now_us()))
 
         await self._write(run)
 

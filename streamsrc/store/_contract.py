@@ -22,10 +22,11 @@ Guarantees of every ``EventStore``:
 from __future__ import annotations
 
 import enum
+import time
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
 import anyio
@@ -250,6 +251,49 @@ class EventFilter(NamedTuple):
         if self.types is not None and type not in self.types:
             return False
         return self.stream_prefix is None or stream.startswith(self.stream_prefix)
+
+
+def now_us() -> int:
+    """The time now, in microseconds since the epoch (how stores keep times)."""
+    return time.time_ns() // 1000
+
+
+def to_us(moment: datetime) -> int:
+    """``moment`` (aware) in microseconds since the epoch, exactly."""
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def paged_reads(
+    fetch: Callable[[int, int], Awaitable[list[RecordedEvent]]],
+    page_size: int,
+    start: int,
+    limit: int | None,
+    key: Callable[[RecordedEvent], int],
+) -> Stream[RecordedEvent]:
+    """A lazily paged read: ``fetch(bound, n)`` gives up to ``n`` events after ``bound``.
+
+    The next page starts after ``key`` of the last event; ``limit`` caps the
+    events returned. A short page is the end (for now): the read stops
+    without another trip to the database.
+    """
+
+    async def step(
+        state: tuple[int, int | None],
+    ) -> tuple[list[RecordedEvent], tuple[int, int | None]] | None:
+        bound, left = state
+        n = page_size if left is None else min(page_size, left)
+        if n <= 0:
+            return None
+        rows = await fetch(bound, n)
+        if not rows:
+            return None
+        rest = 0 if len(rows) < n else None if left is None else left - len(rows)
+        return rows, (key(rows[-1]), rest)
+
+    return Stream.unfold_chunk_eval((start, limit), step)
 
 
 class EncodedEvent(NamedTuple):

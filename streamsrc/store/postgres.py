@@ -36,12 +36,12 @@ URL options: ``page_size``, ``max_event_size``, ``pool_min``/``pool_max``
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import anyio
@@ -65,6 +65,9 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    now_us,
+    paged_reads,
+    to_us,
 )
 from streamsrc.store._open import redact_url
 from streamsrc.stream import Stream
@@ -168,12 +171,8 @@ _RETRY_DELAYS = (0.05, 0.2)
 _as_event: Callable[[Any], RecordedEvent] = partial(tuple.__new__, RecordedEvent)
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _to_us(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+_SEQ = attrgetter("seq")
+_POSITION = attrgetter("position")
 
 
 def _expected_code(expected: Expected) -> int:
@@ -328,7 +327,7 @@ class PostgresStore:
             [e.type for e in batch],
             [e.data for e in batch],
             [e.metadata for e in batch],
-            _now_us(),
+            now_us(),
         )
         sql = "SELECT * FROM streamsrc_append($1, $2, $3, $4, $5, $6, $7)"
         try:
@@ -395,28 +394,16 @@ class PostgresStore:
     def _paged(
         self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
     ) -> Stream[RecordedEvent]:
-        page_size = self.page_size
-
-        async def step(
-            state: tuple[int, int | None],
-        ) -> tuple[list[RecordedEvent], tuple[int, int | None]] | None:
-            bound, left = state
-            n = page_size if left is None else min(page_size, left)
-            if n <= 0:
-                return None
+        async def fetch(bound: int, n: int) -> list[RecordedEvent]:
             try:
                 rows = await self._run(
                     "read", lambda conn: conn.fetch(sql, *params, bound, n, timeout=self._timeout)
                 )
             except asyncpg.PostgresError as exc:
                 raise StoreUnavailable(f"reading {self.url} failed: {_describe(exc)}") from None
-            if not rows:
-                return None
-            events = list(map(_as_event, rows))
-            rest = 0 if len(rows) < n else None if left is None else left - len(rows)
-            return events, (events[-1].seq if key == 1 else events[-1].position, rest)
+            return list(map(_as_event, rows))
 
-        return Stream.unfold_chunk_eval((start, limit), step)
+        return paged_reads(fetch, self.page_size, start, limit, _SEQ if key == 1 else _POSITION)
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
         if "\x00" in stream:
@@ -448,7 +435,7 @@ class PostgresStore:
             "ON CONFLICT (key, schema_version, seq) "
             "DO UPDATE SET state = excluded.state, time = excluded.time"
         )
-        row = (key, schema_version, seq, encode_json(state), _now_us())
+        row = (key, schema_version, seq, encode_json(state), now_us())
         await self._run("save_snapshot", lambda conn: conn.execute(sql, *row))
 
     async def load_snapshot(
@@ -466,7 +453,7 @@ class PostgresStore:
             key,
             schema_version,
             (1 << 62) if at_seq is None else at_seq,
-            (1 << 62) if at_time is None else _to_us(at_time),
+            (1 << 62) if at_time is None else to_us(at_time),
         )
         row = await self._run("load_snapshot", lambda conn: conn.fetchrow(sql, *params))
         if row is None:
@@ -487,7 +474,7 @@ class PostgresStore:
             "INSERT INTO checkpoints (name, position, time) VALUES ($1, $2, $3) "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
         )
-        await self._run("save_checkpoint", lambda conn: conn.execute(sql, name, position, _now_us()))
+        await self._run("save_checkpoint", lambda conn: conn.execute(sql, name, position, now_us()))
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:

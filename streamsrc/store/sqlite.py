@@ -32,12 +32,12 @@ import asyncio
 import queue
 import sqlite3
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import anyio
@@ -60,6 +60,9 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    now_us,
+    paged_reads,
+    to_us,
 )
 from streamsrc.stream import Stream
 
@@ -99,13 +102,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID;
 """
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _COLUMNS = "stream, seq, position, type, data, metadata, id, time"
 _INSERT = "INSERT INTO events (stream, seq, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _settle(future: asyncio.Future[None]) -> None:
@@ -119,8 +117,9 @@ def _to_datetime(us: int) -> datetime:
     return datetime.fromtimestamp(us / 1_000_000, UTC)
 
 
-def _to_us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+_to_us = to_us
+_SEQ = attrgetter("seq")
+_POSITION = attrgetter("position")
 
 
 def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
@@ -338,29 +337,15 @@ class SqliteStore:
     def _paged(
         self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
     ) -> Stream[RecordedEvent]:
-        page_size = self.page_size
-
-        def fetch(bound: int, n: int) -> Callable[[sqlite3.Connection], list[RecordedEvent]]:
-            return lambda conn: _records(conn.execute(sql, (*params, bound, n)).fetchall())
-
-        async def step(
-            state: tuple[int, int | None],
-        ) -> tuple[list[RecordedEvent], tuple[int, int | None]] | None:
-            bound, left = state
-            n = page_size if left is None else min(page_size, left)
-            if n <= 0:
-                return None
+        async def fetch(bound: int, n: int) -> list[RecordedEvent]:
             try:
-                rows = await self._read().call(fetch(bound, n))
+                return await self._read().call(
+                    lambda conn: _records(conn.execute(sql, (*params, bound, n)).fetchall())
+                )
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
-            if not rows:
-                return None
-            # A short page is the end (for now): stop without another trip to the reader thread.
-            rest = 0 if len(rows) < n else None if left is None else left - len(rows)
-            return rows, (rows[-1].seq if key == 1 else rows[-1].position, rest)
 
-        return Stream.unfold_chunk_eval((start, limit), step)
+        return paged_reads(fetch, self.page_size, start, limit, _SEQ if key == 1 else _POSITION)
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1"
@@ -390,7 +375,7 @@ class SqliteStore:
     # -- snapshots
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
-        row = (key, schema_version, seq, encode_json(state), _now_us())
+        row = (key, schema_version, seq, encode_json(state), now_us())
         await self._write().call(
             lambda conn: _in_transaction(conn, lambda: _save_snapshot(conn, row)), shield=True
         )
@@ -426,7 +411,7 @@ class SqliteStore:
         return int(rows[0][0]) if rows else 0
 
     async def save_checkpoint(self, name: str, position: int) -> None:
-        row = (name, position, _now_us())
+        row = (name, position, now_us())
         await self._write().call(
             lambda conn: _in_transaction(conn, lambda: _save_checkpoint(conn, row)), shield=True
         )
@@ -477,12 +462,12 @@ class SqliteTransaction:
 
     def save_checkpoint(self, name: str, position: int) -> None:
         """Queue a checkpoint write."""
-        row = (name, position, _now_us())
+        row = (name, position, now_us())
         self._ops.append(lambda conn: _save_checkpoint(conn, row))
 
     def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
         """Queue a snapshot write."""
-        row = (key, schema_version, seq, encode_json(state), _now_us())
+        row = (key, schema_version, seq, encode_json(state), now_us())
         self._ops.append(lambda conn: _save_snapshot(conn, row))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
@@ -558,7 +543,7 @@ def _append(
         return _existing(conn, stream, batch, expected) or Failure(wrong)
     if not batch:
         return Success(AppendResult(stream, current, ()))
-    now = _now_us()
+    now = now_us()
     rows = [
         (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, now) for k, e in enumerate(batch)
     ]
