@@ -69,6 +69,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -292,14 +293,8 @@ def es_classes() -> tuple[type[Any], type[Any]]:
     return es_app_class(), Account
 
 
-_ES: tuple[type[Any], type[Any]] | None = None
-
-
-def es() -> tuple[type[Any], type[Any]]:
-    global _ES
-    if _ES is None:
-        _ES = es_classes()
-    return _ES
+es = cache(es_classes)
+"""The eventsourcing classes, defined once (eventsourcing is imported only when first used)."""
 
 
 def es_app(path: Path, synchronous: str | None = "NORMAL") -> Any:

@@ -60,7 +60,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -328,14 +328,8 @@ def es_classes() -> tuple[type[Any], type[Any]]:
     return es_app_class(), Tally
 
 
-_ES: tuple[type[Any], type[Any]] | None = None
-
-
-def es() -> tuple[type[Any], type[Any]]:
-    global _ES
-    if _ES is None:
-        _ES = es_classes()
-    return _ES
+es = cache(es_classes)
+"""The eventsourcing classes, defined once (eventsourcing is imported only when first used)."""
 
 
 def es_app(path: Path, synchronous: str | None = "NORMAL") -> Any:
