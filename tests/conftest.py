@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
+from moto_server import MotoUnavailable, session_endpoint, stop_session_server
 from pg_server import PostgresUnavailable, session_url, stop_session_cluster
 from store_urls import ASYNCIO_ONLY, fresh_postgres_database
 
@@ -66,6 +67,24 @@ async def postgres_database(postgres_server: str) -> AsyncIterator[str]:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     stop_session_cluster()
+    stop_session_server()
+
+
+# ------------------------------------------------------------------------------------------- AWS (moto)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> str:
+    """The endpoint URL of the session's moto server (DynamoDB, DynamoDB Streams, Kinesis).
+
+    ``STREAMSRC_TEST_AWS_ENDPOINT`` if set; else a ``ThreadedMotoServer`` on
+    127.0.0.1 and a free port (see ``tests/moto_server.py``), stopped when the
+    session ends; else the test is skipped. Fake credentials are set either way.
+    """
+    try:
+        return session_endpoint()
+    except MotoUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 def _asyncpg_on_trio(item: pytest.Item) -> bool:
