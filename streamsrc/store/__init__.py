@@ -15,6 +15,7 @@ from streamsrc.store._contract import EventFilter as EventFilter
 from streamsrc.store._contract import EventStore as EventStore
 from streamsrc.store._contract import Expected as Expected
 from streamsrc.store._contract import ExpectedVersion as ExpectedVersion
+from streamsrc.store._contract import ImportingStore as ImportingStore
 from streamsrc.store._contract import NotifyingStore as NotifyingStore
 from streamsrc.store._contract import Snapshot as Snapshot
 from streamsrc.store._contract import SnapshotStore as SnapshotStore
@@ -32,6 +33,7 @@ __all__ = [
     "EventStore",
     "Expected",
     "ExpectedVersion",
+    "ImportingStore",
     "NotifyingStore",
     "Snapshot",
     "SnapshotStore",

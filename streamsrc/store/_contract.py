@@ -228,6 +228,28 @@ class NotifyingStore(Protocol):
         ...
 
 
+@runtime_checkable
+class ImportingStore(Protocol):
+    """A store that takes events recorded elsewhere and keeps what they were (migrations, imports)."""
+
+    async def import_events(
+        self, stream: str, events: Sequence[RecordedEvent]
+    ) -> Result[AppendResult, StoreError]:
+        """Append already-recorded events of ``stream``, keeping their id, type, data, metadata and time.
+
+        The events' ``seq`` must continue the stream: the first is the
+        stream's last seq + 1 and they are consecutive (that is the expected
+        version, checked atomically as ``append`` checks it:
+        ``WrongExpectedVersion`` otherwise). Every event's ``stream`` must be
+        ``stream`` (``InvalidEvent`` otherwise). Positions are this store's
+        own, given in its commit order. Idempotent like ``append``: the same
+        ids already stored at those seqs give ``Success`` with the stored
+        positions and write nothing. The same size and validity checks as
+        ``append`` apply; a batch is atomic.
+        """
+        ...
+
+
 class EventFilter(NamedTuple):
     """Which events a filtered ``read_all`` keeps (``None``: no condition)."""
 
