@@ -20,7 +20,7 @@ import anyio.lowlevel
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import StoreError
+from streamsrc.errors import InvalidEvent, StoreError
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
     ANY,
@@ -28,6 +28,7 @@ from streamsrc.store._contract import (
     DEFAULT_PAGE_SIZE,
     AppendResult,
     AppendSignal,
+    EncodedEvent,
     EventFilter,
     Expected,
     Snapshot,
@@ -71,7 +72,36 @@ class MemoryStore:
         encoded = encode_batch(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded
-        batch = encoded.unwrap()
+        return self._write(stream, encoded.unwrap(), expected, None)
+
+    async def import_events(
+        self, stream: str, events: Sequence[RecordedEvent]
+    ) -> Result[AppendResult, StoreError]:
+        """Append events recorded elsewhere, keeping their id and time (see ``ImportingStore``).
+
+        >>> import anyio
+        >>> async def main() -> None:
+        ...     source, target = MemoryStore(), MemoryStore()
+        ...     await source.append("s", [EventData("Opened", {"n": 1})])
+        ...     recorded = await source.read("s").to_list()
+        ...     print(await target.import_events("s", recorded))
+        ...     print((await target.read("s").to_list()) == recorded)
+        >>> anyio.run(main)
+        <Success: AppendResult(stream='s', last_seq=1, positions=(1,))>
+        True
+        """
+        await anyio.lowlevel.checkpoint()
+        encoded = encode_recorded(stream, events, self.max_event_size)
+        if isinstance(encoded, Failure):
+            return encoded
+        batch, times = encoded.unwrap()
+        expected = events[0].seq - 1 if events else ANY
+        return self._write(stream, batch, expected, [t.astimezone(UTC) for t in times])
+
+    def _write(
+        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[datetime] | None
+    ) -> Result[AppendResult, StoreError]:
+        """Append checked events (with their ``times``, or now); no await: atomic on the event loop."""
         found = {e.id: (r[0], r[1], r[2]) for e in batch if (r := self._ids.get(e.id))}
         existing = check_existing(stream, [e.id for e in batch], expected, found)
         if existing is not None:
@@ -82,9 +112,10 @@ class MemoryStore:
             return Failure(wrong)
         now = datetime.now(UTC)
         written = []
-        for e in batch:
+        for k, e in enumerate(batch):
             position = len(self._log) + 1
-            record = (stream, len(log) + 1, position, e.type, e.data, e.metadata, e.id, now)
+            at = now if times is None else times[k]
+            record = (stream, len(log) + 1, position, e.type, e.data, e.metadata, e.id, at)
             log.append(record)
             self._log.append(record)
             self._ids[e.id] = record
@@ -178,6 +209,45 @@ class MemoryStore:
     async def save_checkpoint(self, name: str, position: int) -> None:
         await anyio.lowlevel.checkpoint()
         self._checkpoints[name] = position
+
+
+def encode_recorded(
+    stream: str, events: Sequence[RecordedEvent], max_size: int
+) -> Result[tuple[list[EncodedEvent], list[datetime]], StoreError]:
+    """Check recorded events for an import into ``stream`` and encode them as ``append`` does.
+
+    Every event must be a ``RecordedEvent`` of ``stream`` with a time that
+    knows its timezone, and the seqs must count up by one from a first seq
+    of at least 1; the events then pass :func:`encode_batch` (names, JSON,
+    size, ids). Returns the encoded events and their times, or ``Failure``
+    with an ``InvalidEvent`` at the first problem. Every store's
+    ``import_events`` starts here.
+    """
+    data: list[EventData] = []
+    times: list[datetime] = []
+    first = events[0].seq if events else 1
+    try:
+        for k, event in enumerate(events):
+            if not isinstance(event, RecordedEvent):
+                raise InvalidEvent(f"expected RecordedEvent, got {type(event).__name__}")
+            if event.stream != stream:
+                raise InvalidEvent(f"an event of stream {event.stream!r} cannot be imported into {stream!r}")
+            seq = event.seq
+            if type(seq) is not int or seq != first + k or seq < 1:
+                raise InvalidEvent(
+                    f"imported seqs must be consecutive from 1 or more: got {seq!r} at index {k} "
+                    f"of a batch starting at {first!r}"
+                )
+            moment = event.time
+            if not isinstance(moment, datetime) or moment.utcoffset() is None:
+                raise InvalidEvent(f"event {event.id} has no timezone-aware time: {moment!r}")
+            data.append(EventData(event.type, event.data, event.metadata, event.id))
+            times.append(moment)
+    except InvalidEvent as exc:
+        return Failure(exc)
+    except (ValueError, TypeError) as exc:  # stored fields that do not decode
+        return Failure(InvalidEvent(f"cannot import an event of {stream!r}: {exc!r}"))
+    return encode_batch(stream, data, max_size).map(lambda batch: (batch, times))
 
 
 _Row = tuple[str, int, int, str, str, str | None, uuid.UUID, datetime]

@@ -64,6 +64,7 @@ from streamsrc.store._contract import (
     paged_reads,
     to_us,
 )
+from streamsrc.store.memory import encode_recorded
 from streamsrc.stream import Stream
 
 T = TypeVar("T")
@@ -282,11 +283,31 @@ class SqliteStore:
         encoded = encode_batch(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded
-        batch = encoded.unwrap()
         check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
+        return await self._write_batch(stream, encoded.unwrap(), expected, None)
+
+    async def import_events(
+        self, stream: str, events: Sequence[RecordedEvent]
+    ) -> Result[AppendResult, StoreError]:
+        """Append events recorded elsewhere, keeping their id and time (see ``ImportingStore``).
+
+        The first event's seq minus one is the expected version, checked in
+        the same transaction that writes, exactly as ``append`` checks it.
+        """
+        encoded = encode_recorded(stream, events, self.max_event_size)
+        if isinstance(encoded, Failure):
+            return encoded
+        batch, times = encoded.unwrap()
+        expected = events[0].seq - 1 if events else ANY
+        return await self._write_batch(stream, batch, expected, [to_us(t) for t in times])
+
+    async def _write_batch(
+        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
+    ) -> Result[AppendResult, StoreError]:
+        """Run one append (``times`` in microseconds, or now) in the writer thread; notify if it wrote."""
         try:
             result = await self._write().call(
-                lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected)),
+                lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected, times)),
                 shield=True,
             )
         except anyio.get_cancelled_exc_class():
@@ -533,9 +554,14 @@ def _in_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
 
 
 def _append(
-    conn: sqlite3.Connection, stream: str, batch: list[EncodedEvent], expected: Expected
+    conn: sqlite3.Connection,
+    stream: str,
+    batch: list[EncodedEvent],
+    expected: Expected,
+    times: list[int] | None = None,
 ) -> Result[AppendResult, StoreError]:
-    """The append itself; runs inside a write transaction."""
+    """The append itself (``times``: the events' own, in microseconds; ``None``: now); runs inside
+    a write transaction."""
     current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0]
     current = current or 0
     wrong = check_expected(stream, expected, current)
@@ -543,10 +569,17 @@ def _append(
         return _existing(conn, stream, batch, expected) or Failure(wrong)
     if not batch:
         return Success(AppendResult(stream, current, ()))
-    now = now_us()
-    rows = [
-        (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, now) for k, e in enumerate(batch)
-    ]
+    if times is None:
+        now = now_us()
+        rows = [
+            (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, now)
+            for k, e in enumerate(batch)
+        ]
+    else:
+        rows = [
+            (stream, current + 1 + k, e.id.bytes, e.type, e.data, e.metadata, t)
+            for k, (e, t) in enumerate(zip(batch, times, strict=True))
+        ]
     # Only ``UNIQUE (id)`` can fail here: the writer has held the lock since MAX(seq).
     try:
         if len(rows) == 1:
