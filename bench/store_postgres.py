@@ -314,7 +314,7 @@ def append_runs(work: Work) -> tuple[PgRun, PgRun, Callable[[bool], PgRun]]:
                     [e.type for e in events],
                     [ENCODE(e.data) for e in events],
                     [None] * len(events),
-                    now_us(),
+                    [now_us()] * len(events),
                 )
             elapsed = time.perf_counter() - t0
         finally:

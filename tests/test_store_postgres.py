@@ -130,6 +130,33 @@ async def test_a_newer_schema_version_is_refused_and_the_database_is_left_alone(
     assert await _describe(postgres_database) == before
 
 
+async def test_a_version_1_database_is_upgraded_in_place_and_keeps_its_events(postgres_database: str) -> None:
+    async with open_store(postgres_database) as store:
+        await store.append("s", [EventData("A", {"n": 1})])
+        before = await store.read_all().to_list()
+    # what version 1 left: its function took one time for the whole batch
+    await _execute(
+        postgres_database,
+        "UPDATE streamsrc_meta SET value = '1' WHERE key = 'schema_version';"
+        "CREATE FUNCTION streamsrc_append(TEXT, BIGINT, UUID[], TEXT[], TEXT[], TEXT[], BIGINT) "
+        "RETURNS INT LANGUAGE sql AS 'SELECT 1';",
+    )
+    async with open_store(postgres_database) as store:
+        assert await store.read_all().to_list() == before
+        appended = await store.append("s", [EventData("B", {"n": 2})], expected=1)
+        assert appended.unwrap().positions == (2,)
+    versions = await _fetch(
+        postgres_database, "SELECT value FROM streamsrc_meta WHERE key = 'schema_version'"
+    )
+    assert versions == [(str(SCHEMA_VERSION),)]
+    functions = await _fetch(
+        postgres_database,
+        "SELECT pg_get_function_identity_arguments(oid) FROM pg_proc WHERE proname = 'streamsrc_append'",
+    )
+    assert len(functions) == 1
+    assert "bigint[]" in functions[0][0]
+
+
 async def test_a_foreign_events_table_is_refused(postgres_database: str) -> None:
     await _execute(postgres_database, "CREATE TABLE events (x INT); INSERT INTO events VALUES (7)")
     before = await _describe(postgres_database)
@@ -386,6 +413,45 @@ async def test_read_model_catch_up_builds_the_table(postgres_database: str) -> N
         await _fill(store, 5)
         log = await store.read_all().to_list()
         await Projector(store, Projection("p", _writer("rows")), model, batch_size=7).catch_up()
+        assert await model.query("SELECT * FROM rows ORDER BY position") == _expected(log)
+
+
+async def test_store_and_read_model_carry_on_when_their_connections_are_killed(
+    postgres_database: str,
+) -> None:
+    """The server ends the connections of the store and the model (as a restart does), once between
+    operations and once in the middle of the model's transaction: appends, catch-ups and queries
+    try again on new connections, and every event lands exactly once."""
+    write = _writer("rows")
+    kill_next = [False]
+
+    async def handler(conn: asyncpg.Connection, events: Sequence[RecordedEvent]) -> None:
+        await write(conn, events)
+        if kill_next[0]:
+            kill_next[0] = False
+            with pytest.raises(asyncpg.PostgresConnectionError):
+                await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+            await conn.execute("SELECT 1")  # the connection is gone: the model tries again
+
+    async with (
+        open_store(postgres_database) as store,
+        PostgresReadModel(postgres_database, _rows_schema("rows")) as model,
+    ):
+        await _fill(store, 20)
+        projector = Projector(store, Projection("p", handler), model, batch_size=7)
+        await projector.catch_up()
+        killed = await _fetch(
+            postgres_database,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert len(killed) >= 3  # the store's connection and listener, the model's pool
+        await _fill(store, 10)  # appends: on new connections
+        kill_next[0] = True
+        status = await projector.catch_up()
+        assert not kill_next[0]
+        log = await store.read_all().to_list()
+        assert status.position == len(log) == 30
         assert await model.query("SELECT * FROM rows ORDER BY position") == _expected(log)
 
 

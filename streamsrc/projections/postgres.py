@@ -10,8 +10,10 @@ own or another one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any
 
+import anyio
 import asyncpg
 
 from streamsrc.errors import StoreUnavailable
@@ -19,6 +21,7 @@ from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
 from streamsrc.store._contract import now_us
 from streamsrc.store._open import redact_url
+from streamsrc.store.postgres import CONNECTION_ERRORS
 
 __all__ = ["PostgresHandler", "PostgresReadModel"]
 
@@ -49,13 +52,8 @@ _SAVE_POSITION = (
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
 )
 
-_UNAVAILABLE = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InternalClientError,
-)
+_RETRY_DELAYS = (0.05, 0.2, 0.5)
+"""Waits before the tries after a connection failure (the pool opens new connections meanwhile)."""
 
 
 class PostgresReadModel:
@@ -89,7 +87,7 @@ class PostgresReadModel:
                 await conn.execute(_TABLES)
                 if self.schema.strip():
                     await conn.execute(self.schema)
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             await self.aclose()
             problem = f"{type(exc).__name__}: {exc}"
             raise StoreUnavailable(f"cannot open read model {self.url}: {problem}") from None
@@ -107,14 +105,38 @@ class PostgresReadModel:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _transaction(self, body: Callable[[asyncpg.Connection], Awaitable[object]]) -> None:
+    async def _transaction(
+        self,
+        body: Callable[[asyncpg.Connection], Awaitable[object]],
+        committed: Callable[[], Awaitable[bool]],
+    ) -> None:
+        """Run ``body`` in a transaction; when the connection fails, find out and try again.
+
+        A connection that breaks around the commit leaves it unknown whether
+        the transaction committed: ``committed()`` (did the checkpoint move?)
+        decides, so a batch is never applied twice.
+        """
+        attempt = 0
+        while True:
+            try:
+                async with self._get_pool().acquire(timeout=self._timeout) as conn, conn.transaction():
+                    await body(conn)
+                return
+            except CONNECTION_ERRORS as exc:
+                if attempt == len(_RETRY_DELAYS):
+                    raise StoreUnavailable(f"read model {self.url}: {type(exc).__name__}: {exc}") from None
+            await anyio.sleep(_RETRY_DELAYS[attempt])
+            attempt += 1
+            try:
+                if await committed():
+                    return
+            except StoreUnavailable:
+                pass  # still down: the next try says so
+
+    def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreUnavailable(f"{self!r} is not open")
-        try:
-            async with self._pool.acquire(timeout=self._timeout) as conn, conn.transaction():
-                await body(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"read model {self.url}: {type(exc).__name__}: {exc}") from None
+        return self._pool
 
     # -- the ReadModel protocol
 
@@ -130,7 +152,10 @@ class PostgresReadModel:
                 await handler(conn, events)
             await conn.execute(_SAVE_POSITION, name, position, now_us())
 
-        await self._transaction(run)
+        await self._transaction(run, partial(self._reached, name, position))
+
+    async def _reached(self, name: str, position: int) -> bool:
+        return await self.load_position(name) >= position
 
     async def park(self, name: str, letter: DeadLetter, position: int) -> None:
         row = letter.to_row()
@@ -143,7 +168,7 @@ class PostgresReadModel:
             )
             await conn.execute(_SAVE_POSITION, name, position, now_us())
 
-        await self._transaction(run)
+        await self._transaction(run, partial(self._reached, name, position))
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         sql = "SELECT * FROM streamsrc_dead_letters"
@@ -158,10 +183,14 @@ class PostgresReadModel:
 
     async def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         """Rows of a query (parameters ``$1, $2, ...`` bound, never interpolated)."""
-        if self._pool is None:
-            raise StoreUnavailable(f"{self!r} is not open")
-        try:
-            async with self._pool.acquire(timeout=self._timeout) as conn:
-                return [tuple(r) for r in await conn.fetch(sql, *params, timeout=self._timeout)]
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"query on {self.url} failed: {type(exc).__name__}: {exc}") from None
+        attempt = 0
+        while True:
+            try:
+                async with self._get_pool().acquire(timeout=self._timeout) as conn:
+                    return [tuple(r) for r in await conn.fetch(sql, *params, timeout=self._timeout)]
+            except CONNECTION_ERRORS as exc:
+                if attempt == len(_RETRY_DELAYS):
+                    problem = f"{type(exc).__name__}: {exc}"
+                    raise StoreUnavailable(f"query on {self.url} failed: {problem}") from None
+            await anyio.sleep(_RETRY_DELAYS[attempt])
+            attempt += 1

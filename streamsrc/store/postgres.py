@@ -59,6 +59,7 @@ from streamsrc.store._contract import (
     STREAM_EXISTS,
     AppendResult,
     AppendSignal,
+    EncodedEvent,
     EventFilter,
     Expected,
     Snapshot,
@@ -70,11 +71,12 @@ from streamsrc.store._contract import (
     to_us,
 )
 from streamsrc.store._open import redact_url
+from streamsrc.store.memory import encode_recorded
 from streamsrc.stream import Stream
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CHANNEL = "streamsrc_events"
 _LOCK_KEY = 0x5E7A_5C_01  # the advisory lock every append takes
 
@@ -108,44 +110,50 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     position BIGINT NOT NULL,
     time BIGINT NOT NULL
 );
+-- Version 1 of the function took one time for the whole batch; imports give one per event.
+DROP FUNCTION IF EXISTS streamsrc_append(TEXT, BIGINT, UUID[], TEXT[], TEXT[], TEXT[], BIGINT);
 -- code 0: written (last seq, first position); 1: some ids exist (rows in found_*);
 -- 2: wrong expected version (current seq in last_seq).
 CREATE OR REPLACE FUNCTION streamsrc_append(
     p_stream TEXT, p_expected BIGINT, p_ids UUID[], p_types TEXT[], p_data TEXT[], p_meta TEXT[],
-    p_time BIGINT
+    p_times BIGINT[]
 ) RETURNS TABLE (code INT, last_seq BIGINT, first_position BIGINT,
                  found_id UUID, found_stream TEXT, found_seq BIGINT, found_position BIGINT)
 LANGUAGE plpgsql
--- Plan each statement for the table as it is now: a generic plan made while the table was
--- empty would scan it whole on every append once it has grown.
-SET plan_cache_mode = force_custom_plan
+-- One plan per statement, made once per connection and kept (planning every call cost more
+-- than the append itself); index paths only, so a plan made while the table was small stays
+-- right once it has grown (each statement here has an index that answers it).
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
 AS $$
 DECLARE
+    taken BOOLEAN;
     current BIGINT;
     head BIGINT;
     n INT := coalesce(array_length(p_ids, 1), 0);
 BEGIN
+    -- Taken before anything is read: the statements below see every append committed before.
     PERFORM pg_advisory_xact_lock({_LOCK_KEY});
-    IF n > 0 AND EXISTS (SELECT 1 FROM events e WHERE e.id = ANY(p_ids)) THEN
+    SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ANY(p_ids)),
+           coalesce((SELECT e.seq FROM events e WHERE e.stream = p_stream ORDER BY e.seq DESC LIMIT 1), 0),
+           coalesce((SELECT e.position FROM events e ORDER BY e.position DESC LIMIT 1), 0)
+      INTO taken, current, head;
+    IF taken THEN
         RETURN QUERY SELECT 1, 0::BIGINT, 0::BIGINT, e.id, e.stream, e.seq, e.position
             FROM events e WHERE e.id = ANY(p_ids);
         RETURN;
     END IF;
-    SELECT coalesce(max(e.seq), 0) INTO current FROM events e WHERE e.stream = p_stream;
     -- p_expected: >= 0 exact seq, -1 any, -3 the stream exists
     IF (p_expected >= 0 AND current <> p_expected) OR (p_expected = -3 AND current = 0) THEN
         RETURN QUERY SELECT 2, current, 0::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
         RETURN;
     END IF;
-    IF n = 0 THEN
-        RETURN QUERY SELECT 0, current, 0::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
-        RETURN;
+    IF n > 0 THEN
+        INSERT INTO events (position, stream, seq, id, type, data, metadata, time)
+        SELECT head + k, p_stream, current + k, p_ids[k], p_types[k], p_data[k], p_meta[k], p_times[k]
+        FROM generate_subscripts(p_ids, 1) AS k;
+        PERFORM pg_notify('{CHANNEL}', (head + n)::TEXT);
     END IF;
-    SELECT coalesce(max(e.position), 0) INTO head FROM events e;
-    INSERT INTO events (position, stream, seq, id, type, data, metadata, time)
-    SELECT head + k, p_stream, current + k, p_ids[k], p_types[k], p_data[k], p_meta[k], p_time
-    FROM generate_subscripts(p_ids, 1) AS k;
-    PERFORM pg_notify('{CHANNEL}', (head + n)::TEXT);
     RETURN QUERY SELECT 0, current + n, head + 1, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
 END
 $$;
@@ -153,7 +161,7 @@ $$;
 
 _COLUMNS = "stream, seq, position, type, data, metadata, uuid_send(id), time"
 
-_UNAVAILABLE = (
+CONNECTION_ERRORS = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -164,6 +172,7 @@ _UNAVAILABLE = (
     asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation, not yet marked closed
     TimeoutError,
 )
+"""asyncpg's errors for a connection that failed or a server that is not there (now)."""
 
 _RETRY_DELAYS = (0.05, 0.2)
 """Waits before the second and third try of an operation whose connection failed."""
@@ -209,6 +218,9 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
+        self._own: asyncpg.Connection | None = None
+        self._own_busy = False
+        self._heard_up_to = 0
         self.appended = AppendSignal()
         """Notified when any process appends to this database (LISTEN/NOTIFY)."""
 
@@ -233,16 +245,25 @@ class PostgresStore:
             async with self._pool.acquire() as conn:
                 await _create_schema(conn)
             await self._listen()
+            await self._connect_own()
         except IncompatibleSchema:
             await self.aclose()
             raise
-        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
             await self.aclose()
             raise StoreUnavailable(f"cannot open {self.url}: {_describe(exc)}") from None
         return self
 
-    def _heard(self, *args: object) -> None:
-        self.appended.notify()
+    def _heard(self, connection: object, pid: object, channel: object, payload: object) -> None:
+        # The payload is the last position of the append. Appends made through this store have
+        # notified already, and so cover any lower position (positions are given in commit order).
+        try:
+            last = int(str(payload))
+        except ValueError:
+            last = self._heard_up_to + 1
+        if last > self._heard_up_to:
+            self._heard_up_to = last
+            self.appended.notify()
 
     async def _listen(self) -> None:
         listener = await asyncpg.connect(self._url, timeout=self._timeout)
@@ -261,7 +282,7 @@ class PostgresStore:
         while self._pool is not None:
             try:
                 await self._listen()
-            except (*_UNAVAILABLE, asyncpg.PostgresError):
+            except (*CONNECTION_ERRORS, asyncpg.PostgresError):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             else:
@@ -280,6 +301,12 @@ class PostgresStore:
                 await listener.close(timeout=self._timeout)
             except Exception:
                 listener.terminate()
+        own, self._own = self._own, None
+        if own is not None:
+            try:
+                await own.close(timeout=self._timeout)
+            except Exception:
+                own.terminate()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -293,22 +320,60 @@ class PostgresStore:
         return self._pool
 
     async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
-        """Run ``fn`` on a pooled connection, retried when the connection fails.
+        """Run ``fn`` on a connection, retried when the connection fails.
 
-        Every operation is safe to run again: reads, upserts of snapshots and
-        checkpoints, and appends (their event ids make a second run of a
-        batch that did commit return the stored result, writing nothing).
+        The store's own connection is used when no other task is using it (a
+        pool acquire and release cost about as much as a small query); else
+        one from the pool. Every operation is safe to run again: reads,
+        upserts of snapshots and checkpoints, and appends (their event ids
+        make a second run of a batch that did commit return the stored
+        result, writing nothing).
         """
+        own = self._own
+        if own is not None and not self._own_busy and not own.is_closed():
+            self._own_busy = True
+            try:
+                return await fn(own)
+            except CONNECTION_ERRORS:
+                self._drop_own()  # then try again below, on the pool's connections
+            except asyncpg.PostgresError:
+                raise  # the statement failed; the connection is fine
+            except BaseException:
+                self._drop_own()  # cancelled mid-statement, say: its state is unknown
+                raise
+            finally:
+                self._own_busy = False
         attempt = 0
         while True:
             try:
                 async with self._get_pool().acquire(timeout=self._timeout) as conn:
-                    return await fn(conn)
-            except _UNAVAILABLE as exc:
+                    result = await fn(conn)
+            except CONNECTION_ERRORS as exc:
                 if attempt == len(_RETRY_DELAYS):
                     raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+            else:
+                if self._own is None or self._own.is_closed():
+                    await self._connect_own()
+                return result
             await anyio.sleep(_RETRY_DELAYS[attempt])
             attempt += 1
+
+    async def _connect_own(self) -> None:
+        """Open the store's own connection again (after the server came back); quietly give up."""
+        if self._own_busy or self._pool is None:
+            return
+        self._own_busy = True  # nobody uses it while it connects
+        try:
+            self._own = await asyncpg.connect(self._url, timeout=self._timeout)
+        except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+            self._own = None
+        finally:
+            self._own_busy = False
+
+    def _drop_own(self) -> None:
+        own, self._own = self._own, None
+        if own is not None:
+            own.terminate()
 
     # -- events
 
@@ -318,16 +383,33 @@ class PostgresStore:
         encoded = encode_batch(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded
-        batch = encoded.unwrap()
         check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
+        batch = encoded.unwrap()
+        return await self._append(stream, batch, expected, [now_us()] * len(batch))
+
+    async def import_events(
+        self, stream: str, events: Sequence[RecordedEvent]
+    ) -> Result[AppendResult, StoreError]:
+        """Append events recorded elsewhere, keeping their ids and times (see ``ImportingStore``)."""
+        encoded = encode_recorded(stream, events, self.max_event_size)
+        if isinstance(encoded, Failure):
+            return encoded
+        batch, times = encoded.unwrap()
+        expected = events[0].seq - 1 if events else ANY
+        return await self._append(stream, batch, expected, [to_us(t) for t in times])
+
+    async def _append(
+        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int]
+    ) -> Result[AppendResult, StoreError]:
+        ids = [e.id for e in batch]
         args = (
             stream,
             _expected_code(expected),
-            [e.id for e in batch],
+            ids,
             [e.type for e in batch],
             [e.data for e in batch],
             [e.metadata for e in batch],
-            now_us(),
+            times,
         )
         sql = "SELECT * FROM streamsrc_append($1, $2, $3, $4, $5, $6, $7)"
         try:
@@ -339,9 +421,10 @@ class PostgresStore:
         code, last_seq, first = rows[0][0], rows[0][1], rows[0][2]
         if code == 0:
             if batch:
-                self.appended.notify()  # at once for this process; NOTIFY tells the others
+                # At once for this process (its own NOTIFY, heard later, is then ignored).
+                self._heard_up_to = max(self._heard_up_to, first + len(batch) - 1)
+                self.appended.notify()
             return Success(AppendResult(stream, last_seq, tuple(range(first, first + len(batch)))))
-        ids = [e.id for e in batch]
         if code == 1:
             found = {uuid.UUID(bytes=r[3].bytes): (r[4], r[5], r[6]) for r in rows}
             existing = check_existing(stream, ids, expected, found)
@@ -517,7 +600,7 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
         await conn.execute(_SCHEMA)
         await conn.execute(
             "INSERT INTO streamsrc_meta (key, value) VALUES ('schema_version', $1) "
-            "ON CONFLICT (key) DO NOTHING",
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             str(SCHEMA_VERSION),
         )
 
