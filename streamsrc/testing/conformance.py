@@ -33,7 +33,7 @@ import itertools
 import uuid
 from collections import Counter
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 import anyio
@@ -61,6 +61,7 @@ from streamsrc.store._contract import (
     CheckpointStore,
     EventStore,
     Expected,
+    ImportingStore,
     NotifyingStore,
     SnapshotStore,
 )
@@ -152,6 +153,48 @@ async def tail_log(
 
 def _is_utc(moment: datetime) -> bool:
     return moment.tzinfo is not None and moment.utcoffset() == timedelta(0)
+
+
+_IMPORTED_SHAPES: list[tuple[str, Any, dict[str, Any] | None]] = [
+    ("Registered", {"email": "ada@example.com", "ünï": "🎉"}, {"user": "ada", "n": 1}),
+    ("Renamed", ["a", 1, None], None),
+    ("Nulled", None, None),
+    ("Counted", 2**70, {"": ""}),
+    ("Said", "just a string", None),
+]
+"""Types, data and metadata of events to import."""
+
+
+def recorded(
+    stream: str,
+    first_seq: int,
+    shapes: Sequence[tuple[str, Any, dict[str, Any] | None]],
+    first_position: int = 1,
+) -> list[RecordedEvent]:
+    """Events as another store recorded them: consecutive seqs from ``first_seq``, fresh ids, and
+    times long past with microseconds, some with a UTC offset other than 0."""
+    out = []
+    for k, (kind, data, metadata) in enumerate(shapes):
+        zone = UTC if k % 2 == 0 else timezone(timedelta(hours=5, minutes=30))
+        moment = datetime(2019, 3, 1 + k, 12, 30, 15, 123456 + k, tzinfo=UTC).astimezone(zone)
+        event = EventData(kind, data, metadata)
+        out.append(
+            RecordedEvent(stream, first_seq + k, first_position + k, kind, data, metadata, event.id, moment)
+        )
+    return out
+
+
+def _recorded_like(event: RecordedEvent, **changes: Any) -> RecordedEvent:
+    """``event`` with some fields changed (and a fresh id, unless ``id`` is given)."""
+    fields = event._asdict()
+    fields["id"] = EventData("T", None).id
+    fields.update(changes)
+    return RecordedEvent(**fields)
+
+
+def _fields(event: RecordedEvent) -> tuple[Any, ...]:
+    """Everything of an event but its position: what an import must keep."""
+    return (event.stream, event.seq, event.type, event.data, event.metadata, event.id, event.time)
 
 
 _SPECIAL_NAMES = (
@@ -434,6 +477,9 @@ class EventStoreConformance:
     supports_append_signal: ClassVar[bool] = True
     """The store is a ``NotifyingStore``: ``store.appended`` moves on after every append that wrote
     events, and only then (a store without it is still usable: subscriptions poll it)."""
+    supports_import: ClassVar[bool] = True
+    """The store is an ``ImportingStore``: ``import_events`` writes recorded events keeping id and time,
+    with seqs that must continue the stream (checked atomically), idempotently."""
     large_event_bytes: ClassVar[int] = 500_000
     """Size of the large payload that must round-trip (0: skip that test)."""
     max_clock_skew: ClassVar[timedelta] = timedelta(milliseconds=5)
@@ -1220,6 +1266,171 @@ class EventStoreConformance:
                 tg.cancel_scope.cancel()
             if await store.head() != head:
                 assert signal.version != version, f"cancelled after {k} checkpoints: wrote, no signal"
+
+    # ------------------------------------------------------------------ imports (migrations)
+
+    def _importer(self, store: ConformantStore) -> ImportingStore:
+        """The store as an ``ImportingStore`` (skips the test for a store that declares it is not)."""
+        self._require("supports_import")
+        assert isinstance(store, ImportingStore), (
+            f"{type(store).__name__} has no `import_events`: declare supports_import = False"
+        )
+        return store
+
+    async def test_import_keeps_every_field_and_gives_positions_of_its_own(
+        self, store: ConformantStore
+    ) -> None:
+        importer = self._importer(store)
+        await append_ok(store, "before", make_events(3, "before"))
+        head = await store.head()
+        events = recorded("moved", 1, _IMPORTED_SHAPES, first_position=1000)
+        result = expect_success(await importer.import_events("moved", events))
+        assert (result.stream, result.first_seq, result.last_seq) == ("moved", 1, len(events))
+        assert list(result.positions) == sorted(result.positions)
+        assert len(set(result.positions)) == len(events)
+        assert result.positions[0] > head
+        got = await store.read("moved").to_list()
+        assert [_fields(r) for r in got] == [_fields(e) for e in events]  # time and id included
+        assert [r.position for r in got] == list(result.positions)
+        assert all(_is_utc(r.time) for r in got)
+        assert [r.time for r in got] == [e.time for e in events]  # the same instants, to the microsecond
+        assert await store.head() == result.positions[-1]
+        if self.supports_global_order:
+            assert (await store.read_all(after=head).to_list()) == got
+        # the next import continues the stream
+        more = recorded("moved", len(events) + 1, [("Later", {"n": 1}, None)], first_position=5)
+        again = expect_success(await importer.import_events("moved", more))
+        assert (again.first_seq, again.last_seq) == (len(events) + 1, len(events) + 1)
+        assert again.positions[0] > result.positions[-1]
+        assert [r.id for r in await store.read("moved").to_list()] == [e.id for e in [*events, *more]]
+
+    async def test_import_seqs_must_continue_the_stream(self, store: ConformantStore) -> None:
+        importer = self._importer(store)
+        stored = recorded("s", 1, [("T", {"i": i}, None) for i in range(3)])
+        expect_success(await importer.import_events("s", stored))
+        before = await self._state(store)
+
+        def batch(first: int, n: int = 2, stream: str = "s") -> list[RecordedEvent]:
+            return recorded(stream, first, [("New", {"i": i}, None) for i in range(n)])
+
+        if self.supports_expected_version:
+            for first, actual in ((5, 3), (3, 3), (1, 3), (2, 3)):  # a gap, overlaps, from the start
+                error = expect_failure(await importer.import_events("s", batch(first)), WrongExpectedVersion)
+                assert (error.stream, error.actual) == ("s", actual), first
+            error = expect_failure(
+                await importer.import_events("fresh", batch(2, stream="fresh")), WrongExpectedVersion
+            )
+            assert (error.stream, error.actual) == ("fresh", 0)
+            assert await self._state(store) == before
+        gap = batch(4, 3)
+        invalid = {
+            "seqs with a hole": [gap[0], gap[2]],
+            "seqs going back": [gap[1], gap[0]],
+            "seq 0": batch(0, 1, stream="zero"),
+            "another stream's event": [*batch(4, 1), *batch(5, 1, stream="t")],
+            "not JSON": [*batch(4, 1), _recorded_like(gap[1], data={"x": float("nan")})],
+            "a bad type": [*batch(4, 1), _recorded_like(gap[1], type="Bad\nType")],
+            "a time without a zone": [*batch(4, 1), _recorded_like(gap[1], time=datetime(2020, 1, 1))],
+        }
+        for case, events in invalid.items():
+            refused = expect_failure(await importer.import_events(events[0].stream, events), InvalidEvent)
+            assert not isinstance(refused, EventTooLarge), case
+            assert await self._state(store) == before, case
+        big = _recorded_like(gap[0], data="x" * max_event_size_of(store))
+        too_large = expect_failure(await importer.import_events("s", [big]), EventTooLarge)
+        assert too_large.event_id == big.id
+        expect_failure(await importer.import_events("bad\nname", batch(1, stream="bad\nname")), InvalidEvent)
+        assert await self._state(store) == before
+        # the refused events' ids were not taken
+        assert expect_success(await importer.import_events("s", gap)).last_seq == 6
+
+    async def test_import_is_idempotent(self, store: ConformantStore) -> None:
+        importer = self._importer(store)
+        self._require("supports_idempotent_retry")
+        events = recorded("s", 1, [("T", {"i": i}, {"m": i}) for i in range(4)])
+        first = expect_success(await importer.import_events("s", events))
+        await append_ok(store, "other", make_events(1))
+        before = await self._state(store)
+        assert expect_success(await importer.import_events("s", events)) == first
+        middle = expect_success(await importer.import_events("s", events[1:3]))
+        assert (middle.first_seq, middle.last_seq, middle.positions) == (2, 3, first.positions[1:3])
+        assert await self._state(store) == before
+        # the same ids in another stream or place are duplicates; half-stored batches are refused whole
+        moved = [_recorded_like(e, stream="t", id=e.id) for e in events[:2]]
+        expect_failure(await importer.import_events("t", moved), DuplicateEvent)
+        longer = [*events[2:], *recorded("s", 5, [("T", {"i": 4}, None)])]
+        result = await importer.import_events("s", longer)
+        assert isinstance(result, Failure)
+        assert isinstance(result.failure(), DuplicateEvent | WrongExpectedVersion)
+        assert await self._state(store) == before
+
+    async def test_imports_and_appends_mix(self, store: ConformantStore) -> None:
+        importer = self._importer(store)
+        appended = make_events(2, "appended")
+        await append_ok(store, "s", appended)
+        old = recorded("s", 3, [("Old", {"i": i}, None) for i in range(2)])
+        imported = expect_success(await importer.import_events("s", old))
+        before = datetime.now(UTC)
+        after_import = await append_ok(store, "s", make_events(1, "later"), 4)
+        assert after_import.positions[0] > imported.positions[-1]
+        records = await store.read("s").to_list()
+        assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+        assert [r.time for r in records[2:4]] == [e.time for e in old]
+        assert records[4].time >= before - self.max_clock_skew
+        positions = [r.position for r in records]
+        assert positions == sorted(positions)
+        if self.supports_expected_version:
+            expect_failure(await store.append("s", make_events(1), 4), WrongExpectedVersion)
+            expect_failure(
+                await importer.import_events("s", recorded("s", 5, [("T", 1, None)])), WrongExpectedVersion
+            )
+        empty = expect_success(await importer.import_events("s", []))
+        assert (empty.last_seq, empty.positions) == (5, ())
+        assert await store.read("s").count() == 5
+
+    async def test_import_moves_the_append_signal(self, store: ConformantStore) -> None:
+        importer = self._importer(store)
+        signal = self._signal(store)
+        events = recorded("s", 1, [("T", {}, None)])
+        start = signal.version
+        expect_success(await importer.import_events("s", events))
+        assert signal.version > start
+        quiet = signal.version
+        expect_success(await importer.import_events("s", []))
+        expect_failure(await importer.import_events("s", recorded("s", 7, [("T", {}, None)])), StoreError)
+        assert signal.version == quiet
+
+    async def test_concurrent_importers_of_one_stream(self, store: ConformantStore) -> None:
+        importer = self._importer(store)
+        self._require("supports_concurrent_writers")
+        self._require("supports_expected_version")
+        tasks = 6
+        batches = [
+            recorded("raced", 1, [("T", {"task": t, "i": i}, None) for i in range(3)]) for t in range(tasks)
+        ]
+        same = recorded("same", 1, [("T", {"i": i}, None) for i in range(3)])
+        results: dict[int, Result[AppendResult, StoreError]] = {}
+        repeats: list[Result[AppendResult, StoreError]] = []
+
+        async def run(task: int) -> None:
+            results[task] = await importer.import_events("raced", batches[task])
+            repeats.append(await importer.import_events("same", same))
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for task in range(tasks):
+                    tg.start_soon(run, task)
+        winners = [t for t, r in results.items() if isinstance(r, Success)]
+        assert len(winners) == 1
+        for task, result in results.items():
+            if task != winners[0]:
+                error = expect_failure(result, WrongExpectedVersion)
+                assert (error.stream, error.actual) == ("raced", 3)
+        records = await store.read("raced").to_list()
+        assert [r.id for r in records] == [e.id for e in batches[winners[0]]]
+        # importers of the very same batch all succeed, with the same positions, written once
+        assert len({expect_success(r) for r in repeats}) == 1
+        assert [r.id for r in await store.read("same").to_list()] == [e.id for e in same]
 
     # ------------------------------------------------------------------ snapshots
 
