@@ -29,6 +29,8 @@ __all__ = [
     "encode_json",
     "encode_json_sized",
     "new_event_id",
+    "recorded_from_json",
+    "recorded_to_json",
     "stored_event",
     "validate_stream_name",
 ]
@@ -240,6 +242,77 @@ def stored_event(
     same thing without the call.
     """
     return tuple.__new__(RecordedEvent, (stream, seq, position, type, data, metadata, id, time))
+
+
+def recorded_to_json(event: RecordedEvent) -> dict[str, Any]:
+    """``event`` as a JSON object (a dict of JSON values), read back losslessly by :func:`recorded_from_json`.
+
+    The keys are the fields: ``stream``, ``seq``, ``position``, ``type``,
+    ``data``, ``metadata`` (``null`` when absent), ``id`` (the UUID's
+    canonical text) and ``time`` (ISO 8601 in UTC with microseconds and a
+    ``Z``). This is the payload of the Kinesis integration and of exports.
+
+    >>> from datetime import datetime, UTC
+    >>> e = RecordedEvent("user-1", 1, 7, "UserRegistered", {"name": "Ada"}, None,
+    ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
+    >>> recorded_to_json(e)["time"]
+    '2026-01-01T00:00:00.000000Z'
+    >>> recorded_from_json(recorded_to_json(e)) == e
+    True
+    """
+    moment = event.time.astimezone(UTC).replace(tzinfo=None)
+    return {
+        "stream": event.stream,
+        "seq": event.seq,
+        "position": event.position,
+        "type": event.type,
+        "data": event.data,
+        "metadata": event.metadata,
+        "id": str(event.id),
+        "time": moment.isoformat(timespec="microseconds") + "Z",
+    }
+
+
+def recorded_from_json(obj: Any) -> RecordedEvent:
+    """The :class:`RecordedEvent` that :func:`recorded_to_json` made ``obj`` from.
+
+    Raises ``InvalidEvent`` (saying which field) when ``obj`` is not such an
+    object: a missing or mistyped field, a bad UUID, a time without a zone.
+    ``time`` may carry any UTC offset; the event's time is in UTC.
+
+    >>> recorded_from_json({"stream": "s"})
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.InvalidEvent: not a recorded event: missing field 'seq'
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"not a recorded event: expected a JSON object, not {type(obj).__name__}")
+    for name in _RECORDED_FIELDS:
+        if name not in obj:
+            raise InvalidEvent(f"not a recorded event: missing field {name!r}")
+    stream, seq, position, kind = obj["stream"], obj["seq"], obj["position"], obj["type"]
+    metadata, raw_id, raw_time = obj["metadata"], obj["id"], obj["time"]
+    if not isinstance(stream, str) or not isinstance(kind, str):
+        raise InvalidEvent("not a recorded event: 'stream' and 'type' must be strings")
+    for name, number in (("seq", seq), ("position", position)):
+        if type(number) is not int or number < 0:
+            raise InvalidEvent(f"not a recorded event: {name!r} must be a non-negative integer")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise InvalidEvent("not a recorded event: 'metadata' must be an object or null")
+    try:
+        event_id = uuid.UUID(raw_id)
+    except (TypeError, ValueError, AttributeError):
+        raise InvalidEvent(f"not a recorded event: 'id' is not a UUID: {raw_id!r}") from None
+    try:
+        moment = datetime.fromisoformat(raw_time)
+    except (TypeError, ValueError):
+        raise InvalidEvent(f"not a recorded event: 'time' is not an ISO 8601 time: {raw_time!r}") from None
+    if moment.tzinfo is None:
+        raise InvalidEvent(f"not a recorded event: 'time' has no UTC offset: {raw_time!r}")
+    return RecordedEvent(stream, seq, position, kind, obj["data"], metadata, event_id, moment.astimezone(UTC))
+
+
+_RECORDED_FIELDS = ("stream", "seq", "position", "type", "data", "metadata", "id", "time")
 
 
 def encode_json(value: Any) -> str:
