@@ -7,6 +7,8 @@ test, which stops and restarts it.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import random
 import time
 import traceback
@@ -15,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import asyncpg
 import pytest
@@ -33,6 +36,7 @@ from streamsrc.projections import DeadLetters, Poll, Projection, Projector, subs
 from streamsrc.projections.postgres import PostgresReadModel
 from streamsrc.store import NO_STREAM, AppendResult, open_store
 from streamsrc.store.postgres import SCHEMA_VERSION, PostgresStore
+from streamsrc.store.postgres import connect as postgres_connect
 
 # asyncpg runs on asyncio only
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
@@ -203,6 +207,36 @@ async def test_authentication_failure_is_store_unavailable_without_the_password(
     for text in (str(caught.value), repr(caught.value), repr(store), store.url):
         assert wrong not in text
     assert "password" in str(caught.value).lower()  # it says why
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_connecting_cancelled_at_any_moment_leaves_no_stray_error(
+    postgres_database: str, seed: int
+) -> None:
+    """A connect cancelled mid-way (a timeout, a cancelled catch-up) reports nothing to the event loop
+    afterwards, and a connection made after the caller left is closed."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    rng = random.Random(seed)
+    try:
+        for _ in range(30):
+            with anyio.move_on_after(rng.uniform(0.0, 0.004)):
+                conn = await postgres_connect(postgres_database)
+                await conn.close()
+        await anyio.sleep(0.3)  # the attempts left behind finish
+        gc.collect()
+        await anyio.lowlevel.checkpoint()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []
+    left = await _fetch(
+        postgres_database,
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert left == [(0,)]
 
 
 async def test_repr_redacts_the_password() -> None:

@@ -21,7 +21,7 @@ from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
 from streamsrc.store._contract import now_us
 from streamsrc.store._open import redact_url
-from streamsrc.store.postgres import CONNECTION_ERRORS
+from streamsrc.store.postgres import CONNECTION_ERRORS, connect
 
 __all__ = ["PostgresHandler", "PostgresReadModel"]
 
@@ -81,7 +81,7 @@ class PostgresReadModel:
         """Connect and create the tables if needed."""
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=1, max_size=self._pool_max, timeout=self._timeout
+                self._url, min_size=1, max_size=self._pool_max, timeout=self._timeout, connect=connect
             )
             async with self._pool.acquire() as conn:
                 await conn.execute(_TABLES)

@@ -241,6 +241,7 @@ class PostgresStore:
                 max_size=self._pool_max,
                 timeout=self._timeout,
                 reset=_keep_session,
+                connect=connect,
             )
             async with self._pool.acquire() as conn:
                 await _create_schema(conn)
@@ -266,7 +267,7 @@ class PostgresStore:
             self.appended.notify()
 
     async def _listen(self) -> None:
-        listener = await asyncpg.connect(self._url, timeout=self._timeout)
+        listener = await connect(self._url, timeout=self._timeout)
         await listener.add_listener(CHANNEL, self._heard)
         listener.add_termination_listener(self._listener_lost)
         self._listener = listener
@@ -364,7 +365,7 @@ class PostgresStore:
             return
         self._own_busy = True  # nobody uses it while it connects
         try:
-            self._own = await asyncpg.connect(self._url, timeout=self._timeout)
+            self._own = await connect(self._url, timeout=self._timeout)
         except (*CONNECTION_ERRORS, asyncpg.PostgresError):
             self._own = None
         finally:
@@ -567,6 +568,27 @@ class PostgresStore:
                 yield conn
             finally:
                 await conn.reset()  # the caller's session state stays with the caller
+
+
+async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """``asyncpg.connect``, left to finish in a task of its own when the caller is cancelled.
+
+    Cancelled during its TLS probe, ``asyncpg.connect`` leaves behind a
+    future whose error nobody reads ("unexpected connection_lost() call",
+    reported by the event loop). Here the attempt runs to its end, and a
+    connection it makes after the caller has gone is closed.
+    """
+    attempt = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
+    try:
+        return await asyncio.shield(attempt)
+    except asyncio.CancelledError:
+        attempt.add_done_callback(_discard_connection)
+        raise
+
+
+def _discard_connection(attempt: asyncio.Future[asyncpg.Connection]) -> None:
+    if not attempt.cancelled() and attempt.exception() is None:
+        attempt.result().terminate()
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
