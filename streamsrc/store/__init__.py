@@ -1,8 +1,10 @@
 """Event stores: the contract (``EventStore`` and friends) and ``open_store(url)``.
 
-The interpreters live one per module: ``memory`` (the reference) and
-``sqlite`` (the embedded default). Each imports its driver itself and maps the
-driver's errors to :mod:`streamsrc.errors`.
+The interpreters live one per module: ``memory`` (the reference),
+``sqlite`` (the embedded default), ``postgres`` (asyncpg) and ``dynamodb``
+(aiobotocore; its items decode with ``streamsrc.store.dynamodb.event_from_item``,
+its tables are made by ``streamsrc create-tables``). Each imports its driver
+itself and maps the driver's errors to :mod:`streamsrc.errors`.
 """
 
 from streamsrc.store._contract import ANY as ANY

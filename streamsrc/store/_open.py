@@ -16,20 +16,45 @@ __all__ = ["open_store", "redact_url"]
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***`` (for messages, logs and reprs).
 
+    Passwords in the address, query values whose name says they are secret
+    (``password``, ``secret``, ``token``, ``credential``, ``access_key``, ...)
+    and passwords of URLs given as query values are all hidden.
+
     >>> redact_url("postgresql://app:s3cret@db:5432/events")
     'postgresql://app:***@db:5432/events'
+    >>> redact_url("dynamodb://events?endpoint_url=http://u:pw@localhost:8000&aws_secret_access_key=abc")
+    'dynamodb://events?endpoint_url=http://u:***@localhost:8000&aws_secret_access_key=***'
     """
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            netloc = f"{parts.username or ''}:***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            hidden = [(k, _redact_value(k, v)) for k, v in pairs]
+            if hidden != pairs:
+                query = urlencode(hidden, safe=":/@*")
+        if netloc == parts.netloc and query == parts.query:
             return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{parts.username or ''}:***@{host}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        return urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparseable URL>"
+
+
+_SECRET_NAMES = ("password", "passwd", "secret", "token", "credential", "access_key", "signature")
+
+
+def _redact_value(name: str, value: str) -> str:
+    if any(word in name.lower() for word in _SECRET_NAMES):
+        return "***"
+    if "://" in value and "@" in value:
+        return redact_url(value)
+    return value
 
 
 def _options(url: str, query: str, allowed: Mapping[str, Callable[[str], Any]]) -> dict[str, Any]:
@@ -75,6 +100,11 @@ async def open_store(url: str) -> AsyncIterator[Any]:
     * ``memory://`` — in this process only, gone when closed;
     * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` —
       options ``synchronous=normal|full``, ``readers``, ``busy_timeout``;
+    * ``postgresql://user:password@host:port/database`` — options ``pool_min``,
+      ``pool_max``, ``timeout`` (needs the ``postgres`` extra);
+    * ``dynamodb://TABLE?region=...&endpoint_url=...`` — options ``consistent``,
+      ``create``, ``timeout``, ``retries`` (needs the ``aws`` extra; see
+      :mod:`streamsrc.store.dynamodb`);
     * every store: ``page_size`` (events per read page), ``max_event_size``.
 
     A URL that cannot be used raises ``InvalidStoreURL`` naming it, with any
@@ -155,11 +185,18 @@ async def open_store(url: str) -> AsyncIterator[Any]:
         dsn = urlunsplit(parts._replace(scheme="postgresql", query=rest))
         store = await PostgresStore(dsn, **options).open()
     elif scheme == "dynamodb":
-        raise InvalidStoreURL(f"the {scheme} store is not available yet: {redact_url(url)}")
+        try:
+            from streamsrc.store.dynamodb import DynamoDBStore, Settings
+        except ImportError:
+            raise InvalidStoreURL(
+                f"{redact_url(url)} needs aiobotocore: pip install 'streamsrc[aws]'"
+            ) from None
+        store = await DynamoDBStore(url, Settings.from_url(url)).open()
     else:
         raise InvalidStoreURL(
             f"unknown store URL scheme {parts.scheme!r} in {redact_url(url)} "
-            "(use memory://, sqlite:///path.db, postgresql://user:password@host:port/database)"
+            "(use memory://, sqlite:///path.db, postgresql://user:password@host:port/database, "
+            "dynamodb://TABLE?region=...)"
         )
     try:
         yield store
