@@ -46,7 +46,13 @@ What it promises:
   ``target.max_batch`` events when the target has that attribute (the
   convention for a store whose atomic write is bounded: DynamoDB's
   transactions take 100 items). A batch, the unit of checkpoints, is up to
-  ``batch_size`` consecutive source events.
+  ``batch_size`` consecutive source events. A target with ``transaction()``
+  (an async context manager whose object queues ``import_events(stream,
+  events)`` and ``save_checkpoint(name, position)`` and commits them
+  together at the end of the block, as SQLite's does) gets each batch and its
+  checkpoint in one transaction; if that fails, nothing of it was written, and
+  the batch goes again import by import, to skip what the target already holds
+  or to say what conflicts.
 * **A snapshot of the source.** The copy reads what the source holds while it
   reads, up to the point where a read comes back short; events appended to
   the source after that are copied by the next run. Stop the writers, copy,
@@ -216,8 +222,10 @@ def copying(
 
     Nothing happens until the stream runs; running it again resumes from the
     checkpoint. The last report has ``done=True``. See :func:`copy` for the
-    options; cancelling the stream (``take``, a timeout) stops the copy after
-    at most one import, which is harmless (imports are idempotent).
+    options. Cancelling the stream (``take``, a timeout) stops the copy at
+    once; an import or batch transaction under way either commits or not,
+    and the next run redoes what its checkpoint does not cover (imports are
+    idempotent).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -318,6 +326,8 @@ class _Copy:
         self.events = 0
         self.started = time.perf_counter()
         self.head_checked = 0.0
+        transaction = getattr(target, "transaction", None) if importing else None
+        self.transaction: Callable[[], Any] | None = transaction if callable(transaction) else None
 
     async def begin(self) -> None:
         self.start = self.position = await self.saves.load_checkpoint(self.name)
@@ -325,22 +335,49 @@ class _Copy:
         self.started = self.head_checked = time.perf_counter()
 
     async def batch(self, events: list[RecordedEvent]) -> CopyProgress:
+        runs = []
         i = 0
         while i < len(events):
             stream = events[i].stream
             j = i + 1
             while j < len(events) and j - i < self.limit and events[j].stream == stream:
                 j += 1
-            await self.put(stream, events[i:j])
+            runs.append((stream, events[i:j]))
             i = j
-        self.position = events[-1].position
-        await self.saves.save_checkpoint(self.name, self.position)
+        position = events[-1].position
+        if not await self.in_one_transaction(runs, position):
+            for stream, run in runs:
+                await self.put(stream, run)
+            await self.saves.save_checkpoint(self.name, position)
+        self.position = position
         self.events += len(events)
         now = time.perf_counter()
         if self.position > self.head or now - self.head_checked > 1.0:
             self.head = max(self.position, await self.source.head())
             self.head_checked = now
         return self.report(now)
+
+    async def in_one_transaction(self, runs: list[tuple[str, list[RecordedEvent]]], position: int) -> bool:
+        """Import ``runs`` and save the checkpoint in one transaction, if the target has them.
+
+        ``False`` if it has none, or if anything failed (then nothing was
+        written: the caller goes run by run, to skip what is there already or
+        to say what conflicts).
+        """
+        transaction = self.transaction
+        if transaction is None:
+            return False
+        try:
+            async with transaction() as tx:
+                for stream, run in runs:
+                    tx.import_events(stream, run)
+                if self.saves is self.target:
+                    tx.save_checkpoint(self.name, position)
+        except Exception:  # rolled back whole: the slow path finds out what it was
+            return False
+        if self.saves is not self.target:
+            await self.saves.save_checkpoint(self.name, position)
+        return True
 
     async def finish(self) -> CopyProgress:
         self.head = max(self.position, await self.source.head())

@@ -80,12 +80,15 @@ def without_positions(events: list[RecordedEvent]) -> list[tuple[Any, ...]]:
 
 
 class Proxy:
-    """A store that passes everything on to ``inner`` (tests override what they watch)."""
+    """A store that passes everything on to ``inner`` (tests override what they watch), but has no
+    ``transaction()``: every import goes through the proxy's ``import_events``."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
 
     def __getattr__(self, name: str) -> Any:
+        if name == "transaction":
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
 
@@ -128,7 +131,7 @@ class AppendOnly(Proxy):
     def __getattr__(self, name: str) -> Any:
         if name == "import_events":
             raise AttributeError(name)
-        return getattr(self.inner, name)
+        return super().__getattr__(name)
 
 
 def importing(store: ConformantStore) -> ImportingStore:
@@ -421,3 +424,22 @@ async def test_checkpoint_names(tmp_path: Path) -> None:
         assert await target.load_checkpoint("mine") == 0
     with pytest.raises(ValueError, match="batch_size"):
         copying(MemoryStore(), MemoryStore(), batch_size=0)
+
+
+# ---------------------------------------------------------------------------------------------- PostgreSQL
+
+
+async def test_sqlite_to_postgres_and_back(tmp_path: Path, postgres_database: str) -> None:
+    async with opened("sqlite", tmp_path / "source.db") as source, open_store(postgres_database) as target:
+        await fill(source, 60, streams=6)
+        want = await everything(source)
+        with anyio.CancelScope() as scope:
+            await copy(source, as_store(Interrupting(target, scope, 9, after=True)), batch_size=8)
+        assert scope.cancelled_caught
+        done = await copy(source, target, batch_size=8)
+        assert await everything(target) == want  # positions, times and ids too
+        assert done.position == want[-1].position
+        async with opened("sqlite", tmp_path / "back.db") as back:
+            await copy(target, back, batch_size=50)
+            assert await everything(back) == want
+            assert checkpoint_name(target).startswith("streamsrc.migrate from postgresql://")

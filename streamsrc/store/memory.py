@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,7 @@ from streamsrc.store._contract import (
     check_expected,
     encode_batch,
 )
+from streamsrc.store._contract import _check_name as check_name
 from streamsrc.stream import Stream
 
 
@@ -218,15 +219,33 @@ def encode_recorded(
 
     Every event must be a ``RecordedEvent`` of ``stream`` with a time that
     knows its timezone, and the seqs must count up by one from a first seq
-    of at least 1; the events then pass :func:`encode_batch` (names, JSON,
-    size, ids). Returns the encoded events and their times, or ``Failure``
-    with an ``InvalidEvent`` at the first problem. Every store's
-    ``import_events`` starts here.
+    of at least 1; names, JSON, sizes and ids are checked as
+    :func:`encode_batch` checks them. Returns the encoded events and their
+    times, or ``Failure`` with an ``InvalidEvent`` at the first problem.
+    Every store's ``import_events`` starts here (or at
+    :func:`encode_recorded_stored`).
     """
-    data: list[EventData] = []
-    times: list[datetime] = []
-    first = events[0].seq if events else 1
+    return encode_recorded_stored(stream, events, max_size).map(
+        lambda encoded: (encoded[0], [_as_datetime(t) for t in encoded[1]])
+    )
+
+
+def encode_recorded_stored(
+    stream: str, events: Sequence[RecordedEvent], max_size: int
+) -> Result[tuple[list[EncodedEvent], list[int | datetime]], StoreError]:
+    """:func:`encode_recorded`, with each time as the event holds it: microseconds since the epoch
+    (UTC) for an event in a store's stored form, else an aware ``datetime``.
+
+    An event in its stored form (as a store's read gives it) keeps the JSON
+    text the store holds, which that store checked when it was written: it
+    is measured, not decoded and encoded again. Other events (built with
+    their fields decoded) are checked and encoded in full.
+    """
+    out: list[EncodedEvent] = []
+    times: list[int | datetime] = []
     try:
+        check_name(stream, "stream name")
+        first = events[0].seq if events and isinstance(events[0], RecordedEvent) else 1
         for k, event in enumerate(events):
             if not isinstance(event, RecordedEvent):
                 raise InvalidEvent(f"expected RecordedEvent, got {type(event).__name__}")
@@ -238,16 +257,47 @@ def encode_recorded(
                     f"imported seqs must be consecutive from 1 or more: got {seq!r} at index {k} "
                     f"of a batch starting at {first!r}"
                 )
-            moment = event.time
-            if not isinstance(moment, datetime) or moment.utcoffset() is None:
-                raise InvalidEvent(f"event {event.id} has no timezone-aware time: {moment!r}")
-            data.append(EventData(event.type, event.data, event.metadata, event.id))
+            moment = _stored(event, 7)
+            if type(moment) is not int:
+                moment = event.time
+                if not isinstance(moment, datetime) or moment.utcoffset() is None:
+                    raise InvalidEvent(f"event {event.id} has no timezone-aware time: {moment!r}")
             times.append(moment)
+            out.append(_encode_one(event, max_size))
+        if len(out) > 1 and len({e.id for e in out}) < len(out):
+            raise InvalidEvent("an event id appears twice in one batch")
     except InvalidEvent as exc:
         return Failure(exc)
+    return Success((out, times))
+
+
+def _encode_one(event: RecordedEvent, max_size: int) -> EncodedEvent:
+    """One event checked and encoded, from its stored JSON text when it has it; raises ``InvalidEvent``."""
+    data, metadata = _stored(event, 4), _stored(event, 5)
+    if type(data) is str and (metadata is None or type(metadata) is str):
+        check_name(event.type, "event type")
+        size = len(data.encode("utf-8")) + (0 if metadata is None else len(metadata.encode("utf-8")))
+        event_id = event.id
+        if size <= max_size and type(event_id) is uuid.UUID:
+            return EncodedEvent(event_id, event.type, data, metadata)
+        # over the limit as stored (another store's spacing?) or odd: measured as append measures it
+    try:
+        fields = EventData(event.type, event.data, event.metadata, event.id)
     except (ValueError, TypeError) as exc:  # stored fields that do not decode
-        return Failure(InvalidEvent(f"cannot import an event of {stream!r}: {exc!r}"))
-    return encode_batch(stream, data, max_size).map(lambda batch: (batch, times))
+        raise InvalidEvent(f"cannot import event {_stored(event, 6)!r}: {exc!r}") from None
+    encoded = encode_batch(event.stream, [fields], max_size)
+    if isinstance(encoded, Failure):
+        raise encoded.failure()
+    return encoded.unwrap()[0]
+
+
+def _as_datetime(moment: int | datetime) -> datetime:
+    """A stored time (microseconds since the epoch, or a datetime) as an aware datetime, exactly."""
+    return moment if isinstance(moment, datetime) else _EPOCH + timedelta(microseconds=moment)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_stored: Callable[[RecordedEvent, int], Any] = tuple.__getitem__  # a field as the store handed it over
 
 
 _Row = tuple[str, int, int, str, str, str | None, uuid.UUID, datetime]

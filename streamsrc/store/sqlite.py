@@ -64,7 +64,7 @@ from streamsrc.store._contract import (
     paged_reads,
     to_us,
 )
-from streamsrc.store.memory import encode_recorded
+from streamsrc.store.memory import encode_recorded_stored
 from streamsrc.stream import Stream
 
 T = TypeVar("T")
@@ -294,12 +294,12 @@ class SqliteStore:
         The first event's seq minus one is the expected version, checked in
         the same transaction that writes, exactly as ``append`` checks it.
         """
-        encoded = encode_recorded(stream, events, self.max_event_size)
+        encoded = encode_recorded_stored(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded
         batch, times = encoded.unwrap()
         expected = events[0].seq - 1 if events else ANY
-        return await self._write_batch(stream, batch, expected, [to_us(t) for t in times])
+        return await self._write_batch(stream, batch, expected, _times_us(times))
 
     async def _write_batch(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
@@ -471,10 +471,23 @@ class SqliteTransaction:
         encoded = encode_batch(stream, events, self._store.max_event_size)
         if isinstance(encoded, Failure):
             raise encoded.failure()
-        batch = encoded.unwrap()
+        self._queue(stream, encoded.unwrap(), expected, None)
 
+    def import_events(self, stream: str, events: Sequence[RecordedEvent]) -> None:
+        """Queue an import (see :meth:`SqliteStore.import_events`); if it fails, the whole
+        transaction is rolled back. Its ``Result`` goes to ``results`` like an append's."""
+        encoded = encode_recorded_stored(stream, events, self._store.max_event_size)
+        if isinstance(encoded, Failure):
+            raise encoded.failure()
+        batch, times = encoded.unwrap()
+        expected = events[0].seq - 1 if events else ANY
+        self._queue(stream, batch, expected, _times_us(times))
+
+    def _queue(
+        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
+    ) -> None:
         def op(conn: sqlite3.Connection) -> None:
-            result = _append(conn, stream, batch, expected)
+            result = _append(conn, stream, batch, expected, times)
             self.results.append(result)
             if isinstance(result, Failure):
                 raise result.failure()
@@ -506,6 +519,11 @@ class SqliteTransaction:
     def _notify(self) -> None:
         if any(isinstance(r, Success) and r.unwrap().positions for r in self.results):
             self._store.appended.notify()
+
+
+def _times_us(times: list[int | datetime]) -> list[int]:
+    """Times as stored here: microseconds since the epoch."""
+    return [t if type(t) is int else to_us(t) for t in times]  # type: ignore[arg-type]
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
