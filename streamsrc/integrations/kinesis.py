@@ -326,6 +326,8 @@ def kinesis_source(
     same transaction. A record that is not an event in this JSON format
     fails the stream with ``InvalidEvent`` naming its shard and sequence number.
     """
+    if not 1 <= limit <= 10_000:
+        raise ValueError("limit must be between 1 and 10000")
     return read_shards(_KinesisShards(client, stream_name), after, live=live, limit=limit, poll=poll)
 
 
