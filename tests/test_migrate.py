@@ -11,8 +11,10 @@ progress.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,8 +23,10 @@ import anyio.lowlevel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from returns.result import Failure
 
-from streamsrc.events import EventData, RecordedEvent
+from streamsrc.errors import EventTooLarge
+from streamsrc.events import EventData, RecordedEvent, stored_event
 from streamsrc.migrate import (
     CopyConflict,
     CopyFailed,
@@ -443,3 +447,32 @@ async def test_sqlite_to_postgres_and_back(tmp_path: Path, postgres_database: st
             await copy(target, back, batch_size=50)
             assert await everything(back) == want
             assert checkpoint_name(target).startswith("streamsrc.migrate from postgresql://")
+
+
+# ---------------------------------------------------------------------------------------------- imports
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_import_measures_stored_json_as_append_would(kind: str, tmp_path: Path) -> None:
+    """An event in stored form keeps its JSON text; text spaced out by another store that is over
+    the limit only as written is measured compactly, as ``append`` measures it."""
+    limit = 50
+    options = f"max_event_size={limit}"
+    url = f"memory://?{options}" if kind == "memory" else f"sqlite:///{tmp_path}/t.db?{options}"
+    async with open_store(url) as store:
+        importer = importing(store)
+
+        def spaced(seq: int, n: int) -> RecordedEvent:
+            text = '{"a": "' + "x" * n + '"}'  # compact: 8 + n bytes; as stored here: 9 + n
+            return stored_event("s", seq, 77, "T", text, None, uuid.uuid4().bytes, 1_700_000_000_123_456)
+
+        fits = spaced(1, limit - 8)
+        assert (await importer.import_events("s", [fits])).unwrap().last_seq == 1
+        [got] = await store.read("s").to_list()
+        assert (got.data, got.id, got.time) == (fits.data, fits.id, fits.time)
+        assert got.time == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+        over = spaced(2, limit - 7)
+        result = await importer.import_events("s", [over])
+        assert isinstance(result, Failure)
+        assert isinstance(result.failure(), EventTooLarge)
+        assert await store.read("s").count() == 1
