@@ -52,18 +52,19 @@ from streamsrc.stream import Stream
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from moto_server import REGION, MotoUnavailable, session_endpoint, stop_session_server  # the tests' server
 
-SECTIONS = ("sink",)
+SECTIONS = ("sink", "overhead")
 SHARDS = 4
 STREAMS = 100
 
 
 @dataclass(frozen=True)
 class Sizes:
-    events: int  # events published per timed round
+    events: int  # events published per timed round to moto
+    overhead_events: int  # events per round to the in-process answering client
 
 
-FULL = Sizes(events=20_000)
-QUICK = Sizes(events=2_000)
+FULL = Sizes(events=6_000, overhead_events=100_000)
+QUICK = Sizes(events=2_000, overhead_events=10_000)
 
 Run = Callable[[Any, str, Any], Awaitable[None]]
 """A variant: publish the prepared events to the named Kinesis stream with the client."""
@@ -167,6 +168,40 @@ async def measure(client: Any, variants: Sequence[Variant], events: list[Recorde
                 await client.delete_stream(StreamName=name)
 
 
+class AnsweringKinesis:
+    """A client answering ``put_records`` at once as Kinesis does when every record is taken: no network,
+    no server, so what the variants cost beyond the calls is all that is timed."""
+
+    def __init__(self) -> None:
+        self.records = 0
+
+    async def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        first = self.records
+        self.records += len(Records)
+        results = [
+            {"SequenceNumber": str(first + i), "ShardId": "shardId-000000000000"} for i in range(len(Records))
+        ]
+        return {"FailedRecordCount": 0, "Records": results}
+
+
+async def measure_overhead(variants: Sequence[Variant], events: list[RecordedEvent], repeat: int) -> None:
+    """As :func:`measure`, each run with a fresh :class:`AnsweringKinesis`."""
+    for r in range(-1, repeat):
+        work = events[: max(MAX_RECORDS_PER_CALL, len(events) // 10)] if r < 0 else events
+        for v in variants:
+            client = AnsweringKinesis()
+            prepared = v.prepare(work)
+            gc.collect()
+            t0 = time.perf_counter()
+            await v.run(client, "bench", prepared)
+            elapsed = time.perf_counter() - t0
+            if client.records != len(work):
+                raise RuntimeError(f"{v.name}: {client.records} records put, expected {len(work)}")
+            if r >= 0:
+                v.rates.append(len(work) / elapsed)
+
+
 TABLE = Table(
     header=("variant", "records", "k rec/s", "us/rec", "ratio", "rounds", "target", "result"),
     widths=(58, 8, 8, 7, 7, 11, 7, 6),
@@ -199,11 +234,34 @@ async def bench_sink(client: Any, sizes: Sizes, repeat: int, report: Report) -> 
     )
 
 
+async def bench_overhead(sizes: Sizes, repeat: int, report: Report) -> None:
+    n = sizes.overhead_events
+    events = make_events(n)
+    subject = Variant("streamsrc kinesis_sink (batches of 500)", run=streamsrc_run)
+    raw = Variant("raw put_records loop, encoding in the loop", run=raw_run)
+    bare = Variant("raw put_records loop, payloads encoded before timing", pre_encoded_run, encode_batches)
+    await measure_overhead([raw, subject, bare], events, repeat)
+    ratio, cells = versus_ratio(subject, raw)
+    bare_ratio, bare_cells = versus_ratio(subject, bare)
+    TABLE.print(
+        [
+            f"Client-side cost: the same, {n:,} events, to a client that answers at once (no server)",
+            f"  per record: the sink {1e6 / subject.median:.1f} us, the raw loop {1e6 / raw.median:.1f} us"
+            f" (of which encoding the payload: {1e6 / raw.median - 1e6 / bare.median:.1f} us)",
+        ],
+        [
+            row(subject, n, ["", ""], ["", ""]),
+            row(raw, n, cells, report.target_cells("", ratio, None)),
+            row(bare, n, bare_cells, report.target_cells("", bare_ratio, None)),
+        ],
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_common_args(parser, SECTIONS, default_repeat=5)
+    add_common_args(parser, SECTIONS, default_repeat=9)
     return parse_checked(parser, argv)
 
 
@@ -213,6 +271,8 @@ async def run(args: argparse.Namespace, endpoint: str, report: Report) -> None:
     async with aws_client("kinesis", region=REGION, endpoint_url=endpoint) as client:
         if not args.only or "sink" in args.only:
             await bench_sink(client, sizes, repeat, report)
+    if not args.only or "overhead" in args.only:
+        await bench_overhead(sizes, repeat, report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
