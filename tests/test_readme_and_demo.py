@@ -48,7 +48,7 @@ def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         out = done.stdout
-        assert f"demo run {run} on sqlite:///streamsrc-demo.db" in out
+        assert f"demo run {run} on sqlite:///streamsrc.db" in out
         assert f"register eve-{run} as ada{run}: refused: username 'ada{run}' is taken" in out
         assert f"bob-{run} tries the name countess{run}: refused: username 'countess{run}' is taken" in out
         assert "(a stale ETag): refused: stream" in out
@@ -69,7 +69,7 @@ def test_demo_command_runs_twice_on_one_file(tmp_path: Path) -> None:
             "admin",
             "admin",
         ]
-    assert (tmp_path / "streamsrc-demo.db").exists()
+    assert (tmp_path / "streamsrc.db").exists()
 
 
 def test_demo_with_a_bad_url_prints_one_line_and_fails(tmp_path: Path) -> None:

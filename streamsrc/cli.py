@@ -1,0 +1,679 @@
+"""The ``streamsrc`` command line (on click): explore, follow, copy, export and import any store.
+
+Every command takes the store URL from ``--url`` (or ``STREAMSRC_URL``);
+the default is ``sqlite:///streamsrc.db``, a file in the current directory.
+Errors print one line on stderr and exit with status 1 (2 for a usage
+error), never a traceback.
+
+    streamsrc demo                       # the account example, end to end
+    streamsrc streams                    # streams, their length, last event time
+    streamsrc read user-ada-1 --json     # one stream, as JSON lines
+    streamsrc read-all --type UserRegistered --limit 5
+    streamsrc tail                       # follow the log live until Ctrl-C
+    streamsrc state user-ada-1 --at 2    # an entity's state, now or back then
+    streamsrc copy sqlite:///a.db postgresql://...   # migrate, resumable
+    streamsrc export > log.jsonl && streamsrc --url sqlite:///b.db import < log.jsonl
+    streamsrc projection status
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import click
+from returns.result import Failure, Success
+
+from streamsrc.errors import InvalidEvent, StreamsrcError
+from streamsrc.events import RecordedEvent, recorded_from_json, recorded_to_json
+
+T = TypeVar("T")
+
+DEFAULT_URL = "sqlite:///streamsrc.db"
+
+
+class CommandFailed(click.ClickException):
+    """A command that could not do its job: one line on stderr, exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"streamsrc: error: {self.format_message()}", err=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
+
+
+_EXPECTED = (StreamsrcError, OSError, ValueError)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run ``main`` on an event loop; expected failures become one line and exit status 1."""
+    try:
+        return anyio.run(main)
+    except BaseException as exc:
+        leaf = _first_leaf(exc)
+        if isinstance(leaf, click.ClickException):
+            raise leaf from None
+        if isinstance(leaf, _EXPECTED):
+            raise CommandFailed(_one_line(leaf)) from None
+        if leaf is not exc and isinstance(leaf, KeyboardInterrupt):
+            raise leaf from None
+        raise
+
+
+@contextmanager
+def _quiet_pipe() -> Iterator[None]:
+    """``streamsrc read-all | head``: the reader leaving early is not an error."""
+    try:
+        yield
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+
+
+def _open(url: str, *, must_exist: bool = True) -> Any:
+    """``open_store(url)``; for commands that only read, a SQLite file that is not there is an error."""
+    from streamsrc.store import open_store
+
+    if must_exist and url.startswith("sqlite:///"):
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        if path and path != ":memory:" and not Path(path).exists():
+            raise CommandFailed(f"no store at {path} (run `streamsrc demo`, or give --url)")
+    return open_store(url)
+
+
+# ----------------------------------------------------------------------------------------- output
+
+
+def _compact(value: Any, width: int) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+class _EventPrinter:
+    """Events as an aligned table (header first) or as JSON lines (``--json``)."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.header = False
+
+    def __call__(self, event: RecordedEvent) -> None:
+        if self.as_json:
+            click.echo(json.dumps(recorded_to_json(event), ensure_ascii=False))
+            return
+        if not self.header:
+            self.header = True
+            click.echo(f"{'POSITION':>8}  {'STREAM':<24} {'SEQ':>5}  {'TYPE':<20} {'TIME (UTC)':<24} DATA")
+        click.echo(
+            f"{event.position:>8}  {event.stream:<24.24} {event.seq:>5}  {event.type:<20.20} "
+            f"{_time(event.time):<24} {_compact(event.data, 60)}"
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def _load_attribute(spec: str, what: str) -> Any:
+    """``module:attribute`` → the object (a user's entity, projection or schema)."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{what} must be given as module:attribute, not {spec!r}")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"cannot load {spec!r}: {exc}") from None
+    return found
+
+
+# ------------------------------------------------------------------------------------------ group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--url",
+    "-u",
+    envvar="STREAMSRC_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Store URL: sqlite:///path.db, memory://, postgresql://..., dynamodb://table?...",
+)
+@click.version_option(package_name="streamsrc")
+@click.pass_context
+def cli(ctx: click.Context, url: str) -> None:
+    """Event sourcing on a streaming core: look into, follow, copy and set up event stores."""
+    ctx.obj = url
+
+
+def _url(ctx: click.Context) -> str:
+    url: str = ctx.obj
+    return url
+
+
+@cli.command()
+@click.option("--url", "demo_url", default=None, help="Store URL (default: the global --url).")
+@click.pass_context
+def demo(ctx: click.Context, demo_url: str | None) -> None:
+    """Run the account-management example end to end and print what happened."""
+    from streamsrc.demo import run_demo
+
+    with _quiet_pipe():
+        _run(functools.partial(run_demo, demo_url or _url(ctx), click.echo))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
+@click.pass_context
+def streams(ctx: click.Context, as_json: bool) -> None:
+    """List the streams with their length and the time of their last event."""
+
+    async def main() -> None:
+        async with _open(_url(ctx)) as store:
+            header = False
+            async with store.streams().open() as names:
+                async for name in names:
+                    last = (await store.latest(name)).value_or(None)
+                    seq, moment = (0, None) if last is None else (last.seq, last.time)
+                    if as_json:
+                        when = None if moment is None else moment.isoformat()
+                        click.echo(json.dumps({"stream": name, "events": seq, "last_event": when}))
+                        continue
+                    if not header:
+                        header = True
+                        click.echo(f"{'STREAM':<40} {'EVENTS':>8}  LAST EVENT (UTC)")
+                    click.echo(f"{name:<40} {seq:>8}  {'-' if moment is None else _time(moment)}")
+
+    with _quiet_pipe():
+        _run(main)
+
+
+_after = click.option("--after", type=click.IntRange(min=0), default=0, show_default=True)
+_limit = click.option("--limit", type=click.IntRange(min=0), default=None, help="At most this many events.")
+_types = click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+_json = click.option("--json", "as_json", is_flag=True, help="JSON lines (lossless) instead of a table.")
+
+
+@cli.command()
+@click.argument("stream")
+@_after
+@_limit
+@_types
+@_json
+@click.option("--backwards", is_flag=True, help="Last event first.")
+@click.pass_context
+def read(
+    ctx: click.Context,
+    stream: str,
+    after: int,
+    limit: int | None,
+    types: tuple[str, ...],
+    as_json: bool,
+    backwards: bool,
+) -> None:
+    """Print the events of STREAM (those with seq > --after)."""
+
+    async def main() -> None:
+        async with _open(_url(ctx)) as store:
+            events = store.read(stream, after=after, backwards=backwards)
+            if types:
+                events = events.filter(lambda e: e.type in types)
+            if limit is not None:
+                events = events.take(limit)
+            await events.map(_EventPrinter(as_json)).drain()
+
+    with _quiet_pipe():
+        _run(main)
+
+
+@cli.command("read-all")
+@_after
+@_limit
+@_types
+@click.option("--prefix", default=None, help="Only streams whose name starts with this.")
+@_json
+@click.pass_context
+def read_all(
+    ctx: click.Context,
+    after: int,
+    limit: int | None,
+    types: tuple[str, ...],
+    prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Print the global log in order (events with position > --after)."""
+
+    async def main() -> None:
+        async with _open(_url(ctx)) as store:
+            events = store.read_all(after, limit, types=types or None, stream_prefix=prefix)
+            await events.map(_EventPrinter(as_json)).drain()
+
+    with _quiet_pipe():
+        _run(main)
+
+
+@cli.command()
+@click.option(
+    "--after", type=click.IntRange(min=0), default=None, help="Start after this position (default: now)."
+)
+@_types
+@click.option("--prefix", default=None, help="Only streams whose name starts with this.")
+@_json
+@click.pass_context
+def tail(
+    ctx: click.Context, after: int | None, types: tuple[str, ...], prefix: str | None, as_json: bool
+) -> None:
+    """Follow the global log live, printing events as they are appended, until Ctrl-C."""
+    from streamsrc.projections import subscribe
+
+    async def main() -> None:
+        async with _open(_url(ctx)) as store:
+            start = await store.head() if after is None else after
+            click.echo(f"following {store!r} after position {start} (Ctrl-C to stop)", err=True)
+            printer = _EventPrinter(as_json)
+
+            def show(event: RecordedEvent) -> None:
+                printer(event)
+                sys.stdout.flush()
+
+            events = subscribe(store, start, types=types or None, stream_prefix=prefix)
+            await events.map(show).drain()
+
+    with _quiet_pipe():
+        try:
+            _run(main)
+        except KeyboardInterrupt:
+            click.echo("stopped", err=True)
+
+
+# ------------------------------------------------------------------------------------ entity state
+
+
+def _example_entity(stream: str) -> tuple[Any, str] | None:
+    from streamsrc.examples import accounts
+
+    for prefix, entity in (
+        ("user-", accounts.users),
+        ("group-", accounts.groups),
+        ("username-", accounts.usernames),
+    ):
+        if stream.startswith(prefix):
+            return entity, stream[len(prefix) :]
+    return None
+
+
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a seq nor an ISO 8601 time") from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@cli.command()
+@click.argument("key")
+@click.option(
+    "--at", "at", default=None, metavar="SEQ|TIME", help="A seq, or an ISO 8601 time (UTC if no zone)."
+)
+@click.option(
+    "--entity",
+    "entity_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="Your Entity (default: the example's, chosen by KEY's prefix user-/group-/username-).",
+)
+@click.pass_context
+def state(ctx: click.Context, key: str, at: str | None, entity_spec: str | None) -> None:
+    """Print the state of an entity, now or as it was at a seq or a time.
+
+    KEY is the entity's stream name for the example (user-ID, group-ID,
+    username-NAME), or the key your --entity takes.
+    """
+    from streamsrc.entity import Entity, Repository
+
+    if entity_spec is not None:
+        entity = _load_attribute(entity_spec, "--entity")
+        if not isinstance(entity, Entity):
+            raise click.BadParameter(f"{entity_spec} is a {type(entity).__name__}, not an Entity")
+        entity_key: Any = key
+    else:
+        found = _example_entity(key)
+        if found is None:
+            raise click.BadParameter(
+                f"{key!r} is no stream of the example (user-, group-, username-): give --entity"
+            )
+        entity, entity_key = found
+    seq: int | None = None
+    moment: datetime | None = None
+    if at is not None:
+        if at.isdigit():
+            seq = int(at)
+        else:
+            moment = _moment(at)
+
+    async def main() -> None:
+        async with _open(_url(ctx)) as store:
+            repository = Repository(store, entity)
+            if seq is None and moment is None:
+                loaded = await repository.load(entity_key)
+            else:
+                loaded = await repository.state_at(entity_key, seq=seq, time=moment)
+            if loaded.seq == 0:
+                raise CommandFailed(
+                    f"{entity.stream(entity_key)!r} has no events" + ("" if at is None else " by then")
+                )
+            click.echo(json.dumps({"seq": loaded.seq, "state": _jsonable(loaded.state)}, indent=2))
+
+    _run(main)
+
+
+# ------------------------------------------------------------------------------ copy, export, import
+
+
+def _progress_line(done: int, total: int, rate: float, eta: float | None) -> str:
+    width = 30
+    filled = width if total <= 0 else min(width, done * width // total)
+    eta_text = "--:--" if eta is None else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
+    bar = "#" * filled + "." * (width - filled)
+    return f"[{bar}] {done:,}/{total:,} events  {rate:,.0f} ev/s  ETA {eta_text}"
+
+
+class _Bar:
+    """A one-line progress bar on stderr (events, rate, ETA), redrawn in place."""
+
+    def __init__(self) -> None:
+        self.shown = False
+
+    def draw(self, done: int, total: int, rate: float, eta: float | None, final: bool = False) -> None:
+        click.echo("\r" + _progress_line(done, total, rate, eta), err=True, nl=final)
+        self.shown = not final
+
+
+@cli.command()
+@click.argument("source_url", metavar="FROM_URL")
+@click.argument("target_url", metavar="TO_URL")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--checkpoint", default=None, help="Checkpoint name in the target (default: from FROM_URL).")
+def copy(source_url: str, target_url: str, batch_size: int, checkpoint: str | None) -> None:
+    """Copy every event from FROM_URL to TO_URL (seqs, ids, times and order kept); resumable."""
+    from streamsrc.migrate import CopyProgress
+    from streamsrc.migrate import copy as copy_events
+
+    bar = _Bar()
+
+    def report(p: CopyProgress) -> None:
+        bar.draw(p.position, p.head, p.rate, p.eta, final=p.done)
+
+    async def main() -> CopyProgress:
+        async with _open(source_url) as source, _open(target_url, must_exist=False) as target:
+            return await copy_events(
+                source, target, checkpoint=checkpoint, batch_size=batch_size, on_progress=report
+            )
+
+    done = _run(main)
+    click.echo(
+        f"copied {done.events:,} events in {done.elapsed:.1f} s; {target_url} is at position {done.position}"
+    )
+
+
+@cli.command("export")
+@click.argument("url", required=False)
+@_after
+@click.pass_context
+def export_events(ctx: click.Context, url: str | None, after: int) -> None:
+    """Write every event (position > --after) as JSON lines on stdout: `streamsrc export > log.jsonl`."""
+
+    async def main() -> int:
+        count = 0
+        async with _open(url or _url(ctx)) as store, store.read_all(after).open() as events:
+            async for event in events:
+                sys.stdout.write(json.dumps(recorded_to_json(event), ensure_ascii=False) + "\n")
+                count += 1
+        sys.stdout.flush()
+        return count
+
+    with _quiet_pipe():
+        count = _run(main)
+    click.echo(f"exported {count:,} events", err=True)
+
+
+def _read_lines(lines: Iterator[str]) -> Iterator[tuple[int, RecordedEvent]]:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, recorded_from_json(json.loads(line))
+        except (ValueError, InvalidEvent) as exc:
+            raise CommandFailed(f"line {number}: {_one_line(exc)}") from None
+
+
+@cli.command("import")
+@click.argument("url", required=False)
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True)
+@click.pass_context
+def import_events(ctx: click.Context, url: str | None, batch_size: int) -> None:
+    """Read JSON lines (from `streamsrc export`) on stdin into a store, keeping ids, seqs and times.
+
+    The whole input is checked before anything is written. Running it again
+    with the same input is harmless: events already there (same ids at the
+    same seqs) are skipped.
+    """
+    from streamsrc.store import ImportingStore
+
+    async def main() -> int:
+        count = 0
+        async with _open(url or _url(ctx), must_exist=False) as store:
+            if not isinstance(store, ImportingStore):
+                raise CommandFailed(f"{store!r} cannot import recorded events")
+            # The whole input is read and checked first: a malformed line writes nothing.
+            lines = list(_read_lines(iter(sys.stdin)))
+            batch: list[RecordedEvent] = []
+            first_line = 0
+
+            async def flush() -> None:
+                nonlocal count
+                if not batch:
+                    return
+                result = await store.import_events(batch[0].stream, batch)
+                match result:
+                    case Success(_):
+                        count += len(batch)
+                    case Failure(error):
+                        raise CommandFailed(f"line {first_line}: {_one_line(error)}")
+                batch.clear()
+
+            for number, event in lines:
+                if batch and (event.stream != batch[-1].stream or len(batch) >= batch_size):
+                    await flush()
+                if not batch:
+                    first_line = number
+                batch.append(event)
+            await flush()
+        return count
+
+    count = _run(main)
+    click.echo(f"imported {count:,} events", err=True)
+
+
+# ------------------------------------------------------------------------------------- projections
+
+
+def _example_projections() -> dict[str, tuple[Any, str]]:
+    from streamsrc.examples import account_views as views
+
+    return {
+        views.user_search.name: (views.user_search, views.USER_SEARCH_SCHEMA),
+        views.group_members.name: (views.group_members, views.GROUP_MEMBERS_SCHEMA),
+        views.email_domains.name: (views.email_domains, views.EMAIL_DOMAINS_SCHEMA),
+    }
+
+
+def _model_path(url: str, model: str | None) -> str:
+    if model is not None:
+        return model
+    if url.startswith("sqlite:///"):
+        return url[len("sqlite:///") :].split("?", 1)[0]
+    raise click.BadParameter("the store is not a SQLite file: give --model PATH for the read models")
+
+
+@cli.group()
+def projection() -> None:
+    """Read models kept by projections: where they are, rebuild them."""
+
+
+@projection.command("status")
+@click.option(
+    "--model", default=None, metavar="PATH", help="SQLite file of the read models (default: the store's)."
+)
+@click.pass_context
+def projection_status(ctx: click.Context, model: str | None) -> None:
+    """Checkpoint and lag of each projection of the example's read models."""
+    from streamsrc.projections.sqlite import SqliteReadModel
+
+    url = _url(ctx.find_root())
+    path = _model_path(url, model)
+
+    async def main() -> None:
+        async with _open(url) as store:
+            head = await store.head()
+            click.echo(f"{'PROJECTION':<20} {'POSITION':>9} {'HEAD':>9} {'LAG':>9}")
+            async with SqliteReadModel(path) as read_model:
+                for name in _example_projections():
+                    position = await read_model.load_position(name)
+                    click.echo(f"{name:<20} {position:>9} {head:>9} {max(0, head - position):>9}")
+
+    _run(main)
+
+
+@projection.command("rebuild")
+@click.argument("name")
+@click.option(
+    "--into", "into", default=None, metavar="PATH", help="New SQLite file (default: NAME-rebuilt.db)."
+)
+@click.pass_context
+def projection_rebuild(ctx: click.Context, name: str, into: str | None) -> None:
+    """Replay the whole log into a fresh read model NAME, with a progress bar."""
+    from streamsrc.projections import Progress, Projector
+    from streamsrc.projections.sqlite import SqliteReadModel
+
+    known = _example_projections()
+    if name not in known:
+        raise click.BadParameter(f"no projection {name!r}; known: {', '.join(sorted(known))}")
+    target = into or f"{name}-rebuilt.db"
+    if Path(target).exists():
+        raise CommandFailed(f"{target} exists: a rebuild starts from a fresh file")
+    chosen, schema = known[name]
+    bar = _Bar()
+
+    def report(p: Progress) -> None:
+        rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
+        eta = None if rate <= 0 else p.lag / rate
+        bar.draw(p.position, p.head, rate, eta)
+
+    async def main() -> int:
+        async with _open(_url(ctx.find_root())) as store, SqliteReadModel(target, schema) as read_model:
+            status = await Projector(store, chosen, read_model).catch_up(on_progress=report)
+            bar.draw(status.position, status.head, 0.0, 0.0, final=True)
+            return status.position
+
+    position = _run(main)
+    click.echo(f"{name} rebuilt into {target} up to position {position}")
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+
+@cli.group()
+def postgres() -> None:
+    """PostgreSQL set-up."""
+
+
+@postgres.command("init")
+@click.argument("url", required=False)
+@click.pass_context
+def postgres_init(ctx: click.Context, url: str | None) -> None:
+    """Create (or upgrade) streamsrc's tables in the PostgreSQL database at URL."""
+    target = url or _url(ctx.find_root())
+    if not target.startswith(("postgresql://", "postgres://")):
+        raise click.BadParameter(f"not a PostgreSQL URL: {target.split('://', 1)[0]}://...")
+
+    async def main() -> str:
+        async with _open(target, must_exist=False) as store:
+            return repr(store)
+
+    click.echo(f"ready: {_run(main)}")
+
+
+@cli.group()
+def dynamodb() -> None:
+    """DynamoDB set-up."""
+
+
+@dynamodb.command("create-tables")
+@click.argument("url", required=False)
+@click.pass_context
+def dynamodb_create_tables(ctx: click.Context, url: str | None) -> None:
+    """Create the DynamoDB tables of the store at URL (streams enabled); nothing if they exist."""
+    target = url or _url(ctx.find_root())
+    if not target.startswith("dynamodb://"):
+        raise click.BadParameter(f"not a DynamoDB URL: {target.split('://', 1)[0]}://...")
+
+    async def main() -> None:
+        from streamsrc.store.dynamodb import create_tables
+
+        await create_tables(target)
+
+    _run(main)
+    click.echo(f"ready: tables of {redact(target)}")
+
+
+def redact(url: str) -> str:
+    """``url`` with any password or secret replaced (for messages)."""
+    from streamsrc.store import redact_url
+
+    return redact_url(url)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="streamsrc", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0

@@ -1,0 +1,284 @@
+"""The ``streamsrc`` command line, run as users run it: a real subprocess (``python -m streamsrc``).
+
+Exit codes, the table and JSON-lines formats, ``copy``/``export``/``import``
+round trips (SQLite to SQLite, and through a second backend), ``tail``
+following appends made by another process until Ctrl-C, entity state at a
+seq or a time, projection status and rebuild, and bad input giving one line
+on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TIMEOUT = 60
+
+
+def streamsrc(
+    *args: str, cwd: Path, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m streamsrc ARGS`` in ``cwd`` and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamsrc", *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env={**os.environ, **(env or {}), "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """A failure: exit status 1, one line on stderr that names the problem, no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("streamsrc: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+    return lines[0]
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose ``streamsrc.db`` (the default store) holds one run of the demo."""
+    folder = tmp_path_factory.mktemp("demo")
+    out = ok(streamsrc("demo", cwd=folder))
+    assert "demo run 1 on sqlite:///streamsrc.db" in out
+    assert (folder / "streamsrc.db").exists()
+    return folder
+
+
+def test_help_everywhere(tmp_path: Path) -> None:
+    top = ok(streamsrc("--help", cwd=tmp_path))
+    for command in ("demo", "streams", "read", "read-all", "tail", "state", "copy", "export", "import"):
+        assert command in top
+    commands: list[list[str]] = [
+        ["read", "--help"],
+        ["copy", "--help"],
+        ["projection", "status", "--help"],
+        ["dynamodb", "create-tables", "--help"],
+        ["postgres", "init", "--help"],
+    ]
+    for args in commands:
+        assert "Usage: streamsrc" in ok(streamsrc(*args, cwd=tmp_path))
+    assert not (tmp_path / "streamsrc.db").exists()  # asking for help touches nothing
+
+
+def test_demo_runs_again_on_the_same_file(tmp_path: Path) -> None:
+    ok(streamsrc("demo", cwd=tmp_path))
+    out = ok(streamsrc("demo", cwd=tmp_path))
+    assert "demo run 2" in out
+    assert "caught up from position" in out
+
+
+def test_streams_lists_lengths_and_times(demo_dir: Path) -> None:
+    table = ok(streamsrc("streams", cwd=demo_dir)).splitlines()
+    assert table[0].split()[:2] == ["STREAM", "EVENTS"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows["user-ada-1"][1] == "5"
+    assert rows["demo-runs"][1] == "1"
+    listed = json_lines(ok(streamsrc("streams", "--json", cwd=demo_dir)))
+    by_name = {s["stream"]: s for s in listed}
+    assert by_name["user-ada-1"]["events"] == 5
+    assert by_name["user-ada-1"]["last_event"].startswith("20")
+    assert [s["stream"] for s in listed] == sorted(by_name)
+
+
+def test_read_and_read_all_with_filters(demo_dir: Path) -> None:
+    events = json_lines(ok(streamsrc("read", "user-ada-1", "--json", cwd=demo_dir)))
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5]
+    assert events[0]["type"] == "UserRegistered"
+    later = json_lines(ok(streamsrc("read", "user-ada-1", "--after", "3", "--json", cwd=demo_dir)))
+    assert [e["seq"] for e in later] == [4, 5]
+    backwards = json_lines(
+        ok(streamsrc("read", "user-ada-1", "--backwards", "--limit", "2", "--json", cwd=demo_dir))
+    )
+    assert [e["seq"] for e in backwards] == [5, 4]
+    everything = json_lines(ok(streamsrc("read-all", "--json", cwd=demo_dir)))
+    assert [e["position"] for e in everything] == list(range(1, len(everything) + 1))
+    registered = json_lines(ok(streamsrc("read-all", "--type", "UserRegistered", "--json", cwd=demo_dir)))
+    assert registered == [e for e in everything if e["type"] == "UserRegistered"]
+    assert len(registered) == 3
+    page = json_lines(ok(streamsrc("read-all", "--after", "2", "--limit", "3", "--json", cwd=demo_dir)))
+    assert [e["position"] for e in page] == [3, 4, 5]
+    table = ok(streamsrc("read-all", "--limit", "2", cwd=demo_dir)).splitlines()
+    assert table[0].split()[:4] == ["POSITION", "STREAM", "SEQ", "TYPE"]
+    assert table[1].split()[:4] == ["1", "demo-runs", "1", "DemoRun"]
+    assert len(table) == 3
+    assert ok(streamsrc("read", "no-such-stream", cwd=demo_dir)) == ""
+
+
+def test_state_now_at_a_seq_and_at_a_time(demo_dir: Path) -> None:
+    now = json.loads(ok(streamsrc("state", "user-ada-1", cwd=demo_dir)))
+    assert now["seq"] == 5
+    first = json.loads(ok(streamsrc("state", "user-ada-1", "--at", "1", cwd=demo_dir)))
+    assert first["seq"] == 1
+    assert first["state"]["username"] == "ada1"
+    assert first["state"]["email"] == "ada@example.com"
+    renamed = json.loads(ok(streamsrc("state", "user-ada-1", "--at", "2", cwd=demo_dir)))
+    assert renamed["seq"] == 2
+    assert renamed["state"]["username"] == "countess1"
+    events = json_lines(ok(streamsrc("read", "user-ada-1", "--json", cwd=demo_dir)))
+    at_time = json.loads(ok(streamsrc("state", "user-ada-1", "--at", events[0]["time"], cwd=demo_dir)))
+    assert at_time == first
+    group = json.loads(ok(streamsrc("state", "group-chess-1", cwd=demo_dir)))
+    assert "bob-1" in json.dumps(group["state"])
+    custom = json.loads(
+        ok(streamsrc("state", "ada-1", "--entity", "streamsrc.examples.accounts:users", cwd=demo_dir))
+    )
+    assert custom == now
+
+
+def test_export_import_round_trip_is_lossless(demo_dir: Path, tmp_path: Path) -> None:
+    exported = streamsrc("export", cwd=demo_dir)
+    dump = ok(exported)
+    assert "exported" in exported.stderr
+    target = f"sqlite:///{tmp_path}/copy.db"
+    imported = streamsrc("--url", target, "import", cwd=tmp_path, stdin=dump)
+    ok(imported)
+    assert f"imported {len(dump.splitlines())} events" in imported.stderr
+    assert ok(streamsrc("--url", target, "export", cwd=tmp_path)) == dump
+    # Importing the same file again is harmless: nothing doubles.
+    ok(streamsrc("--url", target, "import", cwd=tmp_path, stdin=dump))
+    assert ok(streamsrc("--url", target, "export", cwd=tmp_path)) == dump
+
+
+def test_copy_is_resumable_and_keeps_everything(demo_dir: Path, tmp_path: Path) -> None:
+    source = f"sqlite:///{demo_dir}/streamsrc.db"
+    target = f"sqlite:///{tmp_path}/copied.db"
+    copied = streamsrc("copy", source, target, "--batch-size", "4", cwd=tmp_path)
+    out = ok(copied)
+    assert "copied" in out
+    assert "ev/s" in copied.stderr  # the progress bar
+    assert "ETA" in copied.stderr
+    dump = ok(streamsrc("export", source, cwd=tmp_path))
+    assert ok(streamsrc("export", target, cwd=tmp_path)) == dump
+    again = ok(streamsrc("copy", source, target, cwd=tmp_path))
+    assert "copied 0 events" in again
+
+
+def test_round_trip_through_a_second_backend(demo_dir: Path, tmp_path: Path, postgres_server: str) -> None:
+    """SQLite → PostgreSQL with ``copy``, back to a fresh SQLite file with export | import."""
+    from pg_server import create_database, drop_database, run_async
+
+    name = f"streamsrc_cli_{os.getpid()}"
+    url = run_async(lambda: create_database(postgres_server, name))
+    try:
+        ok(streamsrc("postgres", "init", url, cwd=tmp_path))
+        source = f"sqlite:///{demo_dir}/streamsrc.db"
+        ok(streamsrc("copy", source, url, cwd=tmp_path))
+        dump = ok(streamsrc("export", source, cwd=tmp_path))
+        assert ok(streamsrc("export", url, cwd=tmp_path)) == dump
+        back = f"sqlite:///{tmp_path}/back.db"
+        ok(streamsrc("--url", back, "import", cwd=tmp_path, stdin=ok(streamsrc("export", url, cwd=tmp_path))))
+        assert ok(streamsrc("export", back, cwd=tmp_path)) == dump
+    finally:
+        run_async(lambda: drop_database(postgres_server, name))
+
+
+def test_projection_status_and_rebuild(demo_dir: Path, tmp_path: Path) -> None:
+    status = ok(streamsrc("projection", "status", cwd=demo_dir)).splitlines()
+    assert status[0].split() == ["PROJECTION", "POSITION", "HEAD", "LAG"]
+    rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in status[1:]}
+    head = len(json_lines(ok(streamsrc("read-all", "--json", cwd=demo_dir))))
+    assert rows["account-user-search"][1] == head
+    assert rows["account-user-search"][0] + rows["account-user-search"][2] == head
+    into = tmp_path / "search.db"
+    rebuilt = streamsrc("projection", "rebuild", "account-user-search", "--into", str(into), cwd=demo_dir)
+    assert f"rebuilt into {into} up to position {head}" in ok(rebuilt)
+    assert "ev/s" in rebuilt.stderr
+    one_line_error(
+        streamsrc("projection", "rebuild", "account-user-search", "--into", str(into), cwd=demo_dir), "exists"
+    )
+
+
+def test_tail_follows_appends_from_another_process_until_ctrl_c(demo_dir: Path, tmp_path: Path) -> None:
+    db = tmp_path / "tail.db"
+    url = f"sqlite:///{db}"
+    ok(streamsrc("--url", url, "import", cwd=tmp_path, stdin=ok(streamsrc("export", cwd=demo_dir))))
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "streamsrc", "--url", url, "tail", "--json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    try:
+        assert follower.stderr is not None
+        assert follower.stdout is not None
+        assert "following" in follower.stderr.readline()  # it has read the head: appends come after
+        ok(streamsrc("--url", url, "demo", cwd=tmp_path))
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            seen.append(json.loads(follower.stdout.readline()))
+            if any(e["type"] == "DemoRun" for e in seen):
+                break
+        assert seen[0]["type"] == "DemoRun"
+        assert seen[0]["data"] == {"run": 2}
+        follower.send_signal(signal.SIGINT)
+        assert follower.wait(timeout=TIMEOUT) == 0
+        assert "Traceback" not in follower.stderr.read()
+    finally:
+        follower.kill()
+        follower.wait()
+
+
+BAD_INPUT: Sequence[tuple[list[str], str]] = [
+    (["--url", "nosuch://x", "streams"], "InvalidStoreURL"),
+    (["--url", "sqlite:///{tmp}/missing.db", "read-all"], "no store at"),
+    (["--url", "postgresql://streamsrc:secret-pw@127.0.0.1:1/x", "streams"], "StoreUnavailable"),
+    (["state", "user-nobody"], "has no events"),
+]
+
+
+@pytest.mark.parametrize(("args", "fragment"), BAD_INPUT)
+def test_bad_input_is_one_line_and_no_traceback(
+    demo_dir: Path, tmp_path: Path, args: list[str], fragment: str
+) -> None:
+    line = one_line_error(streamsrc(*[a.format(tmp=tmp_path) for a in args], cwd=demo_dir), fragment)
+    assert "secret-pw" not in line
+
+
+def test_a_malformed_import_names_the_line_and_writes_nothing(demo_dir: Path, tmp_path: Path) -> None:
+    dump = ok(streamsrc("export", cwd=demo_dir)).splitlines()
+    broken = "\n".join([*dump[:3], "{not json", *dump[3:]]) + "\n"
+    url = f"sqlite:///{tmp_path}/broken.db"
+    one_line_error(streamsrc("--url", url, "import", cwd=tmp_path, stdin=broken), "line 4")
+    assert ok(streamsrc("--url", url, "read-all", "--json", cwd=tmp_path)) == ""
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
+    for args in (
+        ["read"],
+        ["read-all", "--limit", "-1"],
+        ["no-such-command"],
+        ["state", "x", "--at", "yesterday"],
+    ):
+        result = streamsrc(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+        assert "Error" in result.stderr
