@@ -38,6 +38,7 @@ from streamsrc.migrate import (
 )
 from streamsrc.store import ImportingStore, open_store
 from streamsrc.store.memory import MemoryStore
+from streamsrc.store.sqlite import SqliteStore
 from streamsrc.testing import ConformantStore
 
 pytestmark = pytest.mark.anyio
@@ -476,3 +477,24 @@ async def test_import_measures_stored_json_as_append_would(kind: str, tmp_path: 
         assert isinstance(result, Failure)
         assert isinstance(result.failure(), EventTooLarge)
         assert await store.read("s").count() == 1
+
+
+async def test_sqlite_transaction_imports_as_one_by_one(tmp_path: Path) -> None:
+    async with opened("memory", tmp_path) as source:
+        await fill(source, 30, streams=4)
+        events = await everything(source)
+    runs: list[list[RecordedEvent]] = []
+    for event in events:
+        if runs and runs[-1][-1].stream == event.stream:
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    async with opened("sqlite", tmp_path / "one.db") as one, opened("sqlite", tmp_path / "tx.db") as together:
+        assert isinstance(together, SqliteStore)
+        singles = [await importing(one).import_events(run[0].stream, run) for run in runs]
+        for attempt in range(2):  # the second time every import is a re-import: one by one
+            async with together.transaction() as tx:
+                for run in runs:
+                    tx.import_events(run[0].stream, run)
+            assert tx.results == singles, attempt
+            assert await everything(together) == await everything(one) == events

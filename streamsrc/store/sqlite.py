@@ -463,7 +463,7 @@ class SqliteTransaction:
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
-        self._ops: list[Callable[[sqlite3.Connection], object]] = []
+        self._ops: list[Callable[[sqlite3.Connection], object]] = []  # _QueuedAppend for appends
         self.results: list[Result[AppendResult, StoreError]] = []
 
     def append(self, stream: str, events: Sequence[EventData], expected: Expected = ANY) -> None:
@@ -486,13 +486,7 @@ class SqliteTransaction:
     def _queue(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
     ) -> None:
-        def op(conn: sqlite3.Connection) -> None:
-            result = _append(conn, stream, batch, expected, times)
-            self.results.append(result)
-            if isinstance(result, Failure):
-                raise result.failure()
-
-        self._ops.append(op)
+        self._ops.append(_QueuedAppend(stream, batch, expected, times, self.results))
 
     def save_checkpoint(self, name: str, position: int) -> None:
         """Queue a checkpoint write."""
@@ -513,8 +507,18 @@ class SqliteTransaction:
         self._ops.append(lambda conn: conn.executemany(sql, rows))
 
     def _run(self, conn: sqlite3.Connection) -> None:
-        for op in self._ops:
-            op(conn)
+        ops = self._ops
+        i = 0
+        while i < len(ops):
+            j = i
+            while j < len(ops) and _is_import(ops[j]):
+                j += 1
+            if j - i > 1 and _import_together(conn, ops[i:j]):  # type: ignore[arg-type]  # imports
+                i = j
+                continue
+            for op in ops[i : max(j, i + 1)]:
+                op(conn)
+            i = max(j, i + 1)
 
     def _notify(self) -> None:
         if any(isinstance(r, Success) and r.unwrap().positions for r in self.results):
@@ -524,6 +528,82 @@ class SqliteTransaction:
 def _times_us(times: list[int | datetime]) -> list[int]:
     """Times as stored here: microseconds since the epoch."""
     return [t if type(t) is int else to_us(t) for t in times]  # type: ignore[arg-type]
+
+
+class _QueuedAppend:
+    """An append or import queued in a transaction; its ``Result`` goes to ``results``."""
+
+    __slots__ = ("batch", "expected", "results", "stream", "times")
+
+    def __init__(
+        self,
+        stream: str,
+        batch: list[EncodedEvent],
+        expected: Expected,
+        times: list[int] | None,
+        results: list[Result[AppendResult, StoreError]],
+    ) -> None:
+        self.stream, self.batch, self.expected, self.times, self.results = (
+            stream,
+            batch,
+            expected,
+            times,
+            results,
+        )
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        result = _append(conn, self.stream, self.batch, self.expected, self.times)
+        self.results.append(result)
+        if isinstance(result, Failure):
+            raise result.failure()
+
+
+def _is_import(op: object) -> bool:
+    return type(op) is _QueuedAppend and op.times is not None
+
+
+def _import_together(conn: sqlite3.Connection, ops: list[_QueuedAppend]) -> bool:
+    """Run consecutive queued imports with one look-up of the streams and one ``executemany``.
+
+    Only when every import continues its stream exactly and no id is taken:
+    then the results are those of running them one by one. Otherwise
+    nothing is written and the answer is ``False``: run them one by one
+    (which also tells idempotent re-imports from conflicts).
+    """
+    names = sorted({op.stream for op in ops})
+    current: dict[str, int] = {}
+    for start in range(0, len(names), 500):
+        part = names[start : start + 500]
+        marks = ",".join("?" * len(part))
+        sql = f"SELECT stream, MAX(seq) FROM events WHERE stream IN ({marks}) GROUP BY stream"
+        current.update(conn.execute(sql, part).fetchall())
+    rows: list[tuple[Any, ...]] = []
+    ends: list[int] = []
+    for op in ops:
+        at = current.get(op.stream, 0)
+        if not op.batch or op.expected != at or op.times is None:
+            return False
+        stream = op.stream
+        rows.extend(
+            (stream, at + 1 + k, e.id.bytes, e.type, e.data, e.metadata, t)
+            for k, (e, t) in enumerate(zip(op.batch, op.times, strict=True))
+        )
+        current[stream] = at + len(op.batch)
+        ends.append(current[stream])
+    conn.execute("SAVEPOINT together")
+    try:
+        conn.executemany(_INSERT, rows)
+    except sqlite3.IntegrityError:  # an id is stored already: a re-import, or a conflict
+        conn.execute("ROLLBACK TO together")
+        return False
+    finally:
+        conn.execute("RELEASE together")
+    position = conn.execute("SELECT last_insert_rowid()").fetchone()[0] - len(rows) + 1
+    for op, end in zip(ops, ends, strict=True):
+        n = len(op.batch)
+        op.results.append(Success(AppendResult(op.stream, end, tuple(range(position, position + n)))))
+        position += n
+    return True
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
