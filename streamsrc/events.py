@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from operator import itemgetter
@@ -212,6 +212,29 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
         names = self._fields
         inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True))
         return f"RecordedEvent({inner})"
+
+    def _repr_html_(self) -> str:
+        """The event as a one-row HTML table: how Jupyter shows it (see :mod:`streamsrc.display`).
+
+        Every value is HTML-escaped (stream names and payloads are user data).
+
+        >>> from datetime import datetime, UTC
+        >>> e = RecordedEvent("user-<1>", 1, 7, "Renamed", {"name": "<b>Ada</b>"}, None,
+        ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
+        >>> page = e._repr_html_()
+        >>> "user-&lt;1&gt;" in page, "&lt;b&gt;Ada&lt;/b&gt;" in page, "<b>" in page
+        (True, True, False)
+        """
+        from streamsrc.display import events_html  # display builds on this module
+
+        return events_html([self])
+
+    @classmethod
+    def _repr_html_table_(cls, events: Sequence[RecordedEvent]) -> str:
+        """Several events as one HTML table: how ``await stream.show()`` shows a stream of events."""
+        from streamsrc.display import events_html
+
+        return events_html(events, max_chars=200)
 
     if not TYPE_CHECKING:  # the fields, as mypy sees them above
         stream = _tuplegetter(0, "The stream the event belongs to.")

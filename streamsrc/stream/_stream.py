@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import json
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -9,8 +12,11 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterable,
+    Iterator,
+    Mapping,
     Sequence,
 )
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, Never, TypeVar, overload
 
@@ -740,6 +746,42 @@ class Stream(Generic[T]):
         """
         return await _as_result(self.to_list())
 
+    async def show(self, n: int = 10) -> Preview[T]:
+        """Run only the first ``n`` elements of the stream and return them for display.
+
+        This is the way to look into a stream in a notebook: ``await
+        s.show()`` as the last line of a cell shows a table of the first
+        ``n`` elements (a :class:`Preview`; plain text outside Jupyter). The
+        stream stops there, as with ``take(n)``: upstream is not pulled
+        further and its finalizers run, so an endless stream (``subscribe``,
+        ``repeat_eval``) previews as well as a finite one.
+
+        A ``Stream`` has no ``_repr_html_`` of its own: displaying is
+        synchronous, while running a stream is asynchronous work that belongs
+        to the event loop the notebook already runs (and to the resources
+        open on it), so looking at a stream is this explicit ``await``.
+
+        Elements with fields (dataclasses, named tuples, mappings) get a
+        column each; a stream of events gets the event table of
+        :mod:`streamsrc.display`; anything else one ``value`` column.
+
+        >>> async def ticks():
+        ...     return "tick"
+        >>> rows = Stream.repeat_eval(ticks).zip_with_index().map(lambda p: {"n": p[1], "v": p[0]})
+        >>> anyio.run(rows.show, 3)
+        first 3 elements (the stream was not run further):
+          {'n': 0, 'v': 'tick'}
+          {'n': 1, 'v': 'tick'}
+          {'n': 2, 'v': 'tick'}
+        >>> anyio.run(Stream.emits("ab").show)
+        all 2 elements:
+          'a'
+          'b'
+        """
+        if n < 1:
+            raise ValueError("show needs n >= 1")
+        return Preview(await self.take(n).to_list(), n)
+
 
 def _identity(x: T) -> T:
     return x
@@ -801,3 +843,105 @@ class _Opened(Generic[T]):
             self._chunk, self._index = chunk, 0
         self._index += 1
         return self._chunk[self._index - 1]
+
+
+class Preview(Generic[T]):
+    """The first elements of a stream, as :meth:`Stream.show` returns them: a table in Jupyter.
+
+    ``items`` holds them and ``limit`` is how many were asked for; fewer
+    means the stream ended (``complete``). The HTML form escapes every value.
+
+    >>> p = Preview(["<script>alert(1)</script>"], limit=10)
+    >>> p.complete, len(p), list(p)
+    (True, 1, ['<script>alert(1)</script>'])
+    >>> "&lt;script&gt;" in p._repr_html_(), "<script>" in p._repr_html_()
+    (True, False)
+    """
+
+    __slots__ = ("items", "limit")
+
+    def __init__(self, items: list[T], limit: int) -> None:
+        self.items = items
+        self.limit = limit
+
+    @property
+    def complete(self) -> bool:
+        """Whether these are all the stream's elements (it ended before ``limit``)."""
+        return len(self.items) < self.limit
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def _note(self) -> str:
+        n = len(self.items)
+        if self.complete:
+            return "the stream is empty" if n == 0 else f"all {n} element{'s' if n != 1 else ''}"
+        return f"first {n} element{'s' if n != 1 else ''} (the stream was not run further)"
+
+    def __repr__(self) -> str:
+        return "\n".join([self._note() + (":" if self.items else ""), *(f"  {x!r}" for x in self.items)])
+
+    def _repr_html_(self) -> str:
+        """The elements as an HTML table, with a note saying whether the stream goes on."""
+        note = f"<p><small>{html.escape(self._note())}</small></p>"
+        items = self.items
+        if items:
+            kind = type(items[0])
+            table_of = getattr(kind, "_repr_html_table_", None)  # e.g. RecordedEvent: its own columns
+            if callable(table_of) and all(type(x) is kind for x in items):
+                return f"<div>{table_of(items)}\n{note}</div>"
+        return f"<div>{_html_table(items)}\n{note}</div>"
+
+
+_MISSING = object()
+_LEFT = ' style="text-align:left"'
+
+
+def _fields_of(item: object) -> dict[str, Any] | None:
+    """The named fields of ``item`` (named tuple, dataclass, mapping), or ``None``."""
+    if isinstance(item, tuple) and hasattr(item, "_fields"):
+        return {str(name): getattr(item, name) for name in item._fields}
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+    if isinstance(item, Mapping):
+        return {str(k): v for k, v in item.items()}
+    return None
+
+
+def _html_table(items: Sequence[object]) -> str:
+    rows = [_fields_of(x) for x in items]
+    columns: list[str]
+    cells: list[list[object]]
+    if items and all(r is not None for r in rows):
+        named = [r for r in rows if r is not None]
+        columns = list(dict.fromkeys(name for r in named for name in r))
+        cells = [[r.get(c, _MISSING) for c in columns] for r in named]
+    else:
+        columns = ["value"]
+        cells = [[x] for x in items]
+    head = "".join(f"<th{_LEFT}>{html.escape(c)}</th>" for c in columns)
+    body = "\n".join(
+        "<tr>" + "".join(f"<td{_LEFT}>{html.escape(_cell_text(v))}</td>" for v in row) + "</tr>"
+        for row in cells
+    )
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+def _cell_text(value: object, max_chars: int = 200) -> str:
+    if value is _MISSING:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, datetime):
+        text = value.isoformat(sep=" ", timespec="milliseconds")
+    elif isinstance(value, dict | list):
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+        except ValueError:  # a circular structure
+            text = repr(value)
+    else:
+        text = repr(value)
+    return text if len(text) <= max_chars else text[: max_chars - 1] + "…"

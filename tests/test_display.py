@@ -1,0 +1,287 @@
+"""Display in notebooks: events as HTML tables (escaped), event lists, and ``Stream.show`` previews.
+
+``Stream.show(n)`` must run only the first ``n`` elements: an endless stream
+(``repeat_eval``, a live subscription) previews without hanging, no effect
+past the ``n``-th runs, and finalizers run exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+import anyio
+import pytest
+from stream_helpers import task_count
+
+from streamsrc import Stream
+from streamsrc.display import EVENT_COLUMNS, EventTable, events_html, events_table
+from streamsrc.events import EventData, RecordedEvent
+from streamsrc.projections import subscribe
+from streamsrc.store.memory import MemoryStore
+
+LIMIT = 10
+"""Seconds any one preview may take: a preview that runs on fails the test instead of hanging it."""
+
+SCRIPT = "<script>alert('x')</script>"
+ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+
+
+def event(
+    stream: str = "user-1",
+    seq: int = 1,
+    position: int = 1,
+    type: str = "Registered",
+    data: object = None,
+    metadata: dict[str, object] | None = None,
+) -> RecordedEvent:
+    return RecordedEvent(
+        stream,
+        seq,
+        position,
+        type,
+        {"name": "Ada"} if data is None else data,
+        metadata,
+        uuid.UUID(int=seq),
+        WHEN,
+    )
+
+
+def cells(page: str) -> list[list[str]]:
+    """The text of each body cell of the (first) table in ``page``, row by row."""
+    body = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr(?: [^>]*)?>(.*?)</tr>", body)
+    return [re.findall(r"<td(?: [^>]*)?>(.*?)</td>", row) for row in rows]
+
+
+def headers(page: str) -> list[str]:
+    return re.findall(r"<th(?: [^>]*)?>(.*?)</th>", page)
+
+
+# ------------------------------------------------------------------------------------ events as HTML
+
+
+def test_event_html_is_one_row_with_the_event_columns() -> None:
+    e = event(metadata={"by": "admin"})
+    page = e._repr_html_()
+    assert headers(page) == list(EVENT_COLUMNS)
+    assert cells(page) == [
+        [
+            "1",
+            "user-1",
+            "1",
+            "Registered",
+            "2026-03-04 05:06:07.890 UTC",
+            "{&quot;name&quot;:&quot;Ada&quot;}",
+            "{&quot;by&quot;:&quot;admin&quot;}",
+        ]
+    ]
+    assert f'title="id {uuid.UUID(int=1)}"' in page
+
+
+def test_event_html_escapes_user_data_everywhere() -> None:
+    e = event(stream=SCRIPT, type=SCRIPT, data={SCRIPT: SCRIPT}, metadata={"by": SCRIPT})
+    page = e._repr_html_()
+    assert "<script" not in page
+    row = cells(page)[0]
+    assert row[1] == row[3] == ESCAPED
+    assert ESCAPED in row[5]
+    assert ESCAPED in row[6]
+
+
+def test_event_html_of_stored_event_decodes_lazily_stored_fields() -> None:
+    stored = tuple.__new__(
+        RecordedEvent, ("s-1", 2, 9, "T", '{"a":[1,"é"]}', None, uuid.UUID(int=5).bytes, 1_000_000)
+    )
+    row = cells(stored._repr_html_())[0]
+    assert row[4] == "1970-01-01 00:00:01.000 UTC"
+    assert row[5] == "{&quot;a&quot;:[1,&quot;é&quot;]}"
+    assert row[6] == ""
+
+
+def test_events_table_is_one_table_in_order() -> None:
+    events = [event(seq=n, position=10 + n) for n in (1, 2, 3)]
+    table = events_table(events)
+    assert isinstance(table, EventTable)
+    assert list(table) == events
+    assert len(table) == 3
+    assert table[0] == events[0]
+    assert table[1:] == events_table(events[1:])
+    page = table._repr_html_()
+    assert page.count("<table") == 1
+    assert [row[0] for row in cells(page)] == ["11", "12", "13"]
+
+
+def test_events_table_cuts_long_payloads_but_a_single_event_does_not() -> None:
+    e = event(data={"text": "x" * 500})
+    assert cells(events_table([e], max_chars=50)._repr_html_())[0][5].endswith("x…")
+    assert len(events_table([e], max_chars=50)[0].data["text"]) == 500  # only the display is cut
+    assert "…" not in e._repr_html_()
+    assert "…" not in events_html([e])
+
+
+def test_events_table_text_form() -> None:
+    table = events_table([event(stream=SCRIPT, data={"n": 1}), event(seq=2, position=2)])
+    lines = repr(table).splitlines()
+    assert lines[0].split() == list(EVENT_COLUMNS)
+    assert lines[1].startswith("1")
+    assert SCRIPT in lines[1]  # plain text: nothing to escape
+    assert repr(events_table([])) == "(no events)"
+
+
+# ------------------------------------------------------------------------------------ Stream.show
+
+
+@pytest.mark.anyio
+async def test_show_previews_an_endless_stream_and_runs_its_finalizer_once() -> None:
+    effects = 0
+    finalized = 0
+
+    async def tick() -> int:
+        nonlocal effects
+        effects += 1
+        return effects
+
+    async def done() -> None:
+        nonlocal finalized
+        finalized += 1
+
+    tasks = task_count()
+    with anyio.fail_after(LIMIT):
+        preview = await Stream.repeat_eval(tick).on_finalize(done).show(5)
+    assert list(preview) == [1, 2, 3, 4, 5]
+    assert effects == 5  # nothing past the fifth element ran
+    assert finalized == 1
+    assert not preview.complete
+    assert repr(preview).splitlines()[0] == "first 5 elements (the stream was not run further):"
+    assert "first 5 elements (the stream was not run further)" in preview._repr_html_()
+    assert task_count() == tasks
+
+
+@pytest.mark.anyio
+async def test_show_releases_a_bracketed_resource_of_an_endless_stream() -> None:
+    log: list[str] = []
+
+    async def acquire() -> str:
+        log.append("acquire")
+        return "conn"
+
+    async def release(conn: str) -> None:
+        log.append("release")
+
+    def rows(conn: str) -> Stream[int]:
+        return Stream.range(0, 10**12, chunk_size=3)
+
+    with anyio.fail_after(LIMIT):
+        preview = await Stream.bracket(acquire, release).flat_map(rows).show(4)
+    assert list(preview) == [0, 1, 2, 3]
+    assert log == ["acquire", "release"]
+
+
+@pytest.mark.anyio
+async def test_show_of_a_concurrent_endless_stream_leaves_no_task_behind() -> None:
+    async def slow(x: int) -> int:
+        await anyio.sleep(0.001)
+        return x * 2
+
+    tasks = task_count()
+    with anyio.fail_after(LIMIT):
+        left = Stream.range(0, 10**12).par_eval_map(4, slow)
+        preview = await left.merge(Stream.fixed_delay(0.001).map(lambda _: -1)).show(6)
+    assert len(preview) == 6
+    assert task_count() == tasks
+
+
+@pytest.mark.anyio
+async def test_show_of_a_short_stream_says_it_is_complete() -> None:
+    preview = await Stream.emits("ab").show(10)
+    assert preview.complete
+    assert list(preview) == ["a", "b"]
+    assert repr(preview) == "all 2 elements:\n  'a'\n  'b'"
+    empty = await Stream[int].empty().show()
+    assert empty.complete
+    assert repr(empty) == "the stream is empty"
+    assert "the stream is empty" in empty._repr_html_()
+
+
+@pytest.mark.anyio
+async def test_show_does_not_reach_an_error_past_n_and_raises_one_before() -> None:
+    failing = Stream.emits([1, 2]) + Stream.raise_error(ValueError("boom"))
+    assert list(await failing.show(2)) == [1, 2]
+    with pytest.raises(ValueError, match="boom"):
+        await failing.show(3)
+
+
+@pytest.mark.anyio
+async def test_show_needs_a_positive_n() -> None:
+    with pytest.raises(ValueError, match="n >= 1"):
+        await Stream.range(0, 3).show(0)
+
+
+@dataclass(frozen=True)
+class Point:
+    x: int
+    label: str
+
+
+class Pair(NamedTuple):
+    left: int
+    right: object
+
+
+@pytest.mark.anyio
+async def test_show_gives_a_column_per_field() -> None:
+    page = (await Stream.emits([Point(1, SCRIPT), Point(2, "b")]).show())._repr_html_()
+    assert headers(page) == ["x", "label"]
+    assert cells(page) == [["1", ESCAPED], ["2", "b"]]
+
+    page = (await Stream.emits([Pair(1, {"k": [1, 2]}), Pair(2, WHEN)]).show())._repr_html_()
+    assert headers(page) == ["left", "right"]
+    assert cells(page) == [["1", "{&quot;k&quot;:[1,2]}"], ["2", "2026-03-04 05:06:07.890+00:00"]]
+
+    page = (await Stream.emits([{"a": 1}, {"b": None, SCRIPT: 2}]).show())._repr_html_()
+    assert headers(page) == ["a", "b", ESCAPED]
+    assert cells(page) == [["1", "", ""], ["", "None", "2"]]
+
+
+@pytest.mark.anyio
+async def test_show_of_plain_or_mixed_values_is_one_column() -> None:
+    page = (await Stream.emits([1, SCRIPT, Point(3, "c")]).show())._repr_html_()
+    assert headers(page) == ["value"]
+    assert cells(page) == [["1"], [ESCAPED], ["Point(x=3, label=&#x27;c&#x27;)"]]
+    assert "<script" not in page
+
+
+@pytest.mark.anyio
+async def test_show_of_a_stream_of_events_is_an_event_table() -> None:
+    store = MemoryStore()
+    await store.append(SCRIPT, [EventData("Created", {"v": SCRIPT}), EventData("Renamed", {"v": 2})])
+    preview = await store.read_all().show(10)
+    page = preview._repr_html_()
+    assert 'class="streamsrc-events"' in page
+    assert headers(page) == list(EVENT_COLUMNS)
+    assert [row[:4] for row in cells(page)] == [
+        ["1", ESCAPED, "1", "Created"],
+        ["2", ESCAPED, "2", "Renamed"],
+    ]
+    assert "<script" not in page
+    assert "all 2 elements" in page
+
+
+@pytest.mark.anyio
+async def test_show_of_a_live_subscription_returns_after_n_events() -> None:
+    store = MemoryStore()
+    for n in range(3):
+        await store.append(f"user-{n}", [EventData("Registered", {"n": n})])
+
+    with anyio.fail_after(LIMIT):
+        preview = await subscribe(store, after=0).show(2)  # caught up: it would follow live for ever
+        assert [e.stream for e in preview] == ["user-0", "user-1"]
+        async with anyio.create_task_group() as tg:  # waits for a live event, takes it, stops
+            tg.start_soon(store.append, "user-9", [EventData("Registered", {"n": 9})])
+            live = await subscribe(store, after=3).show(1)
+    assert [e.stream for e in live] == ["user-9"]
