@@ -1,0 +1,1 @@
+"""Examples of embedding streamsrc in applications (not part of the installed package)."""
