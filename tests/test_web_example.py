@@ -79,6 +79,11 @@ async def test_registering_answers_201_with_the_etag_and_location_that_get_then_
         "exists": True,
         "seq": 1,
     }
+    health = await client.get("/health")
+    assert (health.status_code, health.json()) == (
+        200,
+        {"store": "ok", "head": 2},
+    )  # the username's claim too
     got = await client.get(created.headers["Location"])
     assert got.status_code == 200
     assert got.headers["ETag"] == '"1"'
@@ -289,7 +294,7 @@ async def test_deleting_a_user_and_group_membership(client: httpx.AsyncClient) -
 async def test_a_store_that_cannot_be_opened_is_answered_503_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "accounts.db").write_bytes(b"this is not a SQLite database\n" * 200)
     async with serving(f"sqlite:///{tmp_path}/accounts.db") as client:
-        for response in (await client.get("/users/u1"), await register(client)):
+        for response in (await client.get("/health"), await client.get("/users/u1"), await register(client)):
             assert response.status_code == 503
             error = response.json()["error"]
             assert error.startswith("store unavailable: cannot open SQLite database")

@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -51,7 +52,7 @@ from streamsrc.store import open_store
 __all__ = ["DEFAULT_URL", "create_app"]
 
 DEFAULT_URL = "sqlite:///accounts-web.db"
-"""The store ``create_app()`` opens when given no URL: a SQLite file in the current directory."""
+"""The store ``create_app()`` opens when given no URL and ``$STREAMSRC_URL`` is unset."""
 
 MAX_BODY = 64 * 1024
 """The largest request body accepted (``413`` above it)."""
@@ -218,6 +219,11 @@ class _Service:
         return self._accounts
 
     # -- reads
+
+    async def health(self, request: Request) -> Response:
+        """``200`` when the store answers a read, ``503`` (one line) when it does not: for load balancers."""
+        head = await self.accounts.users.store.head()
+        return JSONResponse({"store": "ok", "head": head})
 
     async def get_user(self, request: Request) -> Response:
         return await self._get(request, USERS)
@@ -451,8 +457,12 @@ def _actor(request: Request) -> str:
     return request.headers.get(ACTOR_HEADER, "anonymous")
 
 
-def create_app(url: str = DEFAULT_URL) -> Starlette:
+def create_app(url: str | None = None) -> Starlette:
     """The account example over HTTP on the store at ``url`` (opened by the app's lifespan).
+
+    Without ``url``: ``$STREAMSRC_URL``, else :data:`DEFAULT_URL` (a SQLite
+    file in the current directory), so that ``uvicorn --factory
+    examples.web.app:create_app`` runs it.
 
     ====== ================================= ===================================================
     GET    /users/{id}[?at=SEQ|ISO-TIME]     the user (now or then); ``ETag`` = its seq
@@ -465,17 +475,19 @@ def create_app(url: str = DEFAULT_URL) -> Starlette:
     POST   /groups                           create: ``{"name", "owner"[, "id"]}``
     POST   /groups/{id}/members              add ``{"user_id"}``
     DELETE /groups/{id}/members/{user_id}    remove a member
+    GET    /health                           ``200`` if the store answers, else ``503``
     ====== ================================= ===================================================
 
     Commands on an existing entity need ``If-Match: "<seq>"``.
     """
-    service = _Service(url)
+    service = _Service(url or os.environ.get("STREAMSRC_URL", DEFAULT_URL))
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         Problem: _problem_response,
         StoreError: _store_error_response,
     }
     return Starlette(
         routes=[
+            Route("/health", service.health, methods=["GET"]),
             Route("/users", service.register, methods=["POST"]),
             Route("/users/{key}", service.get_user, methods=["GET"], name="user"),
             Route("/users/{key}", service.update_user, methods=["PATCH"]),
