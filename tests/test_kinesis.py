@@ -271,6 +271,37 @@ async def test_records_still_failing_when_retries_run_out_fail_the_stream(kinesi
     assert [r.event.seq for r in read] == [1, 3, 4]
 
 
+async def test_a_throttled_call_is_sent_again_whole(kinesis: Any) -> None:
+    from botocore.exceptions import ClientError
+
+    class ThrottledOnce(FlakyKinesis):
+        """The stand-in above, whose first call is refused whole, as Kinesis refuses a call over the
+        stream's throughput (an error response, no per-record results)."""
+
+        async def put_records(self, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:
+            if not self.calls:
+                self.calls.append([])
+                raise ClientError({"Error": {"Code": THROTTLED, "Message": "Rate exceeded"}}, "PutRecords")
+            return await super().put_records(StreamName, Records)
+
+    name = await new_stream(kinesis)
+    sent = events(streams=2, per_stream=3)
+    flaky = ThrottledOnce(kinesis, lambda call, e: False)
+    published = await publish(flaky, name, sent, retry=RetryPolicy(max_attempts=3, base_delay=0.001))
+    assert [p.calls for p in published] == [2]
+    read = await kinesis_source(kinesis, name, poll=FAST).to_list()
+    assert sorted(r.event.position for r in read) == list(range(1, 7))
+
+
+async def test_with_max_wait_events_are_gathered_into_batches(kinesis: Any) -> None:
+    name = await new_stream(kinesis)
+    sent = events(streams=1, per_stream=7)
+    sink = kinesis_sink(kinesis, name, max_wait=0.05, batch_size=3)
+    published = await Stream.emits(sent, chunk_size=1).through(sink).to_list()
+    assert [len(p.events) for p in published] == [3, 3, 1]
+    assert [e for p in published for e in p.events] == sent
+
+
 # ------------------------------------------------------------------------------------------- source
 
 
