@@ -6,6 +6,8 @@ import asyncio
 import importlib.util
 import itertools
 import os
+import threading
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
+from moto_server import REGION, MotoUnavailable, session_endpoint
 from pg_server import PostgresUnavailable, create_database, drop_database, session_url
 
 from streamsrc.store import open_store
@@ -24,18 +27,76 @@ STORE_URLS = {
     "sqlite-small-pages": "sqlite:///{tmp}/events.db?page_size=3",
 }
 """Store URLs by name; ``{tmp}`` is a fresh temporary folder, ``{postgres}`` a fresh empty database
-(``postgresql://user:password@host:port/database``) on the test session's PostgreSQL server."""
+(``postgresql://user:password@host:port/database``) on the test session's PostgreSQL server,
+``{dynamodb}`` fresh tables (``dynamodb://TABLE?...&create=true&streams=false``) on the
+session's moto server."""
 
 POSTGRES_STORE_URLS = {
     "postgres": "{postgres}",
 }
 """The PostgreSQL entries of :data:`STORE_URLS`, there once ``streamsrc.store.postgres`` exists."""
 
+DYNAMODB_STORE_URLS = {
+    "dynamodb": "{dynamodb}",
+}
+"""The DynamoDB entries of :data:`STORE_URLS` (aiobotocore, on the session's moto server)."""
+
+DYNAMODB_PAGE_SIZE = 23
+"""Pages of the DynamoDB test stores: the suites append batches of up to two pages and two events,
+and one DynamoDB transaction holds at most 48 (``streamsrc.store.dynamodb.MAX_BATCH``)."""
+
 if importlib.util.find_spec("streamsrc.store.postgres") is not None:
     STORE_URLS.update(POSTGRES_STORE_URLS)
+if importlib.util.find_spec("aiobotocore") is not None:
+    STORE_URLS.update(DYNAMODB_STORE_URLS)
 
-ASYNCIO_ONLY = frozenset(POSTGRES_STORE_URLS)
-"""Stores whose driver (asyncpg) runs on asyncio only: ``conftest.py`` deselects their trio tests."""
+ASYNCIO_ONLY = frozenset(POSTGRES_STORE_URLS) | frozenset(DYNAMODB_STORE_URLS)
+"""Stores whose driver (asyncpg, aiobotocore) runs on asyncio only: ``conftest.py`` deselects their trio
+tests."""
+
+_tables = itertools.count()
+_moto_lock = threading.RLock()
+
+
+def serialise_moto_requests() -> None:
+    """Make the moto server of this process handle one request at a time.
+
+    moto's ``TransactWriteItems`` deep-copies the tables it touches to roll
+    back a cancelled transaction, and restores that copy: two requests on two
+    server threads at once can fail (a table changed while copied) or undo
+    each other's writes, which DynamoDB never does. One request at a time, as
+    a real table behaves item by item. Idempotent; a no-op without moto.
+    """
+    if importlib.util.find_spec("moto") is None:
+        return
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse.call_action
+    if getattr(original, "serialised", False):
+        return
+
+    def call_action(self: Any) -> Any:
+        with _moto_lock:
+            return original(self)
+
+    call_action.serialised = True  # type: ignore[attr-defined]
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+
+
+def fresh_dynamodb_url(options: str = "") -> str:
+    """A ``dynamodb://`` URL naming tables no other test uses, on the session's moto server (made on
+    open: ``create=true``), skipping the test if there is no moto; ``options`` are appended."""
+    serialise_moto_requests()
+    try:
+        endpoint = session_endpoint()
+    except MotoUnavailable as exc:
+        pytest.skip(str(exc))
+    table = f"t{os.getpid()}-{next(_tables)}-{uuid.uuid4().hex[:8]}"
+    # No DynamoDB Streams: nothing here reads them, and moto copies a table's stream records in every
+    # transaction (to roll it back), which makes each write slower as the table grows.
+    url = f"dynamodb://{table}?region={REGION}&endpoint_url={endpoint}&create=true&streams=false"
+    return f"{url}&{options}" if options else url
+
 
 _databases = itertools.count()
 
@@ -66,10 +127,13 @@ async def opened_store(name: str, tmp_path: Path) -> AsyncIterator[Any]:
     """Open the store named in :data:`STORE_URLS`, checking small-page stores really page small."""
     template = STORE_URLS[name]
     async with AsyncExitStack() as stack:
-        database = ""
+        database = dynamodb = ""
         if "{postgres}" in template:
             database = await stack.enter_async_context(fresh_postgres_database())
-        store = await stack.enter_async_context(open_store(template.format(tmp=tmp_path, postgres=database)))
+        if "{dynamodb}" in template:
+            dynamodb = fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}")
+        url = template.format(tmp=tmp_path, postgres=database, dynamodb=dynamodb)
+        store = await stack.enter_async_context(open_store(url))
         if "page_size=3" in template:
             assert store.page_size == 3
         yield store

@@ -71,7 +71,9 @@ are retried with jittered exponential backoff, ``retries`` times, then the
 operation fails with ``StoreUnavailable`` naming the cause.
 
 URL options: ``region``, ``endpoint_url``, ``consistent`` (``true``),
-``create`` (``false``: make missing tables on open), ``page_size``,
+``create`` (``false``: make missing tables on open), ``streams`` (``true``:
+tables made with DynamoDB Streams on; ``false`` when nothing reads them),
+``page_size``,
 ``max_event_size``, ``timeout`` (seconds to connect and to read, 10),
 ``retries`` (5). Credentials come from the usual AWS sources (environment,
 profile, role), never from the URL.
@@ -155,6 +157,7 @@ MAX_EVENT_SIZE = 400_000
 INLINE_BYTES = 350_000
 """A commit item carries a copy of its events when they fit in this many bytes."""
 
+_UUID = uuid.UUID
 _HEAD_KEY = {"pk": {"S": "head"}, "sk": {"S": "0"}}
 _LOG = "log"
 _STREAMS = "streams"
@@ -353,6 +356,7 @@ _URL_OPTIONS = {
     "endpoint_url": _text,
     "consistent": _boolean,
     "create": _boolean,
+    "streams": _boolean,
     "page_size": _positive_int,
     "max_event_size": _event_size,
     "timeout": _seconds,
@@ -371,6 +375,7 @@ class Settings:
     endpoint_url: str | None = None
     consistent: bool = True
     create: bool = False
+    streams: bool = True
     page_size: int = DEFAULT_PAGE_SIZE
     max_event_size: int = MAX_EVENT_SIZE
     timeout: float = 10.0
@@ -445,6 +450,7 @@ class DynamoDBStore:
         self._client: Any = None
         self._head: int | None = None  # the last head seen: the first guess of the next append
         self._seqs: dict[str, int] = {}  # last seq seen per stream (never ahead of the table)
+        self._writing = asyncio.Lock()
         self.appended = AppendSignal()
         """Notified after every append through this store that wrote events (or may have)."""
 
@@ -537,7 +543,8 @@ class DynamoDBStore:
         return await self._append(stream, batch, expected, [to_us(t) for t in times])
 
     def _check_size(self, stream: str, batch: list[EncodedEvent]) -> tuple[BatchTooLarge | None, bool]:
-        """Whether the batch fits one transaction (the error if not) and whether its copy fits the commit."""
+        """Whether the batch fits one transaction (the error if not) and whether its copy may fit the
+        commit item (the copy's exact size is checked when it is made)."""
         n = len(batch)
         if n > MAX_BATCH:
             return (
@@ -551,7 +558,9 @@ class DynamoDBStore:
         stream_bytes = _text_bytes(stream)
         events_bytes = sum(_event_bytes(stream_bytes, e) for e in batch)
         inline = events_bytes <= INLINE_BYTES
-        total = events_bytes * (2 if inline else 1) + n * (stream_bytes + 120) + 2 * stream_bytes + 400
+        total = (
+            events_bytes + (INLINE_BYTES if inline else 0) + n * (stream_bytes + 120) + 2 * stream_bytes + 400
+        )
         if total > MAX_TRANSACTION_BYTES:
             return (
                 BatchTooLarge(
@@ -565,10 +574,23 @@ class DynamoDBStore:
     async def _append(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
     ) -> Result[AppendResult, StoreError]:
-        n = len(batch)
         too_large, inline = self._check_size(stream, batch)
         if too_large is not None:
             return Failure(too_large)
+        # One append at a time per store: appends are serialised on the head item anyway, and waiting
+        # here costs nothing, where racing for the head costs a failed transaction per loser.
+        async with self._writing:
+            return await self._append_alone(stream, batch, expected, times, inline)
+
+    async def _append_alone(
+        self,
+        stream: str,
+        batch: list[EncodedEvent],
+        expected: Expected,
+        times: list[int] | None,
+        inline: bool,
+    ) -> Result[AppendResult, StoreError]:
+        n = len(batch)
         try:
             current = self._seqs.get(stream)
             fresh = current is None
@@ -632,7 +654,7 @@ class DynamoDBStore:
         now = now_us()
         items: list[dict[str, Any]] = []
         ids: list[dict[str, Any]] = []
-        copy: list[dict[str, Any]] = []
+        copy: list[tuple[str, str, str | None, str, int]] = []
         for k, event in enumerate(batch):
             seq, position = current + k + 1, head + k + 1
             t = now if times is None else times[k]
@@ -662,13 +684,7 @@ class DynamoDBStore:
                 }
             )
             if inline:
-                copy += (
-                    {"S": event.type},
-                    {"S": event.data},
-                    {"NULL": True} if event.metadata is None else {"S": event.metadata},
-                    {"S": str(event.id)},
-                    {"N": str(t)},
-                )
+                copy.append((event.type, event.data, event.metadata, str(event.id), t))
         items += ids
         if current == 0:
             items.append(
@@ -681,8 +697,10 @@ class DynamoDBStore:
             "seq": {"N": str(current + 1)},
             "position": {"N": str(head + 1)},
         }
-        if inline:
-            commit["events"] = {"L": copy}
+        if inline:  # one JSON text: [[type, data text, metadata text or null, id, time], ...]
+            text = encode_json(copy)
+            if _text_bytes(text) <= INLINE_BYTES:
+                commit["events"] = {"S": text}
         items.append(
             {
                 "Put": {
@@ -919,7 +937,7 @@ class DynamoDBStore:
                     int(item["seq"]["N"]),
                     first,
                     last,
-                    None if inline is None else inline["L"],
+                    None if inline is None else decode_json(inline["S"]),
                 )
             )
         return commits, "LastEvaluatedKey" in response
@@ -930,23 +948,8 @@ class DynamoDBStore:
         if copy is not None:
             new = tuple.__new__
             out = []
-            for k in range(0, len(copy), 5):
-                meta = copy[k + 2].get("S")
-                out.append(
-                    new(
-                        RecordedEvent,
-                        (
-                            stream,
-                            seq,
-                            position,
-                            copy[k]["S"],
-                            copy[k + 1]["S"],
-                            meta,
-                            uuid.UUID(copy[k + 3]["S"]),
-                            int(copy[k + 4]["N"]),
-                        ),
-                    )
-                )
+            for kind, data, meta, id_, t in copy:
+                out.append(new(RecordedEvent, (stream, seq, position, kind, data, meta, _UUID(id_), t)))
                 seq += 1
                 position += 1
             return out
@@ -1166,7 +1169,8 @@ async def _create_tables(client: Any, settings: Settings, shown: str) -> list[st
 
     async def create(role: str, name: str) -> str | None:
         try:
-            response = await client.create_table(**_definition(name, _KEYS[role], role == "events"))
+            streams = role == "events" and settings.streams
+            response = await client.create_table(**_definition(name, _KEYS[role], streams))
             table: dict[str, Any] | None = response.get("TableDescription")
             made: str | None = name
         except ClientError as exc:
