@@ -251,7 +251,7 @@ async def test_copy_cut_short_by_deadlines_again_and_again(tmp_path: Path) -> No
         await fill(source, 150, streams=20)
         want = await everything(source)
         for attempt in range(1000):
-            with anyio.move_on_after(0.002 + attempt * 0.0005) as scope:
+            with anyio.move_on_after(0.0005 + attempt * 0.0005) as scope:
                 await copy(source, target, batch_size=5)
             if not scope.cancelled_caught:
                 break
