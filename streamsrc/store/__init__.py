@@ -3,7 +3,7 @@
 The interpreters live one per module: ``memory`` (the reference),
 ``sqlite`` (the embedded default), ``postgres`` (asyncpg) and ``dynamodb``
 (aiobotocore; its items decode with ``streamsrc.store.dynamodb.event_from_item``,
-its tables are made by ``streamsrc create-tables``). Each imports its driver
+its tables are made by ``streamsrc dynamodb create-tables``). Each imports its driver
 itself and maps the driver's errors to :mod:`streamsrc.errors`.
 """
 

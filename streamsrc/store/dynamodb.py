@@ -1,6 +1,6 @@
 """``dynamodb://TABLE?region=...``: the DynamoDB interpreter, on aiobotocore (asyncio only).
 
-Tables (made by :func:`create_tables`, ``streamsrc create-tables URL``, or
+Tables (made by :func:`create_tables`, ``streamsrc dynamodb create-tables URL``, or
 ``open_store(URL + "&create=true")``; all on-demand capacity):
 
 * ``TABLE`` — the events: hash key ``stream`` (S), range key ``seq`` (N),
@@ -1200,8 +1200,8 @@ async def _check_tables(client: Any, settings: Settings, shown: str) -> None:
         table = await _describe_table(client, name)
         if table is None:
             raise StoreUnavailable(
-                f"table {name!r} of {shown} does not exist: run `streamsrc create-tables '{shown}'` "
-                "or open the store with create=true"
+                f"table {name!r} of {shown} does not exist: run "
+                f"`streamsrc dynamodb create-tables '{shown}'` or open the store with create=true"
             )
         _check_keys(table, role, shown)
 
@@ -1215,7 +1215,8 @@ async def create_tables(url: str) -> list[str]:
     """Create the tables of the store at ``url`` that do not exist yet (DynamoDB Streams on for the
     events); the names of those it created. Safe to run again: existing tables are checked, kept.
 
-    Runs on asyncio (aiobotocore). From a shell: ``streamsrc create-tables 'dynamodb://TABLE?region=...'``.
+    Runs on asyncio (aiobotocore). From a shell:
+    ``streamsrc dynamodb create-tables 'dynamodb://TABLE?region=...'``.
     """
     settings = Settings.from_url(url)
     shown = redact_url(url)
