@@ -3,14 +3,19 @@
 ``Stream.show(n)`` must run only the first ``n`` elements: an endless stream
 (``repeat_eval``, a live subscription) previews without hanging, no effect
 past the ``n``-th runs, and finalizers run exactly once.
+
+The notebooks themselves run as tests (nbmake, ``--nbmake`` in the pytest
+options); here only how they are stored is checked.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import NamedTuple
 
 import anyio
@@ -285,3 +290,25 @@ async def test_show_of_a_live_subscription_returns_after_n_events() -> None:
             tg.start_soon(store.append, "user-9", [EventData("Registered", {"n": 9})])
             live = await subscribe(store, after=3).show(1)
     assert [e.stream for e in live] == ["user-9"]
+
+
+# ------------------------------------------------------------------------------------ the notebooks
+
+NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_stored_without_outputs_and_never_start_an_event_loop() -> None:
+    names = [path.name for path in NOTEBOOKS]
+    assert names[:3] == ["01-streams.ipynb", "02-event-sourcing.ipynb", "03-cqrs.ipynb"]
+    for path in NOTEBOOKS:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        assert notebook["metadata"]["kernelspec"]["name"] == "python3", path.name
+        code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
+        assert code, path.name
+        for cell in code:
+            source = "".join(cell["source"])
+            assert cell["outputs"] == [], f"{path.name}: outputs stored in {source[:60]!r}"
+            assert cell["execution_count"] is None, path.name
+            # The kernel runs an event loop already: cells use top-level await.
+            assert "asyncio.run(" not in source, path.name
+            assert "anyio.run(" not in source, path.name
