@@ -231,7 +231,14 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
 
     @classmethod
     def _repr_html_table_(cls, events: Sequence[RecordedEvent]) -> str:
-        """Several events as one HTML table: how ``await stream.show()`` shows a stream of events."""
+        """Several events as one HTML table: how ``await stream.show()`` shows a stream of events.
+
+        >>> from datetime import datetime, UTC
+        >>> events = [RecordedEvent("s-1", n, n, "T", {"n": n}, None, uuid.UUID(int=n),
+        ...                         datetime(2026, 1, 1, tzinfo=UTC)) for n in (1, 2)]
+        >>> RecordedEvent._repr_html_table_(events).count("<tr title=")
+        2
+        """
         from streamsrc.display import events_html
 
         return events_html(events, max_chars=200)
