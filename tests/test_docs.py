@@ -86,8 +86,9 @@ def run_block(name: str, source: str, test_module: bool) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def runs() -> dict[str, subprocess.CompletedProcess[str]]:
     """Every block's run; they run a few at a time (much of their time is spent waiting)."""
-    todo = [(name, source, False) for name, source in PROGRAMS]
-    todo += [(name, source, True) for name, source in TEST_MODULES]
+    todo = [(name, source, True) for name, source in TEST_MODULES]
+    todo += [(name, source, False) for name, source in PROGRAMS]
+    todo.sort(key=lambda block: not (block[2] or "moto" in block[1]))  # the slow ones first
     with ThreadPoolExecutor(max_workers=4) as pool:
         done = pool.map(run_block, *zip(*todo, strict=True))
         return dict(zip([name for name, _, _ in todo], done, strict=True))
