@@ -79,7 +79,8 @@ def run_block(name: str, source: str, test_module: bool) -> subprocess.Completed
         command = [sys.executable, "-c", source]
         if test_module:
             (Path(folder) / "test_guide_module.py").write_text(source, encoding="utf-8")
-            command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", PYTEST_SAMPLE]
+            quiet = ["-q", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:nbmake"]
+            command = [sys.executable, "-m", "pytest", *quiet, "-k", PYTEST_SAMPLE]
         return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=120)
 
 
