@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python bench/store_dynamodb.py                  # full run (about 2 minutes), a report; exit 0
+    python bench/store_dynamodb.py                  # full run (about 3 minutes), a report; exit 0
     python bench/store_dynamodb.py --check          # same, exit 1 if a target is missed
     python bench/store_dynamodb.py --quick          # small sizes: a smoke test for CI (~25 s)
     python bench/store_dynamodb.py --repeat 5 --only single
@@ -75,7 +75,7 @@ class Sizes:
     read: int  # events read by read_all (written in batches of MAX_BATCH)
 
 
-FULL = Sizes(single=300, single_streams=10, batches=20, read=2_400)
+FULL = Sizes(single=120, single_streams=10, batches=8, read=960)
 QUICK = Sizes(single=16, single_streams=4, batches=2, read=96)
 
 

@@ -46,7 +46,7 @@ class TestDynamoDBConformance(EventStoreConformance):
     each event's seq), atomic batches (one transaction), idempotent retries (an id item per event),
     one global order that a tailing reader never skips (a head item updated in every append's
     transaction, and dense positions that ``read_all`` checks), backwards reads, concurrent writers,
-    snapshots, checkpoints, and the in-process append signal. Its one limit is DynamoDB's 400 KB per
+    snapshots, checkpoints, the in-process append signal and imports. Its one limit is DynamoDB's 400 KB per
     item: events hold at most 400,000 bytes of data and metadata, so the large payload is smaller."""
 
     supports_expected_version = True
@@ -58,7 +58,9 @@ class TestDynamoDBConformance(EventStoreConformance):
     supports_snapshots = True
     supports_checkpoints = True
     supports_append_signal = True
+    supports_import = True
     large_event_bytes = 390_000
+    concurrent_writer_tasks = 6  # each lost race costs moto a transaction that copies the tables
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[ConformantStore]:

@@ -116,6 +116,7 @@ from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json,
 from streamsrc.store._contract import (
     ANY,
     DEFAULT_PAGE_SIZE,
+    NO_STREAM,
     AppendResult,
     AppendSignal,
     EncodedEvent,
@@ -593,9 +594,11 @@ class DynamoDBStore:
         n = len(batch)
         try:
             current = self._seqs.get(stream)
-            fresh = current is None
-            if current is None:
-                current = await self._current(stream)
+            fresh = False
+            if current is None and n and (expected is ANY or expected is NO_STREAM or expected == 0):
+                current = 0  # a guess, no read: the conditions on the events' seqs check it
+            elif current is None:
+                current, fresh = await self._current(stream), True
             head = self._head
             for _ in range(_MAX_CONTENDED_TRIES):
                 wrong = check_expected(stream, expected, current)
@@ -839,7 +842,15 @@ class DynamoDBStore:
             "ScanIndexForward": not backwards,
             "ConsistentRead": self.consistent,
         }
-        return self._pages("read", query, limit).map(event_from_item)
+        remember = self._remember
+
+        def decode(items: list[dict[str, Any]]) -> list[RecordedEvent]:
+            events = list(map(event_from_item, items))
+            if events:  # what the stream holds at least: the next append to it needs no read of its version
+                remember(stream, max(events[0].seq, events[-1].seq))
+            return events
+
+        return self._pages("read", query, limit).map_chunks(decode)
 
     def _pages(self, what: str, query: dict[str, Any], limit: int | None) -> Stream[dict[str, Any]]:
         """The items of a query, page by page (lazily), following ``LastEvaluatedKey``.
