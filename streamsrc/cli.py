@@ -69,6 +69,8 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
         return anyio.run(main)
     except BaseException as exc:
         leaf = _first_leaf(exc)
+        if isinstance(leaf, BrokenPipeError):
+            raise leaf from None  # the reader left (``| head``): _quiet_pipe ends quietly
         if isinstance(leaf, click.ClickException):
             raise leaf from None
         if isinstance(leaf, _EXPECTED):
@@ -150,6 +152,8 @@ def _load_attribute(spec: str, what: str) -> Any:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise click.BadParameter(f"{what} must be given as module:attribute, not {spec!r}")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as ``python -m`` does: modules of the current folder
     try:
         found: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
@@ -492,9 +496,11 @@ def import_events(ctx: click.Context, url: str | None, batch_size: int) -> None:
     """
     from streamsrc.store import ImportingStore
 
-    async def main() -> int:
+    async def main() -> tuple[int, int]:
         count = 0
         async with _open(url or _url(ctx), must_exist=False) as store:
+            head: Callable[[], Awaitable[int]] = store.head
+            before = await head()
             if not isinstance(store, ImportingStore):
                 raise CommandFailed(f"{store!r} cannot import recorded events")
             # The whole input is read and checked first: a malformed line writes nothing.
@@ -521,10 +527,10 @@ def import_events(ctx: click.Context, url: str | None, batch_size: int) -> None:
                     first_line = number
                 batch.append(event)
             await flush()
-        return count
+            return count, await head() - before
 
-    count = _run(main)
-    click.echo(f"imported {count:,} events", err=True)
+    count, written = _run(main)
+    click.echo(f"imported {written:,} events ({count - written:,} were there already)", err=True)
 
 
 # ------------------------------------------------------------------------------------- projections

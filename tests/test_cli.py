@@ -158,10 +158,13 @@ def test_export_import_round_trip_is_lossless(demo_dir: Path, tmp_path: Path) ->
     target = f"sqlite:///{tmp_path}/copy.db"
     imported = streamsrc("--url", target, "import", cwd=tmp_path, stdin=dump)
     ok(imported)
-    assert f"imported {len(dump.splitlines())} events" in imported.stderr
+    total = len(dump.splitlines())
+    assert f"imported {total} events (0 were there already)" in imported.stderr
     assert ok(streamsrc("--url", target, "export", cwd=tmp_path)) == dump
     # Importing the same file again is harmless: nothing doubles.
-    ok(streamsrc("--url", target, "import", cwd=tmp_path, stdin=dump))
+    again = streamsrc("--url", target, "import", cwd=tmp_path, stdin=dump)
+    ok(again)
+    assert f"imported 0 events ({total} were there already)" in again.stderr
     assert ok(streamsrc("--url", target, "export", cwd=tmp_path)) == dump
 
 
@@ -269,6 +272,22 @@ def test_a_malformed_import_names_the_line_and_writes_nothing(demo_dir: Path, tm
     url = f"sqlite:///{tmp_path}/broken.db"
     one_line_error(streamsrc("--url", url, "import", cwd=tmp_path, stdin=broken), "line 4")
     assert ok(streamsrc("--url", url, "read-all", "--json", cwd=tmp_path)) == ""
+
+
+def test_a_reader_leaving_early_is_not_an_error(demo_dir: Path) -> None:
+    for args in (["streams"], ["read-all"], ["export"]):
+        command = [sys.executable, "-m", "streamsrc", *args]
+        piped = subprocess.run(
+            f"{' '.join(command)} | head -1",
+            shell=True,
+            cwd=demo_dir,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+        assert piped.returncode == 0
+        assert len(piped.stdout.splitlines()) == 1
+        assert "rror" not in piped.stderr, piped.stderr
 
 
 def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
