@@ -2,6 +2,7 @@
 
 from streamsrc.stream._core import CHUNK_SIZE as CHUNK_SIZE
 from streamsrc.stream._stream import Pipe as Pipe
+from streamsrc.stream._stream import Preview as Preview
 from streamsrc.stream._stream import Stream as Stream
 
-__all__ = ["CHUNK_SIZE", "Pipe", "Stream"]
+__all__ = ["CHUNK_SIZE", "Pipe", "Preview", "Stream"]
