@@ -92,8 +92,6 @@ def moto_endpoint() -> str:
 TOO_HEAVY_FOR_MOTO: dict[str, dict[str, tuple[object, ...]]] = {
     "test_follows_many_concurrent_writers": {},  # 400 appends by 8 writers within 30 s
     "test_concurrent_commands_all_succeed_through_retries": {},  # 32 commands racing on one stream
-    "test_read_models_match_the_write_side": {"seed": (2,)},  # the same test with seed 1 runs
-    "test_appends_racing_the_catch_up_boundary": {"page_size": (3, 1000)},  # page_size=1 runs
     "test_filters_deliver_only_matching_events": {},  # filtered read_all: in the conformance suite
 }
 """Shared-suite tests (and parameters) deselected for the DynamoDB store: their sizes, fixed in their

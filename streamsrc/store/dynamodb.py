@@ -30,8 +30,9 @@ serialised by DynamoDB, so two appends can never get the same positions, and
 an append commits positions ``head + 1 .. head + n`` only if the commit that
 gave ``head`` is done: **commit order is position order, and positions have
 no holes**. ``read_all`` queries the commit items (``pk = "log"``,
-``sk > after``, strongly consistent) and, because positions are dense,
-*checks* that each commit starts where the previous one ended: a commit not
+``sk > after``, strongly consistent, ``page_size`` commits a page) and,
+because positions are dense, *checks* that each commit starts where the
+previous one ended: a commit not
 visible yet (a hole) ends the read just before it, so a tailing reader never
 skips an event, whatever order DynamoDB makes the items of two transactions
 visible in. A failed head condition is not a blind retry: the append takes
@@ -39,13 +40,18 @@ the head the failure reports and tries again, while the per-event
 conditions still decide ``WrongExpectedVersion``.
 
 The cost: appends to *different* streams are serialised on one item, so a
-table takes at most about one append per ~10-20 ms of transaction latency
-per writer, and under contention writers retry on the head (DynamoDB caps
-one item at 1,000 writes/s; one partition, ``pk = "log"``, takes every
-commit item, 1 MB/s). Each commit item also carries a copy of its events
-(when the copy fits in 350 KB; else ``read_all`` fetches them from the
-events table), so ``read_all`` reads one item per commit — the price is that
-event bytes are written twice. A per-stream design (DynamoDB Streams order
+table takes one append per transaction latency (~10-30 ms on DynamoDB),
+whatever the number of writers; writers in several processes that race for
+the head lose transactions (one store instance runs its own appends one at
+a time, so they never race each other). DynamoDB also caps one item at
+1,000 writes/s, and one partition (``pk = "log"``) takes every commit item
+(1 MB/s). To spare a read per append, the store remembers the last seq it
+saw of each stream (from its appends and reads; never ahead of the table)
+and, for an append that creates a stream, assumes it is new: the
+conditions on the events' seqs check every such guess. Each commit item
+also carries a copy of its events (when the copy fits in 350 KB; else
+``read_all`` fetches them from the events table), so ``read_all`` reads one
+item per commit — the price is that event bytes are written twice. A per-stream design (DynamoDB Streams order
 per key only) would scale further but could not promise one global order.
 
 What the store promises: ``seq`` gap-free per stream; ``position`` strictly
@@ -487,12 +493,15 @@ class DynamoDBStore:
         if stack is not None:
             await stack.aclose()
 
-    async def _call(self, what: str, method: str, **kwargs: Any) -> dict[str, Any]:
+    async def _call(
+        self, what: str, method: str, *, raw_errors: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
         """One DynamoDB call, retried with backoff on throttling and transient errors.
 
-        Raises ``StoreUnavailable`` once the tries are used up (or at once for
-        errors no retry can help: missing table, no credentials) and lets
-        other ``ClientError`` through for the caller to decide.
+        Raises ``StoreUnavailable`` once the tries are used up, or at once for
+        errors no retry can help (missing table, no credentials, a request
+        DynamoDB refuses); with ``raw_errors`` those refusals come as the
+        ``ClientError``, for the caller to read.
         """
         client = self._client
         if client is None:
@@ -508,7 +517,9 @@ class DynamoDBStore:
                 if code == "ResourceNotFoundException":
                     raise StoreUnavailable(f"{what} on {self.url}: {_describe(exc)}") from exc
                 if code not in _TRANSIENT:
-                    raise
+                    if raw_errors:
+                        raise
+                    raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from exc
                 cause: BaseException = exc
             except _CONNECTION_ERRORS as exc:
                 cause = exc
@@ -738,7 +749,9 @@ class DynamoDBStore:
         attempt = 0
         while True:
             try:
-                await self._call(f"append to {stream!r}", "transact_write_items", TransactItems=items)
+                await self._call(
+                    f"append to {stream!r}", "transact_write_items", raw_errors=True, TransactItems=items
+                )
                 return None
             except ClientError as exc:
                 if _code(exc) != "TransactionCanceledException":
@@ -1022,10 +1035,7 @@ class DynamoDBStore:
             "state": {"S": encode_json(state)},
             "time": {"N": str(now_us())},
         }
-        try:
-            await self._call("save_snapshot", "put_item", TableName=self.tables["snapshots"], Item=item)
-        except ClientError as exc:
-            raise StoreUnavailable(f"save_snapshot on {self.url} failed: {_describe(exc)}") from exc
+        await self._call("save_snapshot", "put_item", TableName=self.tables["snapshots"], Item=item)
 
     async def load_snapshot(
         self,
