@@ -46,7 +46,11 @@ __all__ = [
 
 
 class StreamsrcError(Exception):
-    """Base class of every error streamsrc raises or returns."""
+    """Base class of every error streamsrc raises or returns.
+
+    >>> issubclass(WrongExpectedVersion, StreamsrcError), issubclass(Rejection, StreamsrcError)
+    (True, True)
+    """
 
 
 class EffectFailed(StreamsrcError):
@@ -55,6 +59,16 @@ class EffectFailed(StreamsrcError):
     ``failure`` holds the value inside the ``Failure`` unchanged, so a caller
     that gets this error back (from a terminal ``*_result`` variant, say) can
     match on the domain value.
+
+    >>> import anyio
+    >>> from returns.result import Failure
+    >>> from streamsrc import Stream
+    >>> async def check(x: int) -> Failure[str]:
+    ...     return Failure(f"{x} is too big")
+    >>> anyio.run(Stream.emit(7).eval_map(check).to_list)
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.EffectFailed: 7 is too big
     """
 
     def __init__(self, failure: object) -> None:
@@ -69,11 +83,25 @@ class InvalidStoreURL(StreamsrcError):
     """``open_store`` cannot use this URL: unknown scheme, bad option, missing part.
 
     The message names the URL with any password replaced by ``***``.
+
+    >>> import anyio
+    >>> from streamsrc.store import open_store
+    >>> async def main() -> None:
+    ...     async with open_store("ftp://user:secret@host/events"):
+    ...         pass
+    >>> anyio.run(main)
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.InvalidStoreURL: unknown store URL scheme 'ftp' in ftp://user:***@host/events (use ...)
     """
 
 
 class UnknownEventType(StreamsrcError):
-    """A codec was asked to decode an event type it has no class registered for."""
+    """A codec was asked to decode an event type it has no class registered for.
+
+    >>> UnknownEventType("OrderShipped")
+    UnknownEventType("no class registered for event type 'OrderShipped'")
+    """
 
     def __init__(self, event_type: str) -> None:
         super().__init__(f"no class registered for event type {event_type!r}")
@@ -81,13 +109,27 @@ class UnknownEventType(StreamsrcError):
 
 
 class StoreError(StreamsrcError):
-    """Base of the failures an event store returns (as ``Failure`` values) or raises."""
+    """Base of the failures an event store returns (as ``Failure`` values) or raises.
+
+    >>> isinstance(WrongExpectedVersion("order-1", 0, 1), StoreError)
+    True
+    """
 
 
 class WrongExpectedVersion(StoreError):
     """The stream is not at the version the append expected; nothing was written.
 
     ``actual`` is the stream's last seq when the append was refused (0: no stream).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {})])
+    ...     print(await store.append("order-1", [EventData("OrderPlaced", {})], expected=0))
+    >>> anyio.run(main)
+    <Failure: stream 'order-1' is at version 1, expected 0>
     """
 
     def __init__(self, stream: str, expected: object, actual: int) -> None:
@@ -108,7 +150,18 @@ class WrongExpectedVersion(StoreError):
 
 
 class DuplicateEvent(StoreError):
-    """An event id of the batch is already stored, not as a retry of this same batch."""
+    """An event id of the batch is already stored, not as a retry of this same batch.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store, placed = MemoryStore(), EventData("OrderPlaced", {})
+    ...     await store.append("order-1", [placed])
+    ...     print(await store.append("order-2", [placed]))
+    >>> anyio.run(main)
+    <Failure: event ... is already in the store (appending to 'order-2')>
+    """
 
     def __init__(self, stream: str, event_id: object) -> None:
         super().__init__(f"event {event_id} is already in the store (appending to {stream!r})")
@@ -117,11 +170,25 @@ class DuplicateEvent(StoreError):
 
 
 class InvalidEvent(StoreError):
-    """An event or a stream name cannot be stored as given (bad name, data not JSON, ...)."""
+    """An event or a stream name cannot be stored as given (bad name, data not JSON, ...).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> anyio.run(MemoryStore().append, "order-1", [EventData("OrderPlaced", {"at": object()})])
+    <Failure: not a JSON value: Object of type object is not JSON serializable>
+    """
 
 
 class EventTooLarge(InvalidEvent):
-    """An event's encoded data and metadata exceed the store's size limit."""
+    """An event's encoded data and metadata exceed the store's size limit.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> anyio.run(MemoryStore(max_event_size=100).append, "order-1", [EventData("Note", {"text": "x" * 200})])
+    <Failure: event ... is ... bytes encoded, over the limit of 100>
+    """
 
     def __init__(self, event_id: object, size: int, limit: int) -> None:
         super().__init__(f"event {event_id} is {size} bytes encoded, over the limit of {limit}")
@@ -135,11 +202,19 @@ class StoreUnavailable(StoreError):
 
     An append that returns this wrote nothing, or (if the failure came after
     the commit) wrote everything: retrying with the same event ids is safe.
+
+    >>> from returns.result import Failure
+    >>> Failure(StoreUnavailable("connection refused"))
+    <Failure: connection refused>
     """
 
 
 class IncompatibleSchema(StoreError):
-    """The store's tables were made by a newer streamsrc (or are not streamsrc's); nothing was changed."""
+    """The store's tables were made by a newer streamsrc (or are not streamsrc's); nothing was changed.
+
+    >>> isinstance(IncompatibleSchema("the store's schema is version 9"), StoreError)
+    True
+    """
 
 
 class Rejection(StreamsrcError):
@@ -169,6 +244,9 @@ class Conflict(StreamsrcError):
     """A command kept losing to concurrent writers until its retries ran out; nothing was written.
 
     ``attempts`` counts the appends tried; ``last`` is the final ``WrongExpectedVersion``.
+
+    >>> Conflict(3, WrongExpectedVersion("account-1", 4, 5))
+    Conflict("gave up after 3 attempt(s): stream 'account-1' is at version 5, expected 4")
     """
 
     def __init__(self, attempts: int, last: WrongExpectedVersion) -> None:
@@ -184,6 +262,9 @@ class ProjectionFailed(StreamsrcError):
     before ``position``); fix the handler or the event's data and run the
     projection again, and it goes on from there. ``cause`` is the handler's
     exception.
+
+    >>> str(ProjectionFailed("emails", 42, "user-1", 3, "EmailChanged", KeyError("email")))
+    "projection 'emails' failed on the event at position 42 ('user-1' #3, EmailChanged): KeyError: 'email'"
     """
 
     def __init__(
