@@ -66,6 +66,16 @@ class Codec:
     ``on_unknown`` decides what :meth:`decode_all` does with an event type
     that has no class: ``"raise"`` (``UnknownEventType``, the default) or
     ``"skip"`` (drop it).
+
+    >>> from dataclasses import dataclass
+    >>> codec = Codec()
+    >>> @codec.register()
+    ... @dataclass(frozen=True)
+    ... class Deposited:
+    ...     amount: int
+    >>> data = codec.encode(Deposited(5))
+    >>> data.type, data.data, codec.decode(data)
+    ('Deposited', {'amount': 5}, Deposited(amount=5))
     """
 
     def __init__(self, on_unknown: Literal["raise", "skip"] = "raise") -> None:

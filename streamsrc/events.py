@@ -40,7 +40,11 @@ MAX_NAME_LENGTH = 512
 
 
 def new_event_id() -> uuid.UUID:
-    """A fresh random (version 4) UUID."""
+    """A fresh random (version 4) UUID.
+
+    >>> new_event_id().version
+    4
+    """
     return uuid_from_bytes(os.urandom(16), version4=True)
 
 
@@ -270,6 +274,10 @@ def stored_event(
     ``time`` a datetime or microseconds since the epoch (UTC). Stores build
     pages with ``tuple.__new__(RecordedEvent, row)`` directly, which is the
     same thing without the call.
+
+    >>> event = stored_event("order-1", 1, 7, "OrderPlaced", '{"total": 12}', None, new_event_id(), 0)
+    >>> event.data, event.position, event.time
+    ({'total': 12}, 7, datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc))
     """
     return tuple.__new__(RecordedEvent, (stream, seq, position, type, data, metadata, id, time))
 
@@ -362,7 +370,11 @@ def encode_json(value: Any) -> str:
 
 
 def encode_json_sized(value: Any) -> tuple[str, int]:
-    """:func:`encode_json` and the size of the text in UTF-8 bytes."""
+    """:func:`encode_json` and the size of the text in UTF-8 bytes.
+
+    >>> encode_json_sized({"name": "Zoë"})
+    ('{"name":"Zoë"}', 15)
+    """
     try:
         text = _ENCODER.encode(value)
         size = len(text.encode("utf-8"))

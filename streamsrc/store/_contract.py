@@ -52,7 +52,20 @@ DEFAULT_PAGE_SIZE = 1000
 
 
 class ExpectedVersion(enum.Enum):
-    """Where an append expects the stream to be, other than an exact seq."""
+    """Where an append expects the stream to be, other than an exact seq.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store import NO_STREAM, STREAM_EXISTS
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     print(await store.append("cart-1", [EventData("Opened", {})], expected=STREAM_EXISTS))
+    ...     print(await store.append("cart-1", [EventData("Opened", {})], expected=NO_STREAM))
+    >>> anyio.run(main)
+    <Failure: stream 'cart-1' is at version 0, expected STREAM_EXISTS>
+    <Success: AppendResult(stream='cart-1', last_seq=1, positions=(1,))>
+    """
 
     ANY = "any"
     """Append wherever the stream is (no concurrency check)."""
@@ -77,7 +90,16 @@ Expected: TypeAlias = int | ExpectedVersion
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """A successful append: the stream's new last ``seq`` and the global positions written."""
+    """A successful append: the stream's new last ``seq`` and the global positions written.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> events = [EventData("Added", {"sku": "a"}), EventData("Added", {"sku": "b"})]
+    >>> result = anyio.run(MemoryStore().append, "cart-1", events).unwrap()
+    >>> result, result.first_seq
+    (AppendResult(stream='cart-1', last_seq=2, positions=(1, 2)), 1)
+    """
 
     stream: str
     last_seq: int
@@ -91,7 +113,18 @@ class AppendResult:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A saved state of one key: as of event ``seq`` (written at ``time``), in ``schema_version``."""
+    """A saved state of one key: as of event ``seq`` (written at ``time``), in ``schema_version``.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.save_snapshot("account-1", seq=10, state={"balance": 42}, schema_version=1)
+    ...     snapshot = (await store.load_snapshot("account-1", schema_version=1)).unwrap()
+    ...     print(snapshot.seq, snapshot.state)
+    >>> anyio.run(main)
+    10 {'balance': 42}
+    """
 
     key: str
     seq: int
@@ -102,7 +135,21 @@ class Snapshot:
 
 @runtime_checkable
 class EventStore(Protocol):
-    """An append-only log of events in per-key streams, with a global order."""
+    """An append-only log of events in per-key streams, with a global order.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store: EventStore = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {"total": 12})])
+    ...     await store.append("order-2", [EventData("OrderPlaced", {"total": 7})])
+    ...     print([(e.stream, e.seq, e.position) for e in await store.read_all().to_list()])
+    ...     print((await store.latest("order-2")).map(lambda e: e.data), await store.head())
+    >>> anyio.run(main)
+    [('order-1', 1, 1), ('order-2', 1, 2)]
+    <Some: {'total': 7}> 2
+    """
 
     async def append(
         self, stream: str, events: Sequence[EventData], expected: Expected = ANY
@@ -152,7 +199,17 @@ class EventStore(Protocol):
 
 @runtime_checkable
 class SnapshotStore(Protocol):
-    """Saved states per key, each tagged with the seq it reflects and a schema version."""
+    """Saved states per key, each tagged with the seq it reflects and a schema version.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store: SnapshotStore = MemoryStore()
+    ...     await store.save_snapshot("account-1", seq=3, state={"balance": 5}, schema_version=1)
+    ...     print(await store.load_snapshot("account-1", schema_version=2))  # another schema: ignored
+    >>> anyio.run(main)
+    <Nothing>
+    """
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
         """Save ``state`` (a JSON value) as the state of ``key`` after event ``seq``."""
@@ -174,7 +231,19 @@ class SnapshotStore(Protocol):
 
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Named global positions: how far a projection or subscription has got."""
+    """Named global positions: how far a projection or subscription has got.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store: CheckpointStore = MemoryStore()
+    ...     print(await store.load_checkpoint("emails"))
+    ...     await store.save_checkpoint("emails", 120)
+    ...     print(await store.load_checkpoint("emails"))
+    >>> anyio.run(main)
+    0
+    120
+    """
 
     async def load_checkpoint(self, name: str) -> int:
         """The saved position of ``name``, or 0 if none was saved."""
@@ -192,6 +261,16 @@ class AppendSignal:
     wait for it instead of polling often (they still poll, slowly, for
     writers in other processes). Take ``version`` before reading, and
     :meth:`wait` returns at once if an append landed since.
+
+    >>> import anyio
+    >>> async def main() -> None:
+    ...     signal = AppendSignal()
+    ...     seen = signal.version
+    ...     signal.notify()  # an append landed
+    ...     await signal.wait(seen, timeout=10)  # returns at once
+    ...     print(signal.version)
+    >>> anyio.run(main)
+    1
     """
 
     __slots__ = ("_event", "version")
@@ -220,7 +299,12 @@ class AppendSignal:
 
 @runtime_checkable
 class NotifyingStore(Protocol):
-    """A store that tells subscribers in this process about appends (see :class:`AppendSignal`)."""
+    """A store that tells subscribers in this process about appends (see :class:`AppendSignal`).
+
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> isinstance(MemoryStore(), NotifyingStore), MemoryStore().appended.version
+    (True, 0)
+    """
 
     @property
     def appended(self) -> AppendSignal:
@@ -230,7 +314,20 @@ class NotifyingStore(Protocol):
 
 @runtime_checkable
 class ImportingStore(Protocol):
-    """A store that takes events recorded elsewhere and keeps what they were (migrations, imports)."""
+    """A store that takes events recorded elsewhere and keeps what they were (migrations, imports).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Opened", {})])
+    ...     print(isinstance(target, ImportingStore))
+    ...     print(await target.import_events("s", await source.read("s").to_list()))
+    >>> anyio.run(main)
+    True
+    <Success: AppendResult(stream='s', last_seq=1, positions=(1,))>
+    """
 
     async def import_events(
         self, stream: str, events: Sequence[RecordedEvent]
@@ -251,7 +348,14 @@ class ImportingStore(Protocol):
 
 
 class EventFilter(NamedTuple):
-    """Which events a filtered ``read_all`` keeps (``None``: no condition)."""
+    """Which events a filtered ``read_all`` keeps (``None``: no condition).
+
+    >>> keep = EventFilter.of(["UserRegistered"], stream_prefix="user-")
+    >>> keep.keeps("user-1", "UserRegistered"), keep.keeps("group-1", "UserRegistered")
+    (True, False)
+    >>> EventFilter().everything
+    True
+    """
 
     types: frozenset[str] | None = None
     stream_prefix: str | None = None
