@@ -114,7 +114,12 @@ class Decider(Generic[C, E, S]):
 
 
 class SnapshotPolicy(Protocol):
-    """When a snapshot is due: after the events ``new_types`` took the state to ``seq``."""
+    """When a snapshot is due: after the events ``new_types`` took the state to ``seq``.
+
+    >>> policy: SnapshotPolicy = EveryN(50)
+    >>> policy.due(last_snapshot_seq=0, seq=50, new_types=["NameChanged"])
+    True
+    """
 
     def due(self, last_snapshot_seq: int, seq: int, new_types: Sequence[str]) -> bool:
         """Whether to save a snapshot at ``seq`` (the last one saved is at ``last_snapshot_seq``)."""
@@ -154,7 +159,19 @@ class OnEventTypes:
 
 
 class Consistency(enum.Enum):
-    """How fresh a loaded state must be."""
+    """How fresh a loaded state must be.
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))
+    ...     stale, fresh = await accounts.load("u1", LATEST_SNAPSHOT), await accounts.load("u1", LATEST_EVENT)
+    ...     print(stale.seq, fresh.seq)
+    >>> anyio.run(main)  # no snapshot yet: LATEST_SNAPSHOT gives the initial state
+    0 1
+    """
 
     LATEST_EVENT = "latest_event"
     """Replay every event after the snapshot: the state as of the last event."""
@@ -177,6 +194,12 @@ class Entity(Generic[K, C, E, S]):
     * ``state_type`` lets snapshots be decoded; ``snapshots`` says when one is
       written; ``schema_version`` must change when the state's shape does.
     * ``retry`` bounds the attempts of a command that loses races.
+
+    >>> from streamsrc.codec import Codec
+    >>> decider = Decider(0, lambda total, event: total + event.amount, lambda amount, total: Success([]))
+    >>> account = Entity("account", decider, Codec(), stream=lambda key: f"account-{key}")
+    >>> account.stream("a1"), account.snapshot_key("a1")
+    ('account-a1', 'account:a1')
     """
 
     name: str
@@ -206,7 +229,20 @@ class Entity(Generic[K, C, E, S]):
 
 @dataclass(frozen=True)
 class Loaded(Generic[S]):
-    """A state as of event ``seq`` of the entity's stream (0: no events)."""
+    """A state as of event ``seq`` of the entity's stream (0: no events).
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     print(await accounts.load("u1"))
+    ...     await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))
+    ...     print(await accounts.load("u1"))
+    >>> anyio.run(main)
+    Loaded(state=User(user_id='', username='', name='', email='', exists=False), seq=0)
+    Loaded(state=User(user_id='u1', username='ada', name='Ada', email='ada@example.com', exists=True), seq=1)
+    """
 
     state: S
     seq: int
@@ -214,7 +250,18 @@ class Loaded(Generic[S]):
 
 @dataclass(frozen=True)
 class Saved(Generic[E, S]):
-    """A command that succeeded: the new last ``seq``, its ``events`` and the resulting state."""
+    """A command that succeeded: the new last ``seq``, its ``events`` and the resulting state.
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     saved = (await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))).unwrap()
+    ...     print(saved.seq, saved.events, saved.positions, saved.retries)
+    >>> anyio.run(main)
+    1 (UserRegistered(user_id='u1', username='ada', name='Ada', email='ada@example.com'),) (1,) 0
+    """
 
     seq: int
     events: tuple[E, ...]
@@ -224,7 +271,21 @@ class Saved(Generic[E, S]):
 
 
 class Step(NamedTuple):
-    """One step of an entity's history: the stored event, its decoded form, the state after it."""
+    """One step of an entity's history: the stored event, its decoded form, the state after it.
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, Update, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))
+    ...     await accounts.handle("u1", Update(name="Ada Lovelace"))
+    ...     for step in await accounts.history("u1").to_list():
+    ...         print(step.recorded.seq, type(step.event).__name__, step.state.name)
+    >>> anyio.run(main)
+    1 UserRegistered Ada
+    2 NameChanged Ada Lovelace
+    """
 
     recorded: RecordedEvent
     event: Any
@@ -235,7 +296,21 @@ CommandError = Rejection | Conflict | StoreError
 
 
 class Repository(Generic[K, C, E, S]):
-    """Commands and queries of one :class:`Entity` kind against one store."""
+    """Commands and queries of one :class:`Entity` kind against one store.
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, Update, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))
+    ...     await accounts.handle("u1", Update(email="ada@example.org"), if_seq=1)
+    ...     print((await accounts.load("u1")).state.email, (await accounts.state_at("u1", seq=1)).state.email)
+    ...     print(await accounts.handle("u1", Update(email="nowhere")))
+    >>> anyio.run(main)
+    ada@example.org ada@example.com
+    <Failure: 'nowhere' is not an email address>
+    """
 
     def __init__(self, store: EventStore, entity: Entity[K, C, E, S]) -> None:
         self.store = store
