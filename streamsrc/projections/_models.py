@@ -35,7 +35,20 @@ H_contra = TypeVar("H_contra", contravariant=True)
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An event a projection could not apply and set aside (the dead-letter policy)."""
+    """An event a projection could not apply and set aside (the dead-letter policy).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("user-2", [EventData("Registered", {})])
+    ...     [event] = await store.read("user-2").to_list()
+    ...     letter = DeadLetter.of("emails", event, KeyError("email"))
+    ...     print(letter.projection, letter.position, letter.stream, letter.seq, letter.type, letter.error)
+    >>> anyio.run(main)
+    emails 1 user-2 1 Registered KeyError: 'email'
+    """
 
     projection: str
     position: int
@@ -74,7 +87,13 @@ class DeadLetter:
 
 
 class ReadModel(Protocol[H_contra]):
-    """Where a projection writes: applies batches with a handler of type ``H`` and keeps checkpoints."""
+    """Where a projection writes: applies batches with a handler of type ``H`` and keeps checkpoints.
+
+    >>> import anyio
+    >>> model: ReadModel[Any] = MemoryReadModel(0)
+    >>> model.exactly_once, anyio.run(model.load_position, "count")
+    (True, 0)
+    """
 
     @property
     def exactly_once(self) -> bool:
@@ -178,6 +197,22 @@ class CallbackReadModel:
     the handler may see events again. Make it idempotent (an upsert, or skip
     events at or below a position it has recorded). Dead letters are kept in
     memory and passed to ``on_dead_letter`` if given.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def publish(events) -> None:  # idempotent: events may come again after a crash
+    ...     print([(e.position, e.type) for e in events])
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {}), EventData("OrderPaid", {})])
+    ...     model = CallbackReadModel(checkpoints=store)  # the checkpoint is kept in the event store
+    ...     await Projector(store, Projection("publisher", publish), model).catch_up()
+    ...     print(await store.load_checkpoint("publisher"))
+    >>> anyio.run(main)
+    [(1, 'OrderPlaced'), (2, 'OrderPaid')]
+    2
     """
 
     exactly_once = False

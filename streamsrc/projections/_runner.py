@@ -44,6 +44,13 @@ class Projection(Generic[H]):
     ``async (events) -> None`` for a :class:`CallbackReadModel`. Events come
     in global order (so in order within each stream); ``types`` and
     ``stream_prefix`` are applied by the store as it reads.
+
+    >>> from collections import Counter
+    >>> def count_types(counts, events):  # a pure fold, for a MemoryReadModel
+    ...     return counts + Counter(e.type for e in events)
+    >>> registrations = Projection("registrations", count_types, types={"Registered"}, stream_prefix="user-")
+    >>> registrations.name, registrations.types, registrations.stream_prefix
+    ('registrations', frozenset({'Registered'}), 'user-')
     """
 
     name: str
@@ -67,17 +74,70 @@ class Projection(Generic[H]):
 
 @dataclass(frozen=True)
 class Stop:
-    """On a failing event, stop with :class:`~streamsrc.errors.ProjectionFailed` (the default)."""
+    """On a failing event, stop with :class:`~streamsrc.errors.ProjectionFailed` (the default).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("user-1", [EventData("Registered", {})])
+    ...     emails = Projection("emails", lambda state, events: [e.data["email"] for e in events])
+    ...     await Projector(store, emails, MemoryReadModel([]), on_error=Stop()).catch_up()
+    >>> anyio.run(main)
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.ProjectionFailed: projection 'emails' failed on the event at position 1
+    ('user-1' #1, Registered): KeyError: 'email'
+    """
 
 
 @dataclass(frozen=True)
 class DeadLetters:
-    """On a failing event, set it aside in the read model's dead letters and go on."""
+    """On a failing event, set it aside in the read model's dead letters and go on.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> def emails(state, events):
+    ...     return state + [e.data["email"] for e in events]
+    >>> async def main() -> None:
+    ...     store, model = MemoryStore(), MemoryReadModel([])
+    ...     await store.append("user-1", [EventData("Registered", {"email": "a@example.com"})])
+    ...     await store.append("user-2", [EventData("Registered", {})])
+    ...     await Projector(store, Projection("emails", emails), model, on_error=DeadLetters()).catch_up()
+    ...     print(model.state, [(d.stream, d.error) for d in await model.dead_letters()])
+    >>> anyio.run(main)
+    ['a@example.com'] [('user-2', "KeyError: 'email'")]
+    """
 
 
 @dataclass(frozen=True)
 class Retry:
-    """On a failing event, apply it again with backoff; if it still fails, do ``then``."""
+    """On a failing event, apply it again with backoff; if it still fails, do ``then``.
+
+    >>> import anyio
+    >>> from streamsrc import RetryPolicy
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> calls = []
+    >>> def flaky(n, events):  # fails twice, then works
+    ...     calls.append(len(events))
+    ...     if len(calls) < 3:
+    ...         raise ConnectionError("index busy")
+    ...     return n + len(events)
+    >>> async def main() -> None:
+    ...     store, model = MemoryStore(), MemoryReadModel(0)
+    ...     await store.append("s", [EventData("Noted", {})])
+    ...     retry = Retry(RetryPolicy(max_attempts=5, base_delay=0.001), then=DeadLetters())
+    ...     await Projector(store, Projection("count", flaky), model, on_error=retry).catch_up()
+    ...     print(model.state, len(calls))
+    >>> anyio.run(main)
+    1 3
+    """
 
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     then: Stop | DeadLetters = Stop()
@@ -92,6 +152,21 @@ class Progress:
 
     ``events`` counts the events applied by this run, ``elapsed`` its
     seconds so far; ``head`` is the last known head of the log.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("s", [EventData("Noted", {}) for _ in range(5)])
+    ...     count = Projection("count", lambda n, events: n + len(events))
+    ...     projector = Projector(store, count, MemoryReadModel(0), batch_size=2)
+    ...     await projector.catch_up(on_progress=lambda p: print(p.position, p.lag, f"{p.fraction:.0%}"))
+    >>> anyio.run(main)
+    2 3 40%
+    4 1 80%
+    5 0 100%
     """
 
     name: str
@@ -120,7 +195,12 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A projection's checkpoint, the head of the log, and the lag between them."""
+    """A projection's checkpoint, the head of the log, and the lag between them.
+
+    >>> status = Status("emails", position=90, head=100)
+    >>> status.lag
+    10
+    """
 
     name: str
     position: int
@@ -149,6 +229,22 @@ class Projector(Generic[H]):
     fault; ``on_error`` says what then happens to it (:class:`Stop`,
     :class:`Retry`, :class:`DeadLetters`). Run one projector per projection
     and model at a time.
+
+    >>> import anyio
+    >>> from collections import Counter
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> def count_types(counts, events):
+    ...     return counts + Counter(e.type for e in events)
+    >>> async def main() -> None:
+    ...     store, counts = MemoryStore(), MemoryReadModel(Counter())
+    ...     await store.append("user-1", [EventData("Registered", {}), EventData("LoggedIn", {})])
+    ...     print(await Projector(store, Projection("types", count_types), counts).catch_up())
+    ...     print(counts.state)
+    >>> anyio.run(main)
+    Status(name='types', position=2, head=2)
+    Counter({'Registered': 1, 'LoggedIn': 1})
     """
 
     def __init__(
@@ -334,6 +430,20 @@ class ProjectionService(Generic[M]):
     log), then switches: the fresh model becomes ``service.model`` and the
     old one is handed back to be closed or deleted. A failure of the live
     projection ends the ``async with`` block with its error.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, ProjectionService
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("s", [EventData("Noted", {}) for _ in range(3)])
+    ...     count = Projection("count", lambda n, events: n + len(events))
+    ...     async with ProjectionService(store, count, MemoryReadModel(0)) as service:
+    ...         old = await service.rebuild(MemoryReadModel(0))  # blue/green: the fresh model now serves
+    ...         print(service.model.state, service.model is not old)
+    >>> anyio.run(main)
+    3 True
     """
 
     def __init__(self, store: EventStore, projection: Projection[Any], model: M, **options: Any) -> None:

@@ -25,6 +25,17 @@ class Tick:
     so a checkpoint can move on without waiting for a matching event.
     ``caught_up`` is true when the page reached the head of the log as it was
     when the page was read.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import subscribe_with_ticks
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("user-1", [EventData("Registered", {}), EventData("LoggedIn", {})])
+    ...     print(await subscribe_with_ticks(store, types={"LoggedIn"}).take(2).to_list())
+    >>> anyio.run(main)
+    [RecordedEvent(...), Tick(position=2, caught_up=True)]
     """
 
     position: int
@@ -44,6 +55,18 @@ class Poll:
     :class:`~streamsrc.store.AppendSignal`) wakes it at once for appends
     made through it in this process; the polling is then only for writers in
     other processes.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import subscribe
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("s", [EventData("Noted", {})])
+    ...     patient = Poll(min_delay=0.01, max_delay=2.0)
+    ...     print(await subscribe(store, poll=patient).take(1).count())
+    >>> anyio.run(main)
+    1
     """
 
     min_delay: float = 0.002

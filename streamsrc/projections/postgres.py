@@ -62,6 +62,15 @@ class PostgresReadModel:
     ``schema`` (SQL statements) creates the tables when the model opens: write
     it with ``CREATE TABLE IF NOT EXISTS``. Use as ``async with
     PostgresReadModel(url, schema) as model:``.
+
+    >>> async def index(conn, events) -> None:  # the handler: asyncpg, in the checkpoint's transaction
+    ...     await conn.executemany(
+    ...         "INSERT INTO emails VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET email = $2",
+    ...         [(e.stream, e.data["email"]) for e in events],
+    ...     )
+    >>> schema = "CREATE TABLE IF NOT EXISTS emails (user_id TEXT PRIMARY KEY, email TEXT)"
+    >>> PostgresReadModel("postgresql://app:s3cret@localhost/views", schema)  # opened by `async with`
+    <PostgresReadModel postgresql://app:***@localhost/views>
     """
 
     exactly_once = True

@@ -62,6 +62,25 @@ class SqliteReadModel:
     tables; it runs when the model opens, so write it with
     ``CREATE TABLE IF NOT EXISTS``. Use as ``async with SqliteReadModel(...)
     as model:``, or call :meth:`open` and :meth:`aclose`.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> def index(conn, events):
+    ...     rows = [(e.stream, e.data["email"]) for e in events]
+    ...     conn.executemany("INSERT INTO emails VALUES (?, ?)", rows)
+    >>> async def main(folder: str) -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("user-1", [EventData("Registered", {"email": "ada@example.com"})])
+    ...     schema = "CREATE TABLE IF NOT EXISTS emails (user TEXT PRIMARY KEY, email TEXT)"
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db"), schema) as emails:
+    ...         await Projector(store, Projection("emails", index), emails).catch_up()
+    ...         print(await emails.query("SELECT user, email FROM emails"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    [('user-1', 'ada@example.com')]
     """
 
     exactly_once = True
