@@ -105,6 +105,19 @@ class CopyError(StreamsrcError):
 
     The checkpoint is at the end of the last whole batch: fix the cause and
     run the copy again to go on from there.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Opened", {})])
+    ...     await target.append("s", [EventData("Opened", {})])  # another event at s #1
+    ...     try:
+    ...         await copy(source, target)
+    ...     except CopyError as error:
+    ...         print(type(error).__name__, error.stream, error.seq)
+    >>> anyio.run(main)
+    CopyConflict s 1
     """
 
     def __init__(self, message: str, stream: str, seq: int) -> None:
@@ -119,6 +132,19 @@ class CopyConflict(CopyError):
     ``source_id`` is the id of the source's event at ``seq``; ``target_id``
     the id of the target's event there (``None`` when the target lacks it,
     or holds the source's event in another place: see the message).
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Opened", {})])
+    ...     await target.append("s", [EventData("Opened", {})])
+    ...     await copy(source, target)
+    >>> anyio.run(main)
+    Traceback (most recent call last):
+    ...
+    streamsrc.migrate.CopyConflict: cannot copy 's' #1 (event ...): the target already holds another event
+    there (event ..., Opened)
     """
 
     def __init__(
@@ -131,7 +157,20 @@ class CopyConflict(CopyError):
 
 class CopyFailed(CopyError):
     """The target refused the events at ``stream`` #``seq`` for another reason: ``error`` says which
-    (``EventTooLarge`` for a target with a smaller size limit, ``StoreUnavailable``, ...)."""
+    (``EventTooLarge`` for a target with a smaller size limit, ``StoreUnavailable``, ...).
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore(max_event_size=100)
+    ...     await source.append("s", [EventData("Note", {"text": "x" * 200})])
+    ...     await copy(source, target)
+    >>> anyio.run(main)
+    Traceback (most recent call last):
+    ...
+    streamsrc.migrate.CopyFailed: cannot copy 's' from #1: event ... is ... bytes encoded,
+    over the limit of 100
+    """
 
     def __init__(self, stream: str, seq: int, error: StoreError) -> None:
         super().__init__(f"cannot copy {stream!r} from #{seq}: {error}", stream, seq)
@@ -139,7 +178,14 @@ class CopyFailed(CopyError):
 
 
 class TargetCannotImport(StreamsrcError, TypeError):
-    """The target store has no ``import_events``; pass ``allow_append=True`` to copy with new times."""
+    """The target store has no ``import_events``; pass ``allow_append=True`` to copy with new times.
+
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> copying(MemoryStore(), object())
+    Traceback (most recent call last):
+    ...
+    streamsrc.migrate.TargetCannotImport: <object object at ...> cannot import events (no import_events): ...
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +196,20 @@ class CopyProgress:
     ``start`` where this run began, ``head`` the last known head of the
     source; ``events`` counts the source events this run has copied (or
     found already in the target), ``elapsed`` its seconds so far.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Noted", {}) for _ in range(5)])
+    ...     def report(p: CopyProgress) -> None:
+    ...         print(p.position, p.remaining, p.done)
+    ...     await copy(source, target, batch_size=2, on_progress=report)
+    >>> anyio.run(main)
+    2 3 False
+    4 1 False
+    5 0 False
+    5 0 True
     """
 
     name: str
@@ -226,6 +286,16 @@ def copying(
     once; an import or batch transaction under way either commits or not,
     and the next run redoes what its checkpoint does not cover (imports are
     idempotent).
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Noted", {}) for _ in range(3)])
+    ...     reports = await copying(source, target, batch_size=2).to_list()
+    ...     print([(r.position, r.done) for r in reports], await target.head())
+    >>> anyio.run(main)
+    [(2, False), (3, False), (3, True)] 3
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")

@@ -41,7 +41,16 @@ from streamsrc.stream import Stream
 
 
 class MemoryStore:
-    """An event store, snapshot store and checkpoint store held in memory."""
+    """An event store, snapshot store and checkpoint store held in memory.
+
+    >>> import anyio
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {"total": 12})], expected=0)
+    ...     print(store, [e.data for e in await store.read("order-1").to_list()])
+    >>> anyio.run(main)
+    <MemoryStore 1 events> [{'total': 12}]
+    """
 
     def __init__(
         self, page_size: int = DEFAULT_PAGE_SIZE, max_event_size: int = DEFAULT_MAX_EVENT_SIZE
@@ -224,6 +233,14 @@ def encode_recorded(
     times, or ``Failure`` with an ``InvalidEvent`` at the first problem.
     Every store's ``import_events`` starts here (or at
     :func:`encode_recorded_stored`).
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> opened = stored_event("s", 1, 1, "Opened", "{}", None, new_event_id(), 0)
+    >>> batch, times = encode_recorded("s", [opened], max_size=1000).unwrap()
+    >>> batch[0].type, times
+    ('Opened', [datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc)])
+    >>> encode_recorded("t", [opened], max_size=1000)
+    <Failure: an event of stream 's' cannot be imported into 't'>
     """
     return encode_recorded_stored(stream, events, max_size).map(
         lambda encoded: (encoded[0], [_as_datetime(t) for t in encoded[1]])
@@ -240,6 +257,12 @@ def encode_recorded_stored(
     text the store holds, which that store checked when it was written: it
     is measured, not decoded and encoded again. Other events (built with
     their fields decoded) are checked and encoded in full.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> opened = stored_event("s", 1, 1, "Opened", "{}", None, new_event_id(), 0)
+    >>> batch, times = encode_recorded_stored("s", [opened], max_size=1000).unwrap()
+    >>> batch[0].data, times
+    ('{}', [0])
     """
     out: list[EncodedEvent] = []
     times: list[int | datetime] = []

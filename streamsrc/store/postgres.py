@@ -196,7 +196,11 @@ def _expected_code(expected: Expected) -> int:
 
 
 class PostgresStore:
-    """An event store, snapshot store and checkpoint store in a PostgreSQL database."""
+    """An event store, snapshot store and checkpoint store in a PostgreSQL database.
+
+    >>> PostgresStore("postgresql://app:s3cret@localhost:5432/events", pool_max=20)  # open() connects
+    <PostgresStore postgresql://app:***@localhost:5432/events>
+    """
 
     def __init__(
         self,
@@ -577,6 +581,11 @@ async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     future whose error nobody reads ("unexpected connection_lost() call",
     reported by the event loop). Here the attempt runs to its end, and a
     connection it makes after the caller has gone is closed.
+
+    >>> asyncio.run(connect("postgresql://app@127.0.0.1:1/events", timeout=5))  # nothing listens on port 1
+    Traceback (most recent call last):
+    ...
+    ConnectionRefusedError: [Errno ...] Connect call failed ('127.0.0.1', 1)
     """
     attempt = asyncio.ensure_future(asyncpg.connect(*args, **kwargs))
     try:

@@ -138,6 +138,18 @@ class ConnectionThreads:
     loop's thread-safe wake-up: on asyncio straight to a future, elsewhere
     (trio) through anyio's ``run_sync_soon`` and an ``anyio.Event``. The
     worker belongs to the event loop that made it.
+
+    >>> import anyio
+    >>> def connect() -> sqlite3.Connection:
+    ...     return sqlite3.connect(":memory:", check_same_thread=False)
+    >>> async def main() -> None:
+    ...     threads = ConnectionThreads(connect, 1, "example")
+    ...     try:
+    ...         print(await threads.call(lambda conn: conn.execute("SELECT 1 + 1").fetchone()))
+    ...     finally:
+    ...         await threads.aclose()
+    >>> anyio.run(main)
+    (2,)
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], threads: int, name: str) -> None:
@@ -209,7 +221,20 @@ class ConnectionThreads:
 
 
 class SqliteStore:
-    """An event store, snapshot store and checkpoint store in one SQLite file."""
+    """An event store, snapshot store and checkpoint store in one SQLite file.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> async def main(folder: str) -> None:
+    ...     store = await SqliteStore(os.path.join(folder, "events.db"), synchronous="full").open()
+    ...     try:
+    ...         print(await store.append("order-1", [EventData("OrderPlaced", {"total": 12})]))
+    ...     finally:
+    ...         await store.aclose()
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    <Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>
+    """
 
     def __init__(
         self,
@@ -459,7 +484,23 @@ class SqliteStore:
 
 
 class SqliteTransaction:
-    """Work queued for one SQLite transaction (see :meth:`SqliteStore.transaction`)."""
+    """Work queued for one SQLite transaction (see :meth:`SqliteStore.transaction`).
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> async def main(folder: str) -> None:
+    ...     store = await SqliteStore(os.path.join(folder, "events.db")).open()
+    ...     try:
+    ...         async with store.transaction() as tx:
+    ...             tx.append("order-1", [EventData("OrderPlaced", {})])
+    ...             tx.save_checkpoint("orders-view", 1)
+    ...         print(tx.results, await store.load_checkpoint("orders-view"))
+    ...     finally:
+    ...         await store.aclose()
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    [<Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>] 1
+    """
 
     def __init__(self, store: SqliteStore) -> None:
         self._store = store
