@@ -47,7 +47,11 @@ codec = Codec()
 @codec.register()
 @dataclass(frozen=True)
 class UserRegistered:
-    """A user signed up."""
+    """A user signed up.
+
+    >>> codec.encode(UserRegistered("u1", "ada", "Ada Lovelace", "ada@example.com")).data
+    {'user_id': 'u1', 'username': 'ada', 'name': 'Ada Lovelace', 'email': 'ada@example.com'}
+    """
 
     user_id: str
     username: str
@@ -58,7 +62,12 @@ class UserRegistered:
 @codec.register()
 @dataclass(frozen=True)
 class UsernameChanged:
-    """A user took another username."""
+    """A user took another username.
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> evolve_user(ada, UsernameChanged("u1", "lovelace")).username
+    'lovelace'
+    """
 
     user_id: str
     username: str
@@ -67,7 +76,12 @@ class UsernameChanged:
 @codec.register()
 @dataclass(frozen=True)
 class NameChanged:
-    """A user changed their display name."""
+    """A user changed their display name.
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> evolve_user(ada, NameChanged("u1", "Ada Lovelace")).name
+    'Ada Lovelace'
+    """
 
     user_id: str
     name: str
@@ -76,7 +90,12 @@ class NameChanged:
 @codec.register()
 @dataclass(frozen=True)
 class EmailChanged:
-    """A user changed their email address."""
+    """A user changed their email address.
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> evolve_user(ada, EmailChanged("u1", "ada@example.org")).email
+    'ada@example.org'
+    """
 
     user_id: str
     email: str
@@ -85,7 +104,12 @@ class EmailChanged:
 @codec.register()
 @dataclass(frozen=True)
 class UserDeleted:
-    """A user closed their account."""
+    """A user closed their account.
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> evolve_user(ada, UserDeleted("u1")).exists
+    False
+    """
 
     user_id: str
 
@@ -93,7 +117,12 @@ class UserDeleted:
 @codec.register()
 @dataclass(frozen=True)
 class UserRestored:
-    """A deleted account was brought back (by a revert)."""
+    """A deleted account was brought back (by a revert).
+
+    >>> gone = User("u1", "ada", "Ada", "ada@example.com", exists=False)
+    >>> evolve_user(gone, UserRestored("u1")).exists
+    True
+    """
 
     user_id: str
 
@@ -101,7 +130,11 @@ class UserRestored:
 @codec.register()
 @dataclass(frozen=True)
 class UsernameClaimed:
-    """A username now belongs to a user."""
+    """A username now belongs to a user.
+
+    >>> username_decider("ada").fold([UsernameClaimed("ada", "u1")])
+    'u1'
+    """
 
     username: str
     user_id: str
@@ -110,7 +143,11 @@ class UsernameClaimed:
 @codec.register()
 @dataclass(frozen=True)
 class UsernameReleased:
-    """A username is free again."""
+    """A username is free again.
+
+    >>> username_decider("ada").fold([UsernameClaimed("ada", "u1"), UsernameReleased("ada", "u1")])
+    ''
+    """
 
     username: str
     user_id: str
@@ -119,7 +156,11 @@ class UsernameReleased:
 @codec.register()
 @dataclass(frozen=True)
 class GroupCreated:
-    """A group was created by its owner."""
+    """A group was created by its owner.
+
+    >>> group_decider("g1").fold([GroupCreated("g1", "chess", owner="u1")])
+    Group(group_id='g1', name='chess', owner='u1', members=frozenset({'u1'}))
+    """
 
     group_id: str
     name: str
@@ -129,7 +170,12 @@ class GroupCreated:
 @codec.register()
 @dataclass(frozen=True)
 class MemberAdded:
-    """A user joined a group."""
+    """A user joined a group.
+
+    >>> chess = group_decider("g1").fold([GroupCreated("g1", "chess", "u1"), MemberAdded("g1", "u2")])
+    >>> sorted(chess.members)
+    ['u1', 'u2']
+    """
 
     group_id: str
     user_id: str
@@ -138,7 +184,12 @@ class MemberAdded:
 @codec.register()
 @dataclass(frozen=True)
 class MemberRemoved:
-    """A user left a group."""
+    """A user left a group.
+
+    >>> chess = group_decider("g1").fold([GroupCreated("g1", "chess", "u1"), MemberRemoved("g1", "u1")])
+    >>> chess.members
+    frozenset()
+    """
 
     group_id: str
     user_id: str
@@ -149,7 +200,11 @@ class MemberRemoved:
 
 @dataclass(frozen=True)
 class User:
-    """The state of one user stream."""
+    """The state of one user stream.
+
+    >>> user_decider("u1").fold([UserRegistered("u1", "ada", "Ada", "ada@example.com"), UserDeleted("u1")])
+    User(user_id='u1', username='ada', name='Ada', email='ada@example.com', exists=False)
+    """
 
     user_id: str = ""
     username: str = ""
@@ -160,6 +215,12 @@ class User:
 
 @dataclass(frozen=True)
 class Register:
+    """Register a new user (the username is claimed first, by :meth:`Accounts.register`).
+
+    >>> user_decider("u1").decide(Register("ada", "Ada", "ada@example.com"), User())
+    <Success: [UserRegistered(user_id='u1', username='ada', name='Ada', email='ada@example.com')]>
+    """
+
     username: str
     name: str
     email: str
@@ -167,7 +228,12 @@ class Register:
 
 @dataclass(frozen=True)
 class Update:
-    """Change any of the user's fields (``None``: leave as is)."""
+    """Change any of the user's fields (``None``: leave as is).
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> user_decider("u1").decide(Update(name="Ada Lovelace", email="ada@example.com"), ada)
+    <Success: [NameChanged(user_id='u1', name='Ada Lovelace')]>
+    """
 
     username: str | None = None
     name: str | None = None
@@ -176,12 +242,23 @@ class Update:
 
 @dataclass(frozen=True)
 class Delete:
-    pass
+    """Close the user's account.
+
+    >>> ada = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> user_decider("u1").decide(Delete(), ada), user_decider("u1").decide(Delete(), User())
+    (<Success: [UserDeleted(user_id='u1')]>, <Failure: user 'u1' does not exist>)
+    """
 
 
 @dataclass(frozen=True)
 class Revert:
-    """Bring the user back to an earlier state by appending compensating events."""
+    """Bring the user back to an earlier state by appending compensating events.
+
+    >>> before = User("u1", "ada", "Ada", "ada@example.com", exists=True)
+    >>> now = User("u1", "ada", "Ada L.", "ada@example.com", exists=False)
+    >>> user_decider("u1").decide(Revert(to=before), now)
+    <Success: [UserRestored(user_id='u1'), NameChanged(user_id='u1', name='Ada')]>
+    """
 
     to: User
 
@@ -223,7 +300,12 @@ def _changes(user_id: str, state: User, username: str, name: str, email: str) ->
 
 
 def user_decider(user_id: str) -> Decider[UserCommand, Any, User]:
-    """The decider of one user."""
+    """The decider of one user.
+
+    >>> decider = user_decider("u1")
+    >>> decider.decide(Register("ada", "Ada", "not an email"), decider.initial)
+    <Failure: 'not an email' is not an email address>
+    """
 
     def decide(command: UserCommand, state: User) -> Result[list[Any], Rejection]:
         match command:
@@ -280,16 +362,34 @@ users = Entity(
 
 @dataclass(frozen=True)
 class Claim:
+    """Claim the username for ``user_id``; refused if another user holds it.
+
+    >>> username_decider("ada").decide(Claim("u2"), "u1")
+    <Failure: username 'ada' is taken>
+    """
+
     user_id: str
 
 
 @dataclass(frozen=True)
 class Release:
+    """Release the username if ``user_id`` holds it (otherwise nothing happens).
+
+    >>> ada = username_decider("ada")
+    >>> ada.decide(Release("u1"), "u1"), ada.decide(Release("u2"), "u1")
+    (<Success: [UsernameReleased(username='ada', user_id='u1')]>, <Success: []>)
+    """
+
     user_id: str
 
 
 def username_decider(username: str) -> Decider[Claim | Release, Any, str]:
-    """Who holds ``username`` ("" for nobody), and the claims and releases of it."""
+    """Who holds ``username`` ("" for nobody), and the claims and releases of it.
+
+    >>> ada = username_decider("ada")
+    >>> ada.decide(Claim("u1"), ada.initial)
+    <Success: [UsernameClaimed(username='ada', user_id='u1')]>
+    """
 
     def evolve(holder: str, event: object) -> str:
         match event:
@@ -327,7 +427,11 @@ usernames = Entity(
 
 @dataclass(frozen=True)
 class Group:
-    """The state of one group stream."""
+    """The state of one group stream.
+
+    >>> Group()
+    Group(group_id='', name='', owner='', members=frozenset())
+    """
 
     group_id: str = ""
     name: str = ""
@@ -337,17 +441,37 @@ class Group:
 
 @dataclass(frozen=True)
 class CreateGroup:
+    """Create a group owned by ``owner`` (its first member).
+
+    >>> group_decider("g1").decide(CreateGroup("chess", owner="u1"), Group())
+    <Success: [GroupCreated(group_id='g1', name='chess', owner='u1')]>
+    """
+
     name: str
     owner: str
 
 
 @dataclass(frozen=True)
 class AddMember:
+    """Add a user to the group (nothing happens if they are a member already).
+
+    >>> chess = Group("g1", "chess", "u1", frozenset({"u1"}))
+    >>> group_decider("g1").decide(AddMember("u2"), chess), group_decider("g1").decide(AddMember("u1"), chess)
+    (<Success: [MemberAdded(group_id='g1', user_id='u2')]>, <Success: []>)
+    """
+
     user_id: str
 
 
 @dataclass(frozen=True)
 class RemoveMember:
+    """Remove a member from the group.
+
+    >>> chess = Group("g1", "chess", "u1", frozenset({"u1"}))
+    >>> group_decider("g1").decide(RemoveMember("u2"), chess)
+    <Failure: 'u2' is not a member of 'g1'>
+    """
+
     user_id: str
 
 
@@ -369,7 +493,12 @@ def evolve_group(state: Group, event: object) -> Group:
 
 
 def group_decider(group_id: str) -> Decider[CreateGroup | AddMember | RemoveMember, Any, Group]:
-    """The decider of one group."""
+    """The decider of one group.
+
+    >>> chess = group_decider("g1")
+    >>> chess.decide(AddMember("u2"), chess.initial)
+    <Failure: group 'g1' does not exist>
+    """
 
     def decide(command: CreateGroup | AddMember | RemoveMember, state: Group) -> Result[list[Any], Rejection]:
         match command:
@@ -403,7 +532,20 @@ groups = Entity(
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """Who changed what, and when."""
+    """Who changed what, and when.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Accounts(MemoryStore())
+    ...     await accounts.register("u1", "ada", "Ada", "ada@example.com", by="admin")
+    ...     await accounts.update("u1", by="ada", name="Ada Lovelace")
+    ...     for entry in await accounts.audit("u1").to_list():
+    ...         print(entry.by, entry.event, entry.state.name)
+    >>> anyio.run(main)
+    admin UserRegistered(user_id='u1', username='ada', name='Ada', email='ada@example.com') Ada
+    ada NameChanged(user_id='u1', name='Ada Lovelace') Ada Lovelace
+    """
 
     time: datetime
     by: str
@@ -415,7 +557,20 @@ Outcome = Result[Saved[Any, Any], Rejection | StoreError | Any]
 
 
 class Accounts:
-    """The account-management application: commands across users, usernames and groups."""
+    """The account-management application: commands across users, usernames and groups.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Accounts(MemoryStore())
+    ...     await accounts.register("u1", "ada", "Ada", "ada@example.com", by="admin")
+    ...     await accounts.create_group("g1", "chess", owner="u1", by="ada")
+    ...     print(await accounts.add_member("g1", "u2", by="ada"))
+    ...     print((await accounts.groups.load("g1")).state.members)
+    >>> anyio.run(main)
+    <Failure: user 'u2' does not exist>
+    frozenset({'u1'})
+    """
 
     def __init__(self, store: EventStore) -> None:
         self.users = Repository(store, users)
