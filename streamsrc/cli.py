@@ -43,7 +43,12 @@ DEFAULT_URL = "sqlite:///streamsrc.db"
 
 
 class CommandFailed(click.ClickException):
-    """A command that could not do its job: one line on stderr, exit status 1."""
+    """A command that could not do its job: one line on stderr, exit status 1.
+
+    >>> error = CommandFailed("no event at seq 9 in 'user-u1'")
+    >>> error.exit_code, error.format_message()
+    (1, "no event at seq 9 in 'user-u1'")
+    """
 
     def show(self, file: Any = None) -> None:
         click.echo(f"streamsrc: error: {self.format_message()}", err=True)
@@ -666,14 +671,27 @@ def dynamodb_create_tables(ctx: click.Context, url: str | None) -> None:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password or secret replaced (for messages)."""
+    """``url`` with any password or secret replaced (for messages).
+
+    >>> redact("postgresql://app:s3cret@db.example.com/events")
+    'postgresql://app:***@db.example.com/events'
+    """
     from streamsrc.store import redact_url
 
     return redact_url(url)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    >>> main(["--url", "memory://", "demo"])
+    demo run 1 on memory://
+    register ada-1: saved, now at seq 1
+    ...
+    0
+    >>> main(["--url", "ftp://example.com/events", "streams"])  # one line on stderr: unknown store URL scheme
+    1
+    """
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="streamsrc", standalone_mode=False)
     except click.exceptions.Abort:

@@ -30,7 +30,17 @@ def _outcome(result: Result[Any, Any]) -> str:
 
 
 async def run_demo(url: str, say: Callable[[str], object]) -> None:
-    """Run the demo against the store at ``url``, reporting each step through ``say``."""
+    """Run the demo against the store at ``url``, reporting each step through ``say``.
+
+    >>> import anyio
+    >>> anyio.run(run_demo, "memory://", print)
+    demo run 1 on memory://
+    register ada-1: saved, now at seq 1
+    register bob-1: saved, now at seq 1
+    register eve-1 as ada1: refused: username 'ada1' is taken
+    ...
+    new read model account-email-domains, built by replaying 18 events: {'example.com': 2, 'example.org': 1}
+    """
     async with open_store(url) as store:
         # Each run gets a number, so the demo can run again on the same file.
         last_run = await store.latest("demo-runs")

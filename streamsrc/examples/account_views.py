@@ -105,7 +105,26 @@ user_search: Projection[SqliteHandler] = Projection(
 
 @dataclass(frozen=True)
 class UserRow:
-    """A user as the search read model holds it."""
+    """A user as the search read model holds it.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Accounts
+    >>> from streamsrc.projections import Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main(folder: str) -> None:
+    ...     store = MemoryStore()
+    ...     accounts = Accounts(store)
+    ...     await accounts.register("u1", "ada", "Ada Lovelace", "ada@example.com", by="admin")
+    ...     await accounts.register("u2", "bob", "Bob", "bob@example.com", by="admin")
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db"), USER_SEARCH_SCHEMA) as model:
+    ...         await Projector(store, user_search, model).catch_up()
+    ...         for row in await UserSearch(model).by_name_prefix("ad"):
+    ...             print(row.user_id, row.username, row.name)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    u1 ada Ada Lovelace
+    """
 
     user_id: str
     username: str
@@ -119,7 +138,23 @@ def _prefix_range(prefix: str) -> tuple[str, str]:
 
 
 class UserSearch:
-    """Queries on the user-search read model (deleted users are not found)."""
+    """Queries on the user-search read model (deleted users are not found).
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Accounts
+    >>> from streamsrc.projections import Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main(folder: str) -> None:
+    ...     store = MemoryStore()
+    ...     await Accounts(store).register("u1", "ada", "Ada Lovelace", "Ada@Example.com", by="admin")
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db"), USER_SEARCH_SCHEMA) as model:
+    ...         await Projector(store, user_search, model).catch_up()
+    ...         print(await UserSearch(model).by_email("ada@example.com"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    [UserRow(user_id='u1', username='ada', name='Ada Lovelace', email='Ada@Example.com')]
+    """
 
     def __init__(self, model: SqliteReadModel) -> None:
         self.model = model
@@ -180,7 +215,27 @@ group_members: Projection[SqliteHandler] = Projection(
 
 
 class GroupMembers:
-    """Queries on the group-membership read model."""
+    """Queries on the group-membership read model.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Accounts
+    >>> from streamsrc.projections import Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main(folder: str) -> None:
+    ...     store = MemoryStore()
+    ...     accounts = Accounts(store)
+    ...     await accounts.register("u1", "ada", "Ada", "ada@example.com", by="admin")
+    ...     await accounts.register("u2", "bob", "Bob", "bob@example.com", by="admin")
+    ...     await accounts.create_group("g1", "chess", owner="u1", by="u1")
+    ...     await accounts.add_member("g1", "u2", by="u1")
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db"), GROUP_MEMBERS_SCHEMA) as model:
+    ...         await Projector(store, group_members, model).catch_up()
+    ...         print(await GroupMembers(model).members("g1"), await GroupMembers(model).groups_of("u2"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    ['u1', 'u2'] ['g1']
+    """
 
     def __init__(self, model: SqliteReadModel) -> None:
         self.model = model
@@ -241,7 +296,26 @@ email_domains: Projection[SqliteHandler] = Projection(
 
 
 class EmailDomains:
-    """Queries on the email-domain read model."""
+    """Queries on the email-domain read model.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Accounts
+    >>> from streamsrc.projections import Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main(folder: str) -> None:
+    ...     store = MemoryStore()
+    ...     accounts = Accounts(store)
+    ...     await accounts.register("u1", "ada", "Ada", "ada@example.com", by="admin")
+    ...     await accounts.register("u2", "bob", "Bob", "bob@example.org", by="admin")
+    ...     await accounts.register("u3", "cy", "Cy", "cy@example.org", by="admin")
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db"), EMAIL_DOMAINS_SCHEMA) as model:
+    ...         await Projector(store, email_domains, model).catch_up()
+    ...         print(await EmailDomains(model).counts())
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    {'example.com': 1, 'example.org': 2}
+    """
 
     def __init__(self, model: SqliteReadModel) -> None:
         self.model = model
