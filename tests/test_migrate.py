@@ -450,6 +450,35 @@ async def test_sqlite_to_postgres_and_back(tmp_path: Path, postgres_database: st
             assert checkpoint_name(target).startswith("streamsrc.migrate from postgresql://")
 
 
+# ------------------------------------------------------------------------------------------------ DynamoDB
+
+
+async def test_sqlite_to_dynamodb_to_postgres(
+    tmp_path: Path, postgres_database: str, moto_endpoint: str
+) -> None:
+    """The seed's re-architecture: SQLite on a laptop, then DynamoDB, then PostgreSQL, by replay.
+    Runs of one stream longer than a DynamoDB transaction holds are cut at its ``max_batch``."""
+    from store_urls import fresh_dynamodb_url
+
+    async with (
+        opened("sqlite", tmp_path / "source.db") as source,
+        open_store(fresh_dynamodb_url()) as dynamodb,
+        open_store(postgres_database) as postgres,
+    ):
+        await fill(source, 30, streams=3)
+        await source.append("long", [EventData("Bulk", {"k": k}) for k in range(60)])  # > 48 in one stream
+        want = await everything(source)
+        assert dynamodb.max_batch < 60
+        with anyio.CancelScope() as scope:
+            await copy(source, as_store(Interrupting(dynamodb, scope, 3, after=True)), batch_size=40)
+        assert scope.cancelled_caught
+        done = await copy(source, dynamodb, batch_size=40)
+        assert done.position == want[-1].position
+        assert await everything(dynamodb) == want  # positions, times and ids too
+        await copy(dynamodb, postgres, batch_size=100)
+        assert await everything(postgres) == want
+
+
 # ---------------------------------------------------------------------------------------------- imports
 
 

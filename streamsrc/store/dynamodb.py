@@ -449,6 +449,8 @@ class DynamoDBStore:
         self.url = redact_url(url)
         self.page_size = self.settings.page_size
         self.max_event_size = self.settings.max_event_size
+        self.max_batch = MAX_BATCH
+        """The most events one append (or import) may carry: ``streamsrc.migrate.copy`` keeps to it."""
         self.consistent = self.settings.consistent
         self.tables = table_names(self.settings.table)
         self._events_table = self.tables["events"]
