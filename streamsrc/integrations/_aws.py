@@ -14,14 +14,25 @@ __all__ = ["Malformed", "Skipped", "aws_client", "error_code", "require_asyncio"
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """A record that is not an event (a ``MODIFY`` or ``REMOVE``, an item that is not an event): handled."""
+    """A record that is not an event (a ``MODIFY`` or ``REMOVE``, an item that is not an event): handled.
+
+    >>> from streamsrc.integrations.aws_lambda import decode_record
+    >>> decode_record({"eventName": "MODIFY", "dynamodb": {"SequenceNumber": "7", "Keys": {}}})
+    ('7', Skipped(reason='MODIFY: not a new event'))
+    """
 
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class Malformed:
-    """A record that should hold an event and cannot be read: a failure of that record."""
+    """A record that should hold an event and cannot be read: a failure of that record.
+
+    >>> from streamsrc.integrations.aws_lambda import decode_record
+    >>> decode_record({"eventName": "INSERT", "dynamodb": {"SequenceNumber": "8", "Keys": {}}})
+    ('8', Malformed(reason="DynamoDB Streams record 8 has no NewImage: the table's stream must show new images
+    (NEW_IMAGE or NEW_AND_OLD_IMAGES)"))
+    """
 
     reason: str
 
@@ -51,6 +62,14 @@ def aws_client(
     Credentials come from the usual places (environment, profile, role);
     ``endpoint_url`` points it at another server (moto, LocalStack).
     ``options`` go to aiobotocore's ``create_client`` unchanged.
+
+    >>> import anyio
+    >>> async def main() -> None:
+    ...     local = "http://127.0.0.1:4566"  # LocalStack, say; leave it out for AWS itself
+    ...     async with aws_client("kinesis", region="eu-west-1", endpoint_url=local) as kinesis:
+    ...         print(kinesis.meta.region_name, kinesis.meta.endpoint_url)  # no request made yet
+    >>> anyio.run(main, backend="asyncio")
+    eu-west-1 http://127.0.0.1:4566
     """
     try:
         from aiobotocore.session import get_session

@@ -136,6 +136,18 @@ class LambdaHandler:
     Each call runs the work on a fresh asyncio event loop with
     ``anyio.run``; inside a running event loop (tests, another framework)
     await :meth:`handle` instead.
+
+    >>> import base64
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> from streamsrc.integrations.kinesis import encode_record
+    >>> payload = '{"email": "ada@example.com"}'
+    >>> event = stored_event("user-1", 1, 1, "Registered", payload, None, new_event_id(), 0)
+    >>> data = base64.b64encode(encode_record(event)[0]["Data"]).decode()
+    >>> lambda_event = {"Records": [{"kinesis": {"sequenceNumber": "49", "data": data}}]}  # from Kinesis
+    >>> async def send_mail(event: RecordedEvent) -> None:
+    ...     raise ConnectionError("mail server down")
+    >>> event_handler(send_mail)(lambda_event, None)  # AWS retries from the record that failed
+    {'batchItemFailures': [{'itemIdentifier': '49'}]}
     """
 
     def __init__(self, apply: Target, name: str) -> None:
@@ -221,6 +233,20 @@ def event_handler(
 
     ``fn`` fails an event by raising, or by returning a ``returns``
     ``Failure`` (or an ``IOFailure``, or a ``FutureResult`` that fails).
+
+    >>> import base64
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> from streamsrc.integrations.kinesis import encode_record
+    >>> payload = '{"email": "ada@example.com"}'
+    >>> event = stored_event("user-1", 1, 1, "Registered", payload, None, new_event_id(), 0)
+    >>> data = base64.b64encode(encode_record(event)[0]["Data"]).decode()
+    >>> lambda_event = {"Records": [{"kinesis": {"sequenceNumber": "49", "data": data}}]}  # from Kinesis
+    >>> async def welcome(event: RecordedEvent) -> None:
+    ...     print("welcome", event.data["email"])
+    >>> handler = event_handler(welcome)  # give it to Lambda as the function's handler
+    >>> handler(lambda_event, None)
+    welcome ada@example.com
+    {'batchItemFailures': []}
     """
     label = name or str(getattr(fn, "__qualname__", "event handler"))
 
@@ -242,6 +268,18 @@ def pipe_handler(
     events go through again one at a time (each in its own run of the pipe)
     to find the one at fault, so the events before it may go through twice:
     the pipe must be idempotent, as for any at-least-once delivery.
+
+    >>> import base64
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> from streamsrc.integrations.kinesis import encode_record
+    >>> payload = '{"email": "ada@example.com"}'
+    >>> event = stored_event("user-1", 1, 1, "Registered", payload, None, new_event_id(), 0)
+    >>> data = base64.b64encode(encode_record(event)[0]["Data"]).decode()
+    >>> lambda_event = {"Records": [{"kinesis": {"sequenceNumber": "49", "data": data}}]}  # from Kinesis
+    >>> handler = pipe_handler(lambda events: events.map(lambda e: print(e.stream, e.type)))
+    >>> handler(lambda_event, None)
+    user-1 Registered
+    {'batchItemFailures': []}
     """
     label = name or str(getattr(pipe, "__qualname__", "pipe"))
 
@@ -306,5 +344,19 @@ def projection_handler(projection: Projection[H], model: ModelSource[H]) -> Lamb
     different shards arrive in no global order, so it says nothing about
     which events are in. ``model`` may be a function returning an
     ``async with`` that opens the model, opened for each invocation.
+
+    >>> import base64
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> from streamsrc.integrations.kinesis import encode_record
+    >>> from streamsrc.projections import MemoryReadModel
+    >>> payload = '{"email": "ada@example.com"}'
+    >>> event = stored_event("user-1", 1, 1, "Registered", payload, None, new_event_id(), 0)
+    >>> data = base64.b64encode(encode_record(event)[0]["Data"]).decode()
+    >>> lambda_event = {"Records": [{"kinesis": {"sequenceNumber": "49", "data": data}}]}  # from Kinesis
+    >>> registrations = MemoryReadModel(0)
+    >>> count = Projection("registrations", lambda n, events: n + len(events))
+    >>> handler = projection_handler(count, registrations)
+    >>> handler(lambda_event, None), registrations.state
+    ({'batchItemFailures': []}, 1)
     """
     return LambdaHandler(_ModelApplier(projection, model), projection.name)

@@ -75,6 +75,14 @@ def decode_image(image: Mapping[str, Any], what: str) -> RecordedEvent | Skipped
     Gives :class:`Skipped` for an item that is not an event (no ``type`` and
     ``data``: not written by streamsrc), :class:`Malformed` (saying ``what``
     failed and why) for an event item that does not decode.
+
+    >>> decode_image({"pk": {"S": "snapshot#user-1"}}, "record 7")
+    Skipped(reason='not an event item')
+    >>> image = {
+    ...     "stream": {"S": "order-1"}, "seq": {"N": "1"}, "position": {"N": "7"}, "type": {"S": "Placed"},
+    ...     "data": {"S": "{}"}, "id": {"S": "00000000-0000-0000-0000-000000000001"}, "time": {"N": "0"}}
+    >>> decode_image(image, "record 8").position
+    7
     """
     if not _claims_event(image):
         return Skipped("not an event item")

@@ -106,7 +106,16 @@ DEFAULT_PUT_RETRY = RetryPolicy(max_attempts=8, base_delay=0.1, max_delay=5.0)
 
 
 class RecordTooLarge(EventTooLarge):
-    """An event's Kinesis record would be over Kinesis's 1 MiB limit; nothing of its batch was sent."""
+    """An event's Kinesis record would be over Kinesis's 1 MiB limit; nothing of its batch was sent.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> huge = stored_event("log-1", 1, 1, "Dumped", '"' + "x" * 1_100_000 + '"', None, new_event_id(), 0)
+    >>> encode_record(huge)
+    Traceback (most recent call last):
+    ...
+    streamsrc.integrations.kinesis.RecordTooLarge: event ... of stream 'log-1' is ... bytes
+    as a Kinesis record, over Kinesis's limit of 1048576 bytes per record
+    """
 
     def __init__(self, stream: str, event_id: object, size: int, limit: int = MAX_RECORD_BYTES) -> None:
         super().__init__(event_id, size, limit)
@@ -119,7 +128,14 @@ class RecordTooLarge(EventTooLarge):
 
 @dataclass(frozen=True, slots=True)
 class FailedRecord:
-    """An event Kinesis did not take, with the error code and message of its last try."""
+    """An event Kinesis did not take, with the error code and message of its last try.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> event = stored_event("order-1", 1, 7, "OrderPlaced", "{}", None, new_event_id(), 0)
+    >>> refused = FailedRecord(event, "ProvisionedThroughputExceededException", "Rate exceeded for shard")
+    >>> PublishFailed("events", [refused], attempts=5).failures[0].event.position
+    7
+    """
 
     event: RecordedEvent
     error_code: str
@@ -131,6 +147,13 @@ class PublishFailed(StreamsrcError):
 
     The other events of the batch (and every earlier batch) are published;
     ``failures`` are the events that are not, in stream order.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> event = stored_event("order-1", 1, 7, "OrderPlaced", "{}", None, new_event_id(), 0)
+    >>> refused = FailedRecord(event, "ProvisionedThroughputExceededException", "Rate exceeded for shard")
+    >>> str(PublishFailed("events", [refused], attempts=5))
+    "1 event(s) not published to Kinesis stream 'events' after 5 attempt(s):
+    ProvisionedThroughputExceededException"
     """
 
     def __init__(self, stream_name: str, failures: Sequence[FailedRecord], attempts: int) -> None:
@@ -178,6 +201,12 @@ def encode_record(event: RecordedEvent) -> tuple[dict[str, Any], int]:
     """The ``PutRecords`` entry for ``event`` and its size as Kinesis counts it (data + partition key).
 
     Raises :class:`RecordTooLarge` when the size is over 1 MiB.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> event = stored_event("order-1", 1, 7, "OrderPlaced", '{"total": 12}', None, new_event_id(), 0)
+    >>> entry, size = encode_record(event)
+    >>> entry["PartitionKey"], size == len(entry["Data"]) + len("order-1")
+    ('order-1', True)
     """
     key = partition_key(event.stream)
     data = encode_json(recorded_to_json(event)).encode("utf-8")
