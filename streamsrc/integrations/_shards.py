@@ -53,6 +53,28 @@ class ShardRecord:
 
     Save ``{shard_id: sequence_number}`` (see :func:`advance`) once the event
     is handled: reading again from that checkpoint starts just after it.
+
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.integrations.kinesis import aws_client, kinesis_sink, kinesis_source
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> fake_keys = dict(aws_access_key_id="x", aws_secret_access_key="x")  # moto takes any
+    >>> local = dict(region="eu-west-1", endpoint_url=endpoint, **fake_keys)
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {})])
+    ...     async with aws_client("kinesis", **local) as kinesis:
+    ...         await kinesis.create_stream(StreamName="orders-records", ShardCount=1)
+    ...         await store.read_all().through(kinesis_sink(kinesis, "orders-records")).drain()
+    ...         [record] = await kinesis_source(kinesis, "orders-records").to_list()
+    ...         print(record.event.type, record.shard_id, record.sequence_number.isdigit())
+    >>> anyio.run(main, backend="asyncio")
+    OrderPlaced shardId-000000000000 True
+    >>> server.stop()
     """
 
     event: RecordedEvent

@@ -95,7 +95,30 @@ def decode_image(image: Mapping[str, Any], what: str) -> RecordedEvent | Skipped
 
 
 async def latest_stream_arn(client: Any, table: str) -> str:
-    """The ARN of ``table``'s latest DynamoDB stream (a dynamodbstreams client); ``LookupError`` if none."""
+    """The ARN of ``table``'s latest DynamoDB stream (a dynamodbstreams client); ``LookupError`` if none.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.store.dynamodb import create_tables
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> async def main() -> None:
+    ...     await create_tables(f"dynamodb://doc-arns?region=eu-west-1&endpoint_url={endpoint}")
+    ...     async with aws_client("dynamodbstreams", region="eu-west-1", endpoint_url=endpoint) as streams:
+    ...         print(await latest_stream_arn(streams, "doc-arns"))
+    ...         try:
+    ...             await latest_stream_arn(streams, "doc-arns.log")  # the global order: no stream
+    ...         except LookupError as error:
+    ...             print(error)
+    >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):
+    ...     anyio.run(main, backend="asyncio")
+    arn:aws:dynamodb:eu-west-1:123456789012:table/doc-arns/stream/...
+    table 'doc-arns.log' has no DynamoDB stream: enable one with NEW_IMAGE
+    >>> server.stop()
+    """
     arns: list[tuple[str, str]] = []
     request: dict[str, Any] = {"TableName": table}
     while True:
@@ -135,6 +158,29 @@ def dynamodb_stream_source(
     ``poll.min_delay`` (doubling up to ``poll.max_delay``) while nothing
     comes. ``limit`` is the most records per ``GetRecords`` call (at most
     1000). The events of each stream come in order; see the module's notes.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store import open_store
+    >>> from streamsrc.store.dynamodb import create_tables
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> url = f"dynamodb://doc-orders?region=eu-west-1&endpoint_url={endpoint}"
+    >>> async def main() -> None:
+    ...     await create_tables(url)
+    ...     async with open_store(url) as store:
+    ...         await store.append("order-1", [EventData("OrderPlaced", {}), EventData("OrderPaid", {})])
+    ...     async with aws_client("dynamodbstreams", region="eu-west-1", endpoint_url=endpoint) as streams:
+    ...         records = await dynamodb_stream_source(streams, table="doc-orders").to_list()
+    ...         print([(r.event.stream, r.event.seq, r.event.type) for r in records])
+    >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):
+    ...     anyio.run(main, backend="asyncio")
+    [('order-1', 1, 'OrderPlaced'), ('order-1', 2, 'OrderPaid')]
+    >>> server.stop()
     """
     if (table is None) == (stream_arn is None):
         raise ValueError("name the stream by table= or by stream_arn=, not both")

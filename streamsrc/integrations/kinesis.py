@@ -173,6 +173,27 @@ class Published:
 
     ``events[-1].position`` is how far the sink has got in a ``read_all``
     feed: save it as a checkpoint to resume publishing from there.
+
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> fake_keys = dict(aws_access_key_id="x", aws_secret_access_key="x")  # moto takes any
+    >>> local = dict(region="eu-west-1", endpoint_url=endpoint, **fake_keys)
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {})])
+    ...     async with aws_client("kinesis", **local) as kinesis:
+    ...         await kinesis.create_stream(StreamName="orders-published", ShardCount=1)
+    ...         sink = kinesis_sink(kinesis, "orders-published")
+    ...         [published] = await store.read_all().through(sink).to_list()
+    ...         print(published.events[-1].position, published.shard_ids, published.calls)
+    >>> anyio.run(main, backend="asyncio")
+    1 ('shardId-000000000000',) 1
+    >>> server.stop()
     """
 
     events: tuple[RecordedEvent, ...]
@@ -262,6 +283,26 @@ def kinesis_sink(
     fails inside AWS is sent again the same way. When the retries run out
     the stream fails with :class:`PublishFailed`. Use ``.drain()`` to run
     it as a plain sink. See the module's notes on ordering.
+
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> fake_keys = dict(aws_access_key_id="x", aws_secret_access_key="x")  # moto takes any
+    >>> local = dict(region="eu-west-1", endpoint_url=endpoint, **fake_keys)
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {}), EventData("OrderPaid", {})])
+    ...     async with aws_client("kinesis", **local) as kinesis:
+    ...         await kinesis.create_stream(StreamName="orders-out", ShardCount=1)
+    ...         sent = await store.read_all().through(kinesis_sink(kinesis, "orders-out")).to_list()
+    ...         print([(len(batch.events), batch.calls) for batch in sent])
+    >>> anyio.run(main, backend="asyncio")
+    [(2, 1)]
+    >>> server.stop()
     """
     if not 1 <= batch_size <= MAX_RECORDS_PER_CALL:
         raise ValueError(f"batch_size must be between 1 and {MAX_RECORDS_PER_CALL}")
@@ -354,6 +395,29 @@ def kinesis_source(
     keep them where the handled events' effects are written, ideally in the
     same transaction. A record that is not an event in this JSON format
     fails the stream with ``InvalidEvent`` naming its shard and sequence number.
+
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    >>> fake_keys = dict(aws_access_key_id="x", aws_secret_access_key="x")  # moto takes any
+    >>> local = dict(region="eu-west-1", endpoint_url=endpoint, **fake_keys)
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("order-1", [EventData("OrderPlaced", {}), EventData("OrderPaid", {})])
+    ...     async with aws_client("kinesis", **local) as kinesis:
+    ...         await kinesis.create_stream(StreamName="orders-in", ShardCount=1)
+    ...         await store.read_all().through(kinesis_sink(kinesis, "orders-in")).drain()
+    ...         records = await kinesis_source(kinesis, "orders-in").to_list()
+    ...         print([(r.event.stream, r.event.seq, r.event.type) for r in records])
+    ...         print(await kinesis_source(kinesis, "orders-in", after=advance({}, records)).to_list())
+    >>> anyio.run(main, backend="asyncio")
+    [('order-1', 1, 'OrderPlaced'), ('order-1', 2, 'OrderPaid')]
+    []
+    >>> server.stop()
     """
     if not 1 <= limit <= 10_000:
         raise ValueError("limit must be between 1 and 10000")
