@@ -203,17 +203,35 @@ class StoreUnavailable(StoreError):
     An append that returns this wrote nothing, or (if the failure came after
     the commit) wrote everything: retrying with the same event ids is safe.
 
-    >>> from returns.result import Failure
-    >>> Failure(StoreUnavailable("connection refused"))
-    <Failure: connection refused>
+    >>> import anyio
+    >>> from streamsrc.store import open_store
+    >>> async def main() -> None:
+    ...     async with open_store("postgresql://app:s3cret@127.0.0.1:1/events"):  # nothing listens there
+    ...         pass
+    >>> anyio.run(main)
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.StoreUnavailable: cannot open postgresql://app:***@127.0.0.1:1/events:
+    ConnectionRefusedError: ...
     """
 
 
 class IncompatibleSchema(StoreError):
     """The store's tables were made by a newer streamsrc (or are not streamsrc's); nothing was changed.
 
-    >>> isinstance(IncompatibleSchema("the store's schema is version 9"), StoreError)
-    True
+    >>> import os, sqlite3, tempfile
+    >>> import anyio
+    >>> from streamsrc.store import open_store
+    >>> async def main(path: str) -> None:
+    ...     async with open_store(f"sqlite:///{path}"):
+    ...         pass
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "app.db")
+    ...     sqlite3.connect(path).execute("CREATE TABLE events (id INTEGER)").connection.close()
+    ...     anyio.run(main, path)
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.IncompatibleSchema: the database has tables ['events'] that streamsrc did not make
     """
 
 
