@@ -99,8 +99,12 @@ class InvalidStoreURL(StreamsrcError):
 class UnknownEventType(StreamsrcError):
     """A codec was asked to decode an event type it has no class registered for.
 
-    >>> UnknownEventType("OrderShipped")
-    UnknownEventType("no class registered for event type 'OrderShipped'")
+    >>> from streamsrc.codec import Codec
+    >>> from streamsrc.events import EventData
+    >>> Codec().decode(EventData("OrderShipped", {}))
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.UnknownEventType: no class registered for event type 'OrderShipped'
     """
 
     def __init__(self, event_type: str) -> None:
