@@ -11,9 +11,9 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from moto_server import MotoUnavailable, session_endpoint, stop_session_server
+from moto_server import MotoUnavailable, serialise_moto_requests, session_endpoint, stop_session_server
 from pg_server import PostgresUnavailable, session_url, stop_session_cluster
-from store_urls import ASYNCIO_ONLY, DYNAMODB_STORE_URLS, fresh_postgres_database, serialise_moto_requests
+from store_urls import ASYNCIO_ONLY, DYNAMODB_STORE_URLS, fresh_postgres_database
 
 BACKENDS = ("asyncio", "trio")
 
@@ -80,7 +80,7 @@ def moto_endpoint() -> str:
     ``STREAMSRC_TEST_AWS_ENDPOINT`` if set; else a ``ThreadedMotoServer`` on
     127.0.0.1 and a free port (see ``tests/moto_server.py``), stopped when the
     session ends; else the test is skipped. Fake credentials are set either way. The server
-    handles one request at a time (see ``store_urls.serialise_moto_requests``).
+    handles one request at a time (see ``moto_server.serialise_moto_requests``).
     """
     serialise_moto_requests()
     try:

@@ -40,6 +40,34 @@ _server: Any = None
 _endpoint: str | None = None
 
 
+_requests = threading.RLock()
+
+
+def serialise_moto_requests() -> None:
+    """Make the moto server of this process handle one request at a time.
+
+    moto's ``TransactWriteItems`` deep-copies the tables it touches to roll
+    back a cancelled transaction, and restores that copy: two requests on two
+    server threads at once can fail (a table changed while copied) or undo
+    each other's writes, which DynamoDB never does. One request at a time, as
+    a real table behaves item by item. Idempotent; a no-op without moto.
+    """
+    if importlib.util.find_spec("moto") is None:
+        return
+    from moto.core.responses import BaseResponse
+
+    original = BaseResponse.call_action
+    if getattr(original, "serialised", False):
+        return
+
+    def call_action(self: Any) -> Any:
+        with _requests:
+            return original(self)
+
+    call_action.serialised = True  # type: ignore[attr-defined]
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+
+
 def use_fake_credentials() -> None:
     """Put the fake credentials in the environment (overriding any real ones)."""
     os.environ.update(FAKE_CREDENTIALS)
@@ -59,6 +87,8 @@ def session_endpoint() -> str:
         if importlib.util.find_spec("moto") is None or importlib.util.find_spec("flask") is None:
             raise MotoUnavailable("moto's server is not installed (pip install 'moto[server]')")
         from moto.server import ThreadedMotoServer
+
+        serialise_moto_requests()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)

@@ -6,7 +6,6 @@ import asyncio
 import importlib.util
 import itertools
 import os
-import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,7 +14,7 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
-from moto_server import REGION, MotoUnavailable, session_endpoint
+from moto_server import REGION, MotoUnavailable, serialise_moto_requests, session_endpoint
 from pg_server import PostgresUnavailable, create_database, drop_database, session_url
 
 from streamsrc.store import open_store
@@ -55,32 +54,6 @@ ASYNCIO_ONLY = frozenset(POSTGRES_STORE_URLS) | frozenset(DYNAMODB_STORE_URLS)
 tests."""
 
 _tables = itertools.count()
-_moto_lock = threading.RLock()
-
-
-def serialise_moto_requests() -> None:
-    """Make the moto server of this process handle one request at a time.
-
-    moto's ``TransactWriteItems`` deep-copies the tables it touches to roll
-    back a cancelled transaction, and restores that copy: two requests on two
-    server threads at once can fail (a table changed while copied) or undo
-    each other's writes, which DynamoDB never does. One request at a time, as
-    a real table behaves item by item. Idempotent; a no-op without moto.
-    """
-    if importlib.util.find_spec("moto") is None:
-        return
-    from moto.core.responses import BaseResponse
-
-    original = BaseResponse.call_action
-    if getattr(original, "serialised", False):
-        return
-
-    def call_action(self: Any) -> Any:
-        with _moto_lock:
-            return original(self)
-
-    call_action.serialised = True  # type: ignore[attr-defined]
-    BaseResponse.call_action = call_action  # type: ignore[method-assign]
 
 
 def fresh_dynamodb_url(options: str = "") -> str:

@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 import pytest
-from moto_server import REGION
+from moto_server import REGION, serialise_moto_requests
 from returns.result import Failure, Success
-from store_urls import fresh_dynamodb_url, serialise_moto_requests
+from store_urls import fresh_dynamodb_url
 
 from streamsrc.errors import (
     EventTooLarge,
