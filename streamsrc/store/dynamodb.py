@@ -206,6 +206,24 @@ class BatchTooLarge(InvalidEvent):
 
     A batch is never split (that would lose its atomicity): append it in
     smaller batches of your own, at most :data:`MAX_BATCH` events each.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.store import open_store
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> url = "dynamodb://doc-batches?region=eu-west-1&endpoint_url=http://{}:{}".format(*server.get_host_and_port())
+    >>> async def main() -> None:
+    ...     async with open_store(url + "&create=true") as store:
+    ...         too_many = [EventData("ItemAdded", {}) for _ in range(MAX_BATCH + 1)]
+    ...         print(await store.append("order-1", too_many))
+    >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):  # moto takes any
+    ...     anyio.run(main, backend="asyncio")
+    <Failure: batch for 'order-1': 49 events need 101 items, over the 100 of one DynamoDB transaction:
+    append at most 48 events at a time>
+    >>> server.stop()
     """
 
     def __init__(self, stream: str, message: str) -> None:
@@ -375,7 +393,12 @@ _TABLE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01
 
 @dataclass(frozen=True)
 class Settings:
-    """What a ``dynamodb://`` URL says: the table, where it is, and how to use it."""
+    """What a ``dynamodb://`` URL says: the table, where it is, and how to use it.
+
+    >>> settings = Settings.from_url("dynamodb://shop-events?region=eu-west-1&endpoint_url=http://127.0.0.1:8000")
+    >>> settings.table, settings.region, settings.endpoint_url, settings.consistent
+    ('shop-events', 'eu-west-1', 'http://127.0.0.1:8000', True)
+    """
 
     table: str
     region: str | None = None
@@ -442,7 +465,26 @@ class _Commit(NamedTuple):
 
 
 class DynamoDBStore:
-    """An event store, snapshot store and checkpoint store in DynamoDB tables (see the module notes)."""
+    """An event store, snapshot store and checkpoint store in DynamoDB tables (see the module notes).
+
+    >>> import os
+    >>> from unittest import mock
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> from streamsrc.store import open_store
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> url = "dynamodb://doc-shop?region=eu-west-1&endpoint_url=http://{}:{}".format(*server.get_host_and_port())
+    >>> async def main() -> None:
+    ...     async with open_store(url + "&create=true") as store:  # a DynamoDBStore
+    ...         print(await store.append("order-1", [EventData("OrderPlaced", {"total": 12})], expected=0))
+    ...         print([(e.stream, e.seq, e.position, e.data) for e in await store.read_all().to_list()])
+    >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):  # moto takes any
+    ...     anyio.run(main, backend="asyncio")
+    <Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>
+    [('order-1', 1, 1, {'total': 12})]
+    >>> server.stop()
+    """
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings.from_url(url)
@@ -1240,6 +1282,22 @@ async def create_tables(url: str) -> list[str]:
 
     Runs on asyncio (aiobotocore). From a shell:
     ``streamsrc dynamodb create-tables 'dynamodb://TABLE?region=...'``.
+
+    >>> import os
+    >>> from unittest import mock
+    >>> import anyio
+    >>> from moto.server import ThreadedMotoServer  # AWS's APIs on this machine, for the example
+    >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    >>> server.start()
+    >>> url = "dynamodb://doc-tables?region=eu-west-1&endpoint_url=http://{}:{}".format(*server.get_host_and_port())
+    >>> async def main() -> None:
+    ...     print(await create_tables(url))
+    ...     print(await create_tables(url))  # again: nothing to do
+    >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):  # moto takes any
+    ...     anyio.run(main, backend="asyncio")
+    ['doc-tables', 'doc-tables.log', 'doc-tables.snapshots', 'doc-tables.checkpoints']
+    []
+    >>> server.stop()
     """
     settings = Settings.from_url(url)
     shown = redact_url(url)
