@@ -132,11 +132,11 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    encode_recorded,
     now_us,
     to_us,
 )
 from streamsrc.store._open import _options, _positive_int, _seconds, redact_url
-from streamsrc.store.memory import encode_recorded
 from streamsrc.stream import Stream
 
 __all__ = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -20,7 +20,7 @@ import anyio.lowlevel
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import InvalidEvent, StoreError
+from streamsrc.errors import StoreError
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
     ANY,
@@ -35,8 +35,8 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    encode_recorded,
 )
-from streamsrc.store._contract import _check_name as check_name
 from streamsrc.stream import Stream
 
 
@@ -219,108 +219,6 @@ class MemoryStore:
     async def save_checkpoint(self, name: str, position: int) -> None:
         await anyio.lowlevel.checkpoint()
         self._checkpoints[name] = position
-
-
-def encode_recorded(
-    stream: str, events: Sequence[RecordedEvent], max_size: int
-) -> Result[tuple[list[EncodedEvent], list[datetime]], StoreError]:
-    """Check recorded events for an import into ``stream`` and encode them as ``append`` does.
-
-    Every event must be a ``RecordedEvent`` of ``stream`` with a time that
-    knows its timezone, and the seqs must count up by one from a first seq
-    of at least 1; names, JSON, sizes and ids are checked as
-    :func:`encode_batch` checks them. Returns the encoded events and their
-    times, or ``Failure`` with an ``InvalidEvent`` at the first problem.
-    Every store's ``import_events`` starts here (or at
-    :func:`encode_recorded_stored`).
-
-    >>> from streamsrc.events import new_event_id, stored_event
-    >>> opened = stored_event("s", 1, 1, "Opened", "{}", None, new_event_id(), 0)
-    >>> batch, times = encode_recorded("s", [opened], max_size=1000).unwrap()
-    >>> batch[0].type, times
-    ('Opened', [datetime.datetime(1970, 1, 1, 0, 0, tzinfo=datetime.timezone.utc)])
-    >>> encode_recorded("t", [opened], max_size=1000)
-    <Failure: an event of stream 's' cannot be imported into 't'>
-    """
-    return encode_recorded_stored(stream, events, max_size).map(
-        lambda encoded: (encoded[0], [_as_datetime(t) for t in encoded[1]])
-    )
-
-
-def encode_recorded_stored(
-    stream: str, events: Sequence[RecordedEvent], max_size: int
-) -> Result[tuple[list[EncodedEvent], list[int | datetime]], StoreError]:
-    """:func:`encode_recorded`, with each time as the event holds it: microseconds since the epoch
-    (UTC) for an event in a store's stored form, else an aware ``datetime``.
-
-    An event in its stored form (as a store's read gives it) keeps the JSON
-    text the store holds, which that store checked when it was written: it
-    is measured, not decoded and encoded again. Other events (built with
-    their fields decoded) are checked and encoded in full.
-
-    >>> from streamsrc.events import new_event_id, stored_event
-    >>> opened = stored_event("s", 1, 1, "Opened", "{}", None, new_event_id(), 0)
-    >>> batch, times = encode_recorded_stored("s", [opened], max_size=1000).unwrap()
-    >>> batch[0].data, times
-    ('{}', [0])
-    """
-    out: list[EncodedEvent] = []
-    times: list[int | datetime] = []
-    try:
-        check_name(stream, "stream name")
-        first = events[0].seq if events and isinstance(events[0], RecordedEvent) else 1
-        for k, event in enumerate(events):
-            if not isinstance(event, RecordedEvent):
-                raise InvalidEvent(f"expected RecordedEvent, got {type(event).__name__}")
-            if event.stream != stream:
-                raise InvalidEvent(f"an event of stream {event.stream!r} cannot be imported into {stream!r}")
-            seq = event.seq
-            if type(seq) is not int or seq != first + k or seq < 1:
-                raise InvalidEvent(
-                    f"imported seqs must be consecutive from 1 or more: got {seq!r} at index {k} "
-                    f"of a batch starting at {first!r}"
-                )
-            moment = _stored(event, 7)
-            if type(moment) is not int:
-                moment = event.time
-                if not isinstance(moment, datetime) or moment.utcoffset() is None:
-                    raise InvalidEvent(f"event {event.id} has no timezone-aware time: {moment!r}")
-            times.append(moment)
-            out.append(_encode_one(event, max_size))
-        if len(out) > 1 and len({e.id for e in out}) < len(out):
-            raise InvalidEvent("an event id appears twice in one batch")
-    except InvalidEvent as exc:
-        return Failure(exc)
-    return Success((out, times))
-
-
-def _encode_one(event: RecordedEvent, max_size: int) -> EncodedEvent:
-    """One event checked and encoded, from its stored JSON text when it has it; raises ``InvalidEvent``."""
-    data, metadata = _stored(event, 4), _stored(event, 5)
-    if type(data) is str and (metadata is None or type(metadata) is str):
-        check_name(event.type, "event type")
-        size = len(data.encode("utf-8")) + (0 if metadata is None else len(metadata.encode("utf-8")))
-        event_id = event.id
-        if size <= max_size and type(event_id) is uuid.UUID:
-            return EncodedEvent(event_id, event.type, data, metadata)
-        # over the limit as stored (another store's spacing?) or odd: measured as append measures it
-    try:
-        fields = EventData(event.type, event.data, event.metadata, event.id)
-    except (ValueError, TypeError) as exc:  # stored fields that do not decode
-        raise InvalidEvent(f"cannot import event {_stored(event, 6)!r}: {exc!r}") from None
-    encoded = encode_batch(event.stream, [fields], max_size)
-    if isinstance(encoded, Failure):
-        raise encoded.failure()
-    return encoded.unwrap()[0]
-
-
-def _as_datetime(moment: int | datetime) -> datetime:
-    """A stored time (microseconds since the epoch, or a datetime) as an aware datetime, exactly."""
-    return moment if isinstance(moment, datetime) else _EPOCH + timedelta(microseconds=moment)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_stored: Callable[[RecordedEvent, int], Any] = tuple.__getitem__  # a field as the store handed it over
 
 
 _Row = tuple[str, int, int, str, str, str | None, uuid.UUID, datetime]

@@ -66,12 +66,12 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    encode_recorded,
     now_us,
     paged_reads,
     to_us,
 )
 from streamsrc.store._open import redact_url
-from streamsrc.store.memory import encode_recorded
 from streamsrc.stream import Stream
 
 T = TypeVar("T")

@@ -60,11 +60,11 @@ from streamsrc.store._contract import (
     check_existing,
     check_expected,
     encode_batch,
+    encode_recorded_stored,
     now_us,
     paged_reads,
     to_us,
 )
-from streamsrc.store.memory import encode_recorded_stored
 from streamsrc.stream import Stream
 
 T = TypeVar("T")
