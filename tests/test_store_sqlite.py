@@ -317,6 +317,14 @@ async def test_redacted_url_still_names_user_and_host() -> None:
     assert "dynamodb://app:***@db.example:5432/events" in str(caught.value)
 
 
+async def test_a_bad_port_is_named_with_the_url_redacted() -> None:
+    with pytest.raises(InvalidStoreURL) as caught:
+        async with open_store("postgresql://app:secret@db.example:99999/events"):
+            pass
+    assert "postgresql://app:***@db.example:99999/events" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
 async def test_in_memory_sqlite_url_does_not_lose_events() -> None:
     """``sqlite:///:memory:`` must either be refused or work: never hand out a store that loses writes."""
     try:

@@ -22,17 +22,17 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("postgresql://app:s3cret@db:5432/events")
     'postgresql://app:***@db:5432/events'
+    >>> redact_url("postgresql://app:s3cret@db:99999/events")  # a bad port is shown as written
+    'postgresql://app:***@db:99999/events'
     >>> redact_url("dynamodb://events?endpoint_url=http://u:pw@localhost:8000&aws_secret_access_key=abc")
     'dynamodb://events?endpoint_url=http://u:***@localhost:8000&aws_secret_access_key=***'
     """
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if parts.port is not None:
-                host = f"{host}:{parts.port}"
-            netloc = f"{parts.username or ''}:***@{host}"
+        userinfo, at, host = netloc.rpartition("@")
+        if at and ":" in userinfo:  # the host part as written: a bad port is still shown, not parsed
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
         query = parts.query
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)
