@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 # ---------------------------------------------------------------------------- rates and ratios
 
@@ -186,3 +187,21 @@ def versions_line(parts: Sequence[str], cpus: bool = False) -> str:
     platform (and with ``cpus``, the number of CPUs)."""
     line = f"{', '.join(parts)}; Python {platform.python_version()} on {platform.platform()}"
     return f"{line}, {os.cpu_count()} CPUs" if cpus else line
+
+
+async def timed_appends(url: str, work: Sequence[tuple[str, Sequence[Any]]]) -> float:
+    """Seconds taken by ``store.append(stream, events)`` for each pair of ``work``, one after another,
+    through ``open_store(url)`` (opening and closing the store are not timed)."""
+    import gc
+
+    from returns.result import Success
+
+    from streamsrc.store import open_store
+
+    async with open_store(url) as store:
+        gc.collect()
+        t0 = time.perf_counter()
+        for stream, events in work:
+            if not isinstance(await store.append(stream, events), Success):
+                raise RuntimeError(f"streamsrc append to {stream} failed")
+        return time.perf_counter() - t0

@@ -48,7 +48,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import Rates, Report, Table, add_common_args, parse_checked, version, versions_line, versus_ratio
+from _common import (
+    Rates,
+    Report,
+    Table,
+    add_common_args,
+    parse_checked,
+    timed_appends,
+    version,
+    versions_line,
+    versus_ratio,
+)
 from returns.result import Success
 
 from streamsrc.events import EventData, RecordedEvent
@@ -270,13 +280,7 @@ Work = list[tuple[str, list[EventData]]]
 
 def append_runs(work: Work) -> tuple[Run, Run]:
     async def streamsrc_run(url: str, units: int) -> float:
-        async with open_store(url) as store:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                if not isinstance(await store.append(stream, events), Success):
-                    raise RuntimeError(f"streamsrc append to {stream} failed")
-            elapsed = time.perf_counter() - t0
+        elapsed = await timed_appends(url, work[:units])
         await check_count(url, sum(len(e) for _, e in work[:units]), "streamsrc")
         return elapsed
 

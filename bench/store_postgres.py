@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _common import Report, Table, add_common_args, parse_checked, version, versions_line
+from _common import Report, Table, add_common_args, parse_checked, timed_appends, version, versions_line
 from _sqlite import Variant, rate_cells, subject_row, versus
 from returns.result import Success
 
@@ -250,13 +250,7 @@ def append_runs(work: Work) -> tuple[PgRun, PgRun, Callable[[bool], PgRun]]:
     call of the server function, over ``work`` (a unit is one append of ``work[i]``'s events)."""
 
     async def streamsrc_run(url: str, units: int) -> float:
-        async with open_store(url) as store:
-            gc.collect()
-            t0 = time.perf_counter()
-            for stream, events in work[:units]:
-                if not isinstance(await store.append(stream, events), Success):
-                    raise RuntimeError(f"streamsrc append to {stream} failed")
-            elapsed = time.perf_counter() - t0
+        elapsed = await timed_appends(url, work[:units])
         await check_count(url, sum(len(e) for _, e in work[:units]), "streamsrc")
         return elapsed
 
