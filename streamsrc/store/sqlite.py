@@ -159,6 +159,8 @@ class ConnectionThreads:
         except RuntimeError:  # not asyncio
             self._loop = None
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._name = name
+        self._closed = False
         self._threads = [
             threading.Thread(target=self._main, args=(connect,), name=f"{name}-{i}", daemon=True)
             for i in range(threads)
@@ -190,6 +192,8 @@ class ConnectionThreads:
         With ``shield``, a cancellation first waits for the call to finish (so
         its outcome is settled) and then takes effect.
         """
+        if self._closed:  # a job queued behind the threads' stop signal would never run
+            raise StoreUnavailable(f"the {self._name} threads are closed")
         box: list[tuple[bool, Any]] = []
         try:
             if self._loop is not None:
@@ -214,6 +218,9 @@ class ConnectionThreads:
         return value  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
+        """Let the calls queued so far finish, stop the threads and close their connections; a call
+        made from now on raises ``StoreUnavailable``."""
+        self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
         for t in self._threads:
@@ -284,11 +291,12 @@ class SqliteStore:
         return self
 
     async def aclose(self) -> None:
-        """Stop the threads and close the connections."""
-        for worker in (self._readers, self._writer):
+        """Stop the threads and close the connections (calls already queued finish first)."""
+        workers = (self._readers, self._writer)
+        self._readers = self._writer = None  # from now on every call says the store is closed
+        for worker in workers:
             if worker is not None:
                 await worker.aclose()
-        self._readers = self._writer = None
 
     def _write(self) -> ConnectionThreads:
         if self._writer is None:
