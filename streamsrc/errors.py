@@ -19,6 +19,7 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
         ├── InvalidEvent            an event (or stream name) cannot be stored as given
         │   └── EventTooLarge           its encoded size is over the store's limit
         ├── StoreUnavailable        the store could not be reached or failed mid-operation
+        ├── CorruptEvent            a stored event (or snapshot) does not decode: the row was damaged
         └── IncompatibleSchema      the store was made by a newer streamsrc, or is not a streamsrc store
 
 Every append failure is one of the ``StoreError`` values, returned inside a
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "Conflict",
+    "CorruptEvent",
     "DuplicateEvent",
     "EffectFailed",
     "EventTooLarge",
@@ -218,6 +220,33 @@ class StoreUnavailable(StoreError):
     streamsrc.errors.StoreUnavailable: cannot open postgresql://app:***@127.0.0.1:1/events:
     ConnectionRefusedError: ...
     """
+
+
+class CorruptEvent(StoreError, ValueError):
+    """A stored event does not decode: its row was written or damaged by something other than streamsrc.
+
+    Raised by a read, or by the first access to a lazily decoded field
+    (``data``, ``metadata``, ``id``, ``time``) of a ``RecordedEvent``. It names
+    where the event is (``stream``, ``seq``, ``position``) and which ``field``
+    is damaged. It is also a ``ValueError``, which is what a JSON decoder
+    raises, so code that caught that still catches this.
+
+    >>> from streamsrc.events import new_event_id, stored_event
+    >>> damaged = stored_event("order-1", 3, 17, "OrderPlaced", "{not json", None, new_event_id(), 0)
+    >>> damaged.data
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.CorruptEvent: stored event at position 17 ('order-1' #3) has a damaged data field: ...
+    """
+
+    def __init__(self, stream: object, seq: object, position: object, field: str, problem: str) -> None:
+        super().__init__(
+            f"stored event at position {position} ({stream!r} #{seq}) has a damaged {field} field: {problem}"
+        )
+        self.stream = stream
+        self.seq = seq
+        self.position = position
+        self.field = field
 
 
 class IncompatibleSchema(StoreError):

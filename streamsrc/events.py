@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import InvalidEvent
+from streamsrc.errors import CorruptEvent, InvalidEvent
 
 __all__ = [
     "MAX_NAME_LENGTH",
@@ -108,21 +108,64 @@ class _Lazy:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        value = self.decode(tuple.__getitem__(instance, self.index))
+        try:
+            value = self.decode(tuple.__getitem__(instance, self.index))
+        except Exception as exc:  # a damaged row: say where it is, as a store error
+            raise _damaged(instance, self.name, exc) from None
         instance.__dict__[self.name] = value  # later reads find it before this descriptor
         return value
 
 
+def _damaged(instance: tuple[Any, ...], field: str, exc: BaseException) -> CorruptEvent:
+    stream, seq, position = (tuple.__getitem__(instance, i) for i in range(3))
+    stored = repr(tuple.__getitem__(instance, _FIELD_INDEX[field]))
+    shown = stored if len(stored) <= 80 else stored[:77] + "..."
+    return CorruptEvent(stream, seq, position, field, f"{type(exc).__name__}: {exc} (stored: {shown})")
+
+
+_FIELD_INDEX = {"data": 4, "metadata": 5, "id": 6, "time": 7}
+
+
+class _Damaged:
+    """How a repr shows a field that does not decode: as stored."""
+
+    def __init__(self, stored: object) -> None:
+        self.stored = stored
+
+    def __repr__(self) -> str:
+        return f"<damaged: {self.stored!r}>"
+
+
+def _shown(event: Any, name: str) -> Any:
+    try:
+        return getattr(event, name)
+    except CorruptEvent:
+        return _Damaged(tuple.__getitem__(event, _FIELD_INDEX[name]))
+
+
 def _decode_metadata(text: str | None) -> dict[str, Any] | None:
-    return None if text is None else decode_json(text)
+    if text is None:
+        return None
+    value = decode_json(text)
+    if type(value) is not dict:
+        raise TypeError(f"metadata must be a JSON object, not {type(value).__name__}")
+    return value
 
 
 def _decode_id(raw: bytes | uuid.UUID) -> uuid.UUID:
-    return raw if type(raw) is uuid.UUID else uuid_from_bytes(raw)  # type: ignore[arg-type]
+    if isinstance(raw, uuid.UUID):
+        return raw
+    if type(raw) is not bytes or len(raw) != 16:
+        raise TypeError(f"an event id is stored as 16 bytes, not {type(raw).__name__} {raw!r}")
+    return uuid_from_bytes(raw)
 
 
 def _decode_time(raw: int | datetime) -> datetime:
-    return raw if type(raw) is datetime else datetime.fromtimestamp(raw / 1_000_000, UTC)  # type: ignore[operator]
+    if isinstance(raw, datetime):
+        return raw
+    if type(raw) is not int:
+        raise TypeError(f"a time is stored as microseconds (an integer), not {type(raw).__name__}")
+    return datetime.fromtimestamp(raw / 1_000_000, UTC)
 
 
 class RecordedEvent(tuple):  # type: ignore[type-arg]
@@ -213,8 +256,11 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
         return hash((self.stream, self.seq, self.position, self.id))
 
     def __repr__(self) -> str:
-        names = self._fields
-        inner = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._values(), strict=True))
+        try:
+            values = self._values()
+        except CorruptEvent:  # a damaged field is shown as stored, never raised from a repr
+            values = tuple(_shown(self, n) for n in self._fields)
+        inner = ", ".join(f"{n}={v!r}" for n, v in zip(self._fields, values, strict=True))
         return f"RecordedEvent({inner})"
 
     def _repr_html_(self) -> str:
