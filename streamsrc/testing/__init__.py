@@ -10,6 +10,9 @@ else in streamsrc imports it, so pytest stays a test-time dependency.
 * :class:`~streamsrc.testing.entity.EntityConformance`: the same for the
   write and read side (``Repository``: commands, queries, snapshots, retries)
   run against a store, with its own small test domain.
+* :class:`~streamsrc.testing.faults.FaultyStore`: wraps any store and injects
+  faults into its appends before or after the commit point (lost requests,
+  lost answers, timeouts, raised errors), following a deterministic plan.
 """
 
 import pytest
@@ -20,5 +23,8 @@ pytest.register_assert_rewrite("streamsrc.testing.conformance", "streamsrc.testi
 from streamsrc.testing.conformance import ConformantStore as ConformantStore  # noqa: E402
 from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance  # noqa: E402
 from streamsrc.testing.entity import EntityConformance as EntityConformance  # noqa: E402
+from streamsrc.testing.faults import Fault as Fault  # noqa: E402
+from streamsrc.testing.faults import FaultyStore as FaultyStore  # noqa: E402
+from streamsrc.testing.faults import Timeout as Timeout  # noqa: E402
 
-__all__ = ["ConformantStore", "EntityConformance", "EventStoreConformance"]
+__all__ = ["ConformantStore", "EntityConformance", "EventStoreConformance", "Fault", "FaultyStore", "Timeout"]
