@@ -1,5 +1,6 @@
 """What the benchmark scripts share: rates and ratios, targets and the final summary, tables,
-peak memory, the common command-line flags, the versions line that starts a run.
+peak memory, the common command-line flags, the versions line that starts a run, and the
+machine-readable results (``--json PATH``) that ``python -m bench`` turns into a report.
 
 The scripts run as ``python bench/<name>.py``, so this folder is on ``sys.path``
 and they import this module as ``from _common import ...``.
@@ -8,6 +9,7 @@ and they import this module as ``from _common import ...``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
@@ -17,7 +19,48 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+# ---------------------------------------------------------------------------- machine-readable results
+
+
+@dataclass
+class Results:
+    """What a run printed, kept for ``--json PATH``: the header lines, every table (notes, header,
+    rows of cells as printed), the memory verdicts, the missed targets, anything else a script
+    adds to ``extra`` (the soak's series), or why the run was skipped."""
+
+    script: str = field(default_factory=lambda: Path(sys.argv[0]).stem)
+    path: str | None = None
+    argv: list[str] = field(default_factory=lambda: sys.argv[1:])
+    header: list[str] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    memory: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+    seconds: float | None = None
+
+    def write(self) -> None:
+        """Write the results as JSON to ``path`` (nothing without ``--json``)."""
+        if self.path is None:
+            return
+        fields = {k: v for k, v in vars(self).items() if k != "path"}
+        Path(self.path).write_text(json.dumps(fields, indent=1, default=str) + "\n", encoding="utf-8")
+
+
+RESULTS = Results()
+"""This run's results (one per process)."""
+
+
+def skip(reason: str, check: bool) -> int:
+    """Print why the benchmark is skipped, record it; the exit code (1 only with ``--check``)."""
+    print(reason)
+    RESULTS.skipped = reason
+    RESULTS.write()
+    return 1 if check else 0
+
 
 # ---------------------------------------------------------------------------- rates and ratios
 
@@ -67,10 +110,11 @@ class Report:
 
     def memory_verdict(self, label: str, growth: float, limit: float, limit_text: str) -> str:
         """PASS if peak RSS grew by at most ``limit`` MB (``limit_text`` is how it is printed)."""
-        if growth <= limit:
-            return "PASS"
-        self.failures.append(f"{label}: peak RSS grew {growth:.1f} MB > {limit_text} MB")
-        return "FAIL"
+        verdict = "PASS" if growth <= limit else "FAIL"
+        RESULTS.memory.append({"label": label, "growth_mb": growth, "limit_mb": limit, "result": verdict})
+        if verdict == "FAIL":
+            self.failures.append(f"{label}: peak RSS grew {growth:.1f} MB > {limit_text} MB")
+        return verdict
 
     def finish(self, check: bool) -> int:
         """Print the missed targets and the run time; the exit code (1 only with ``--check``)."""
@@ -81,7 +125,11 @@ class Report:
                 print(f"  {failure}")
         else:
             print("All targets met.")
-        print(f"({time.perf_counter() - self.started:.0f} s)")
+        elapsed = time.perf_counter() - self.started
+        print(f"({elapsed:.0f} s)")
+        RESULTS.failures = list(self.failures)
+        RESULTS.seconds = elapsed
+        RESULTS.write()
         return 1 if check and self.failures else 0
 
 
@@ -109,6 +157,9 @@ class Table:
         for cells in rows:
             print(self.row(cells))
         sys.stdout.flush()
+        RESULTS.tables.append(
+            {"notes": list(notes), "header": list(self.header), "rows": [list(cells) for cells in rows]}
+        )
 
 
 # ---------------------------------------------------------------------------- peak memory
@@ -151,7 +202,7 @@ def add_common_args(
     backends: Sequence[str] | None = None,
 ) -> None:
     """``--quick``, ``--repeat``, ``--backend`` (if there are ``backends``; the first is the default),
-    ``--check`` and ``--only`` (one of ``sections``, repeatable)."""
+    ``--check``, ``--only`` (one of ``sections``, repeatable) and ``--json PATH``."""
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test for CI)")
     parser.add_argument(
         "--repeat",
@@ -166,12 +217,20 @@ def add_common_args(
     parser.add_argument(
         "--only", action="append", choices=sections, help="run only this section (repeatable)"
     )
+    add_json_arg(parser)
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results (tables, verdicts) as JSON to PATH"
+    )
 
 
 def parse_checked(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    RESULTS.path = args.json
     return args
 
 
@@ -186,7 +245,9 @@ def versions_line(parts: Sequence[str], cpus: bool = False) -> str:
     """The first line of a run: ``parts`` (what is measured, with versions), then Python and the
     platform (and with ``cpus``, the number of CPUs)."""
     line = f"{', '.join(parts)}; Python {platform.python_version()} on {platform.platform()}"
-    return f"{line}, {os.cpu_count()} CPUs" if cpus else line
+    line = f"{line}, {os.cpu_count()} CPUs" if cpus else line
+    RESULTS.header.append(line)
+    return line
 
 
 async def timed_appends(url: str, work: Sequence[tuple[str, Sequence[Any]]]) -> float:

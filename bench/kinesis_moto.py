@@ -52,7 +52,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import Rates, Report, Table, add_common_args, parse_checked, version, versions_line, versus_ratio
+from _common import (
+    Rates,
+    Report,
+    Table,
+    add_common_args,
+    parse_checked,
+    skip,
+    version,
+    versions_line,
+    versus_ratio,
+)
 
 from streamsrc.events import RecordedEvent, encode_json, recorded_to_json
 from streamsrc.integrations.kinesis import MAX_RECORDS_PER_CALL, aws_client, kinesis_sink, partition_key
@@ -289,8 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         endpoint = session_endpoint()
     except MotoUnavailable as exc:
-        print(f"moto's server is not available: {exc}")
-        return 1 if args.check else 0
+        return skip(f"moto's server is not available: {exc}", args.check)
     print(
         versions_line(
             [

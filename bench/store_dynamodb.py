@@ -54,6 +54,7 @@ from _common import (
     Table,
     add_common_args,
     parse_checked,
+    skip,
     timed_appends,
     version,
     versions_line,
@@ -412,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         endpoint = session_endpoint()
     except MotoUnavailable as exc:
-        print(f"{exc}: the DynamoDB store benchmark is skipped")
-        return 1 if args.check else 0
+        return skip(f"{exc}: the DynamoDB store benchmark is skipped", args.check)
     try:
         asyncio.run(run(args, endpoint, report))
     finally:

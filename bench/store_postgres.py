@@ -48,7 +48,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from _common import Report, Table, add_common_args, parse_checked, timed_appends, version, versions_line
+from _common import (
+    Report,
+    Table,
+    add_common_args,
+    parse_checked,
+    skip,
+    timed_appends,
+    version,
+    versions_line,
+)
 from _sqlite import Variant, rate_cells, subject_row, versus
 from returns.result import Success
 
@@ -553,16 +562,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run(args, named, f"{URL_VARIABLE}", report))
         return report.finish(args.check)
     if find_binaries() is None:
-        print(
+        return skip(
             f"PostgreSQL server binaries (initdb, pg_ctl) not found and {URL_VARIABLE} not set:"
-            " the PostgreSQL store benchmark is skipped"
+            " the PostgreSQL store benchmark is skipped",
+            args.check,
         )
-        return 1 if args.check else 0
     try:
         cluster = ThrowawayCluster().start()
     except PostgresUnavailable as exc:
-        print(f"{exc}: the PostgreSQL store benchmark is skipped")
-        return 1 if args.check else 0
+        return skip(f"{exc}: the PostgreSQL store benchmark is skipped", args.check)
     try:
         asyncio.run(run(args, cluster.url, f"throwaway cluster on 127.0.0.1:{cluster.port}", report))
     finally:
