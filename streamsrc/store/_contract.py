@@ -577,6 +577,36 @@ def _check_name(name: str, what: str) -> None:
 _GOOD_NAMES: set[str] = set()
 
 
+def check_key(name: str, what: str) -> None:
+    """Raise ``InvalidEvent`` unless ``name`` is a usable name: the rules of a stream name
+    (:func:`~streamsrc.events.validate_stream_name`), which snapshot keys and checkpoint names
+    follow too. Every store's ``save_snapshot`` and ``save_checkpoint`` start here.
+
+    >>> check_key("emails", "checkpoint name")
+    >>> check_key("a\\x00b", "checkpoint name")
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.InvalidEvent: checkpoint name contains a control character: 'a\\x00b'
+    """
+    _check_name(name, what)
+
+
+def can_be_stored(name: object) -> bool:
+    """Whether ``name`` could name a stream, snapshot or checkpoint: reads of any other name
+    (empty, too long, control characters, lone surrogates) find nothing, without asking the database.
+
+    >>> can_be_stored("order-1"), can_be_stored(""), can_be_stored("\\ud800")
+    (True, False, False)
+    """
+    if type(name) is str and name in _GOOD_NAMES:
+        return True
+    try:
+        _check_name(name, "name")  # type: ignore[arg-type]
+    except InvalidEvent:
+        return False
+    return True
+
+
 def check_expected(stream: str, expected: Expected, current: int) -> WrongExpectedVersion | None:
     """The ``WrongExpectedVersion`` for a stream at ``current`` (its last seq), or ``None`` if fine."""
     if expected is ANY:

@@ -34,6 +34,7 @@ from streamsrc.store._contract import (
     Snapshot,
     check_existing,
     check_expected,
+    check_key,
     encode_batch,
     encode_recorded,
 )
@@ -191,6 +192,7 @@ class MemoryStore:
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
         await anyio.lowlevel.checkpoint()
+        check_key(key, "snapshot key")
         snap = Snapshot(key, seq, encode_json(state), schema_version, datetime.now(UTC))
         kept = [s for s in self._snapshots.get(key, []) if (s.seq, s.schema_version) != (seq, schema_version)]
         self._snapshots[key] = sorted([*kept, snap], key=lambda s: s.seq)
@@ -218,6 +220,7 @@ class MemoryStore:
 
     async def save_checkpoint(self, name: str, position: int) -> None:
         await anyio.lowlevel.checkpoint()
+        check_key(name, "checkpoint name")
         self._checkpoints[name] = position
 
 

@@ -63,8 +63,10 @@ from streamsrc.store._contract import (
     EventFilter,
     Expected,
     Snapshot,
+    can_be_stored,
     check_existing,
     check_expected,
+    check_key,
     encode_batch,
     encode_recorded,
     now_us,
@@ -341,8 +343,8 @@ class PostgresStore:
                 return await fn(own)
             except CONNECTION_ERRORS:
                 self._drop_own()  # then try again below, on the pool's connections
-            except asyncpg.PostgresError:
-                raise  # the statement failed; the connection is fine
+            except asyncpg.PostgresError as exc:  # the statement failed; the connection is fine
+                raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
             except BaseException:
                 self._drop_own()  # cancelled mid-statement, say: its state is unknown
                 raise
@@ -356,6 +358,8 @@ class PostgresStore:
             except CONNECTION_ERRORS as exc:
                 if attempt == len(_RETRY_DELAYS):
                     raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+            except asyncpg.PostgresError as exc:
+                raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
             else:
                 if self._own is None or self._own.is_closed():
                     await self._connect_own()
@@ -442,7 +446,7 @@ class PostgresStore:
     def read(
         self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
     ) -> Stream[RecordedEvent]:
-        if "\x00" in stream:  # PostgreSQL text cannot hold NUL: no stream has such a name
+        if not can_be_stored(stream):  # no stream has such a name (PostgreSQL text cannot hold NUL)
             return Stream.empty()
         if backwards:
             sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
@@ -460,10 +464,10 @@ class PostgresStore:
         stream_prefix: str | None = None,
     ) -> Stream[RecordedEvent]:
         keep = EventFilter.of(types, stream_prefix)
-        if keep.stream_prefix is not None and "\x00" in keep.stream_prefix:
-            return Stream.empty()  # PostgreSQL text cannot hold NUL: no stream has such a name
+        if keep.stream_prefix is not None and not can_be_stored(keep.stream_prefix):
+            return Stream.empty()  # no stream has such a name (PostgreSQL text cannot hold NUL)
         if keep.types is not None:
-            keep = keep._replace(types=frozenset(t for t in keep.types if "\x00" not in t))
+            keep = keep._replace(types=frozenset(t for t in keep.types if can_be_stored(t)))
         where = ""
         params: list[object] = []
         if keep.types is not None:
@@ -494,7 +498,7 @@ class PostgresStore:
         return paged_reads(fetch, self.page_size, start, limit, _SEQ if key == 1 else _POSITION)
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        if "\x00" in stream:
+        if not can_be_stored(stream):
             return Nothing
         sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1"
         row = await self._run("latest", lambda conn: conn.fetchrow(sql, stream))
@@ -523,6 +527,7 @@ class PostgresStore:
             "ON CONFLICT (key, schema_version, seq) "
             "DO UPDATE SET state = excluded.state, time = excluded.time"
         )
+        check_key(key, "snapshot key")
         row = (key, schema_version, seq, encode_json(state), now_us())
         await self._run("save_snapshot", lambda conn: conn.execute(sql, *row))
 
@@ -543,16 +548,24 @@ class PostgresStore:
             (1 << 62) if at_seq is None else at_seq,
             (1 << 62) if at_time is None else to_us(at_time),
         )
+        if not can_be_stored(key):
+            return Nothing
         row = await self._run("load_snapshot", lambda conn: conn.fetchrow(sql, *params))
         if row is None:
             return Nothing
         seq, state, us = row
         moment = datetime.fromtimestamp(us / 1_000_000, UTC)
-        return Some(Snapshot(key, seq, decode_json(state), schema_version, moment))
+        try:
+            decoded = decode_json(state)
+        except (ValueError, RecursionError):  # a damaged row: a snapshot is only a shortcut, replay instead
+            return Nothing
+        return Some(Snapshot(key, seq, decoded, schema_version, moment))
 
     # -- checkpoints
 
     async def load_checkpoint(self, name: str) -> int:
+        if not can_be_stored(name):
+            return 0
         sql = "SELECT position FROM checkpoints WHERE name = $1"
         value = await self._run("load_checkpoint", lambda conn: conn.fetchval(sql, name))
         return int(value or 0)
@@ -562,6 +575,7 @@ class PostgresStore:
             "INSERT INTO checkpoints (name, position, time) VALUES ($1, $2, $3) "
             "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
         )
+        check_key(name, "checkpoint name")
         await self._run("save_checkpoint", lambda conn: conn.execute(sql, name, position, now_us()))
 
     @asynccontextmanager
@@ -619,6 +633,8 @@ async def _create_schema(conn: asyncpg.Connection) -> None:
         }
         if "streamsrc_meta" in tables:
             value = await conn.fetchval("SELECT value FROM streamsrc_meta WHERE key = 'schema_version'")
+            if value is not None and not (value.isascii() and value.isdigit()):
+                raise IncompatibleSchema(f"the database has schema version {value!r}, not a number")
             if value is not None and int(value) > SCHEMA_VERSION:
                 raise IncompatibleSchema(
                     f"the database has schema version {value}; this streamsrc knows up to "
