@@ -184,6 +184,7 @@ class MemoryStore:
 
     def streams(self) -> Stream[str]:
         async def names() -> list[str]:
+            await anyio.lowlevel.checkpoint()  # like every other read: a point where it can be cancelled
             return sorted(self._streams)
 
         return Stream.eval(names).flat_map(Stream.emits)
