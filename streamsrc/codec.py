@@ -2,7 +2,7 @@
 
 A :class:`Codec` knows, for each event type name, the dataclass that holds it
 and its current schema version. Encoding turns an instance into JSON
-``data`` (dataclasses, lists, tuples, dicts, ``datetime``, ``date``,
+``data`` (dataclasses, lists, tuples, sets, dicts, ``datetime``, ``date``,
 ``UUID``, ``Decimal`` and ``Enum`` values are handled) and records a
 version above 1 in the metadata key ``"schema_version"``. Decoding reads that version
 (1 if absent: version 1 is not written) and, if it is older, runs the registered upcasters
@@ -29,6 +29,7 @@ JSON decoding the store already does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -208,8 +209,10 @@ def _shape(cls: Any) -> tuple[dict[str, Any], frozenset[str]]:
 def to_json_value(value: Any) -> Any:
     """``value`` as plain JSON (the inverse of :func:`from_json_value`).
 
-    >>> to_json_value({"when": date(2026, 1, 2), "ids": (1, 2)})
-    {'when': '2026-01-02', 'ids': [1, 2]}
+    >>> to_json_value({"when": date(2026, 1, 2), "ids": (1, 2), "tags": {"b", "a"}})
+    {'when': '2026-01-02', 'ids': [1, 2], 'tags': ['a', 'b']}
+
+    Anything else is left as it is, for the store to check (``InvalidEvent`` if it is not JSON).
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -223,6 +226,11 @@ def to_json_value(value: Any) -> Any:
         return [to_json_value(v) for v in value]
     if isinstance(value, dict):
         return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):  # a JSON list, sorted if it can be: equal sets encode alike
+        items = [to_json_value(v) for v in value]
+        with contextlib.suppress(TypeError):
+            items.sort()
+        return items
     return value
 
 
