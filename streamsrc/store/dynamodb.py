@@ -112,6 +112,7 @@ from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
 from streamsrc.errors import (
+    CorruptEvent,
     IncompatibleSchema,
     InvalidEvent,
     InvalidStoreURL,
@@ -129,8 +130,10 @@ from streamsrc.store._contract import (
     EventFilter,
     Expected,
     Snapshot,
+    can_be_stored,
     check_existing,
     check_expected,
+    check_key,
     encode_batch,
     encode_recorded,
     now_us,
@@ -163,6 +166,9 @@ MAX_EVENT_SIZE = 400_000
 """The default and highest ``max_event_size``: the item's other attributes fit in the rest of 400 KB."""
 INLINE_BYTES = 350_000
 """A commit item carries a copy of its events when they fit in this many bytes."""
+MAX_NAME_BYTES = 1024
+"""The longest stream name, snapshot key or checkpoint name in UTF-8 bytes (a DynamoDB sort key holds
+1,024): names of up to 256 characters always fit."""
 
 _UUID = uuid.UUID
 _HEAD_KEY = {"pk": {"S": "head"}, "sk": {"S": "0"}}
@@ -261,7 +267,7 @@ def event_from_item(item: Mapping[str, Any]) -> RecordedEvent:
     record carries as ``dynamodb.NewImage`` and what a Lambda function gets
     in ``Records[].dynamodb.NewImage``. ``data`` and ``metadata`` are decoded
     from their JSON text on first use. An item that is not an event item (see
-    :func:`is_event_item`) raises ``ValueError``.
+    :func:`is_event_item`) raises ``CorruptEvent`` (a ``ValueError``).
 
     >>> e = event_from_item({
     ...     "stream": {"S": "order-1"}, "seq": {"N": "2"}, "position": {"N": "7"},
@@ -286,7 +292,22 @@ def event_from_item(item: Mapping[str, Any]) -> RecordedEvent:
             ),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ValueError(f"not a streamsrc event item ({type(exc).__name__}: {exc})") from None
+        raise CorruptEvent(
+            _attribute(item, "stream"),
+            _attribute(item, "seq"),
+            _attribute(item, "position"),
+            "item",
+            f"not a streamsrc event item ({type(exc).__name__}: {exc})",
+        ) from None
+
+
+def _attribute(item: Mapping[str, Any], name: str) -> object:
+    """An attribute's value as the item holds it (for messages about a damaged item), or ``None``."""
+    try:
+        value = item[name]
+        return next(iter(value.values())) if isinstance(value, Mapping) else value
+    except (KeyError, TypeError, StopIteration):
+        return None
 
 
 def _event_item(
@@ -630,6 +651,12 @@ class DynamoDBStore:
     async def _append(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
     ) -> Result[AppendResult, StoreError]:
+        if len(stream) > MAX_NAME_BYTES // 4 and len(stream.encode("utf-8")) > MAX_NAME_BYTES:
+            return Failure(
+                InvalidEvent(
+                    f"stream name is over the {MAX_NAME_BYTES} bytes (UTF-8) a DynamoDB key may hold"
+                )
+            )
         too_large, inline = self._check_size(stream, batch)
         if too_large is not None:
             return Failure(too_large)
@@ -996,18 +1023,27 @@ class DynamoDBStore:
         )
         commits = []
         for item in response.get("Items") or []:
-            first = int(item["position"]["N"])
-            last = int(item["sk"]["S"])
-            inline = item.get("events")
-            commits.append(
-                _Commit(
-                    item["stream"]["S"],
-                    int(item["seq"]["N"]),
-                    first,
-                    last,
-                    None if inline is None else decode_json(inline["S"]),
+            try:
+                first = int(item["position"]["N"])
+                last = int(item["sk"]["S"])
+                inline = item.get("events")
+                commits.append(
+                    _Commit(
+                        item["stream"]["S"],
+                        int(item["seq"]["N"]),
+                        first,
+                        last,
+                        None if inline is None else decode_json(inline["S"]),
+                    )
                 )
-            )
+            except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+                raise CorruptEvent(
+                    _attribute(item, "stream"),
+                    _attribute(item, "seq"),
+                    _attribute(item, "position"),
+                    "commit item",
+                    f"{type(exc).__name__}: {exc}",
+                ) from None
         return commits, "LastEvaluatedKey" in response
 
     async def _commit_events(self, commit: _Commit) -> list[RecordedEvent]:
@@ -1016,10 +1052,15 @@ class DynamoDBStore:
         if copy is not None:
             new = tuple.__new__
             out = []
-            for kind, data, meta, id_, t in copy:
-                out.append(new(RecordedEvent, (stream, seq, position, kind, data, meta, _UUID(id_), t)))
-                seq += 1
-                position += 1
+            try:
+                for kind, data, meta, id_, t in copy:
+                    out.append(new(RecordedEvent, (stream, seq, position, kind, data, meta, _UUID(id_), t)))
+                    seq += 1
+                    position += 1
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise CorruptEvent(
+                    stream, seq, position, "commit item's copy", f"{type(exc).__name__}: {exc}"
+                ) from None
             return out
         # Too large to copy: the events table has them (always read consistently: the commit is there).
         query = {
@@ -1071,6 +1112,7 @@ class DynamoDBStore:
     # -- snapshots
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        _check_key(key, "snapshot key")
         item = {
             "key": {"S": f"{schema_version}:{key}"},
             "seq": {"N": str(seq)},
@@ -1088,6 +1130,8 @@ class DynamoDBStore:
         at_seq: int | None = None,
         at_time: datetime | None = None,
     ) -> Maybe[Snapshot]:
+        if not can_be_stored(key):
+            return Nothing
         values: dict[str, Any] = {":k": {"S": f"{schema_version}:{key}"}}
         condition = "#k = :k"
         if at_seq is not None:
@@ -1111,13 +1155,23 @@ class DynamoDBStore:
         if not found:
             return Nothing
         item = found[0]
-        moment = datetime.fromtimestamp(int(item["time"]["N"]) / 1_000_000, UTC)
-        state = decode_json(item["state"]["S"])
+        try:
+            moment = datetime.fromtimestamp(int(item["time"]["N"]) / 1_000_000, UTC)
+            state = decode_json(item["state"]["S"])
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            RecursionError,
+        ):  # a damaged item: a shortcut, replay instead
+            return Nothing
         return Some(Snapshot(key, int(item["seq"]["N"]), state, schema_version, moment))
 
     # -- checkpoints
 
     async def load_checkpoint(self, name: str) -> int:
+        if not can_be_stored(name):
+            return 0
         response = await self._call(
             "load_checkpoint",
             "get_item",
@@ -1129,12 +1183,20 @@ class DynamoDBStore:
         return int(item["position"]["N"]) if item else 0
 
     async def save_checkpoint(self, name: str, position: int) -> None:
+        _check_key(name, "checkpoint name")
         item = {
             "name": {"S": _checkpoint_key(name)},
             "position": {"N": str(position)},
             "time": {"N": str(now_us())},
         }
         await self._call("save_checkpoint", "put_item", TableName=self.tables["checkpoints"], Item=item)
+
+
+def _check_key(name: str, what: str) -> None:
+    """``check_key``, and the length a DynamoDB key may have."""
+    check_key(name, what)
+    if len(name) > MAX_NAME_BYTES // 4 and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidEvent(f"{what} is over the {MAX_NAME_BYTES} UTF-8 bytes a DynamoDB key may hold")
 
 
 def _checkpoint_key(name: str) -> str:
