@@ -203,7 +203,7 @@ def plot_throughput(name: str, tables: list[dict[str, Any]], out: Path) -> str |
     fig.legend(handles, list(COLOURS), loc="upper right", fontsize=8, ncols=len(COLOURS))
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path = out / f"throughput-{name}.png"
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
@@ -255,7 +255,7 @@ def plot_ratios(rows: list[Judged], out: Path) -> str | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "ratios.png"
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
@@ -301,7 +301,7 @@ def plot_latency(runs: Sequence[Run], out: Path) -> str | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "latency.png"
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
@@ -325,7 +325,7 @@ def plot_soak(soaks: dict[str, dict[str, Any]], out: Path) -> list[str]:
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7, ncols=4)
     fig.tight_layout()
-    fig.savefig(out / "soak-throughput.png", dpi=90)
+    fig.savefig(out / "soak-throughput.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     names.append("soak-throughput.png")
 
@@ -346,7 +346,7 @@ def plot_soak(soaks: dict[str, dict[str, Any]], out: Path) -> list[str]:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "soak-memory.png", dpi=90)
+    fig.savefig(out / "soak-memory.png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     names.append("soak-memory.png")
     return names

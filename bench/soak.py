@@ -5,7 +5,7 @@ Run from the repository root::
     python bench/soak.py                          # both backends, about 2 min each; a report
     python bench/soak.py --quick                  # about 12 s per backend: the CI smoke test
     python bench/soak.py --backend sqlite --seconds 600 --writers 32
-    python bench/soak.py --check                  # also exit 1 if memory grew past its limit
+    python bench/soak.py --check                  # also exit 1 on memory growth or a skipped backend
 
 ``--writers`` tasks (default 16) append to ``--streams`` accounts (default
 1,000) for ``--seconds``, each append with the version the writer last saw
@@ -26,7 +26,8 @@ projection latency (just before the append to the moment the handler sees
 the event) is recorded. When the time is up the writers stop, the projections
 catch up, and each read model is rebuilt from position 0 into a fresh model
 and compared with the live one and with what the writers wrote: any
-difference exits 1. With ``--check``, memory growth past the limit exits 1 too.
+difference exits 1. With ``--check``, memory growth past the limit exits 1 too,
+and so does a backend skipped for want of a PostgreSQL server.
 """
 
 from __future__ import annotations
@@ -789,7 +790,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--max-batch", type=int, default=3, help="events per append: 1..N (default 3)")
     parser.add_argument("--quick", action="store_true", help="about 12 s per backend: a smoke test for CI")
-    parser.add_argument("--check", action="store_true", help="also exit 1 if memory grew past its limit")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="also exit 1 on memory growth past the limit or a skipped backend",
+    )
     add_json_arg(parser)
     args = parser.parse_args(argv)
     if args.seconds is None:
@@ -849,6 +854,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(skipped) == len(backends):
         RESULTS.skipped = "; ".join(skipped.values())
     report.failures += problems
+    if args.check:
+        report.failures += [f"{backend} soak skipped" for backend in skipped]
     code = report.finish(args.check)
     return 1 if problems else code
 
