@@ -467,6 +467,10 @@ class Settings:
                 endpoint_parts = None
             if endpoint_parts is None or endpoint_parts.scheme not in ("http", "https"):
                 raise InvalidStoreURL(f"endpoint_url must be an http(s) URL in {shown}")
+            if "@" in endpoint_parts.netloc:  # never usable (requests are signed), and botocore logs it
+                raise InvalidStoreURL(
+                    f"endpoint_url must not hold credentials in {shown} (they come from the environment)"
+                )
         return cls(table, **options)
 
 
