@@ -406,6 +406,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def log_tail(path: Path, lines: int = 12) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        return [f"(no log: {exc})"]
+
+
 def soak_lines(soaks: dict[str, dict[str, Any]]) -> list[str]:
     header = [
         "backend",
@@ -494,14 +501,17 @@ def write_report(
 
     soaks: dict[str, dict[str, Any]] = {}
     for run in runs:
-        lines += ["", f"## {run.name}", "", f"{TITLES.get(run.name, '')}: {run.status}."]
+        lines += ["", f"## {run.name}", "", f"{TITLES.get(run.name, run.name)}: {run.status}."]
         if run.skipped:
             lines += ["", f"Skipped: {run.skipped}"]
             continue
-        if run.code != 0 or not run.results:
-            lines += ["", f"No results: see [the log](logs/{run.name}.log)."]
-            if not run.results:
-                continue
+        if run.code != 0:
+            tail = log_tail(out / "logs" / f"{run.name}.log")
+            lines += ["", f"It did not finish cleanly; the end of [its log](logs/{run.name}.log):", ""]
+            lines += ["```", *tail, "```"]
+        if not run.results:
+            lines += ["", "It wrote no results."]
+            continue
         header = run.results.get("header", [])
         if header:
             lines += ["", *[f"`{h}`  " for h in header]]
