@@ -1,0 +1,337 @@
+"""Appends under injected faults: what a caller is told always matches what is in the log.
+
+Every store runs random sequences of appends (new batches with right and
+wrong expected versions, retries of earlier batches with the very same
+``EventData``, batches reusing a stored id) through
+:class:`~streamsrc.testing.FaultyStore`, which loses some requests before
+the commit point, some answers after it, cancels some appends at their n-th
+await point (a timeout) and raises on others. A small model of the log
+(written here, not the store's own checks) predicts each answer. After every
+step the whole log is read back and:
+
+* a ``Success`` is exactly the model's answer, and its events are in the log
+  at the positions it returned;
+* a failure before the commit point left the log as it was;
+* an ambiguous failure (after the commit point, or a timeout) left all of
+  the batch or none of it, and if the store finished the append, what it
+  would have answered is what landed;
+* positions run from 1 to the head with no gap, each stream's seqs from 1
+  with no gap (the log is compared event by event with the model);
+* a retry with the same ids never makes a second copy: it is the model's
+  idempotent success (the stored positions) or writes the batch once.
+
+Thousands of cases run on the memory store, hundreds on a SQLite file, a few
+dozen on PostgreSQL and on DynamoDB (moto's server). On the servers a
+cancelled append may still be committed by the server after the client has
+gone, so there each timed-out append is settled at once by the retry users
+are told to make (same ids, same expected version), which must leave one copy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from returns.result import Failure, Result, Success
+from store_urls import opened_store
+
+from streamsrc.errors import DuplicateEvent, StoreError, StoreUnavailable, WrongExpectedVersion
+from streamsrc.events import EventData, RecordedEvent
+from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected
+from streamsrc.store.memory import MemoryStore
+from streamsrc.testing import ConformantStore, Fault, FaultyStore, Timeout
+from streamsrc.testing.faults import Planned
+
+SHRINK = os.environ.get("STREAMSRC_SHRINK", "") not in ("", "0")
+PHASES = list(Phase) if SHRINK else [p for p in Phase if p is not Phase.shrink]
+
+
+class Injected(Exception):
+    """What the ``RAISE_*`` faults raise here (a driver's exception that escaped, say)."""
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+Key = tuple[str, int, int, uuid.UUID]  # stream, seq, position, id
+
+
+@dataclass
+class Model:
+    """The log as the test believes it: events in position order, from ``base + 1``."""
+
+    base: int
+    log: list[Key] = field(default_factory=list)
+
+    def version(self, stream: str) -> int:
+        return sum(1 for k in self.log if k[0] == stream)
+
+    def where(self) -> dict[uuid.UUID, Key]:
+        return {k[3]: k for k in self.log}
+
+    def predict(
+        self, stream: str, ids: list[uuid.UUID], expected: Expected
+    ) -> tuple[Result[AppendResult, type[StoreError]], list[Key]]:
+        """The answer the contract gives, and the log after it."""
+        where = self.where()
+        if any(i in where for i in ids):
+            first = where.get(ids[0])
+            if first is not None and first[0] == stream:
+                start = first[1]
+                placed = all(
+                    (k := where.get(i)) is not None and k[:2] == (stream, start + n)
+                    for n, i in enumerate(ids)
+                )
+                at = 0 if expected is NO_STREAM else expected
+                if placed and (expected is ANY or expected is STREAM_EXISTS or start == at + 1):  # type: ignore[operator]
+                    stored = tuple(where[i][2] for i in ids)
+                    return Success(AppendResult(stream, start + len(ids) - 1, stored)), self.log
+            return Failure(DuplicateEvent), self.log
+        current = self.version(stream)
+        if expected is ANY:
+            ok = True
+        elif expected is STREAM_EXISTS:
+            ok = current > 0
+        elif expected is NO_STREAM:
+            ok = current == 0
+        else:
+            ok = current == expected
+        if not ok:
+            return Failure(WrongExpectedVersion), self.log
+        head = self.base + len(self.log)
+        written = [(stream, current + n + 1, head + n + 1, i) for n, i in enumerate(ids)]
+        positions = tuple(k[2] for k in written)
+        return Success(AppendResult(stream, current + len(ids), positions)), self.log + written
+
+
+def same_answer(
+    actual: Result[AppendResult, StoreError], predicted: Result[AppendResult, type[StoreError]]
+) -> bool:
+    if isinstance(predicted, Success):
+        return actual == predicted
+    return isinstance(actual, Failure) and type(actual.failure()) is predicted.failure()
+
+
+async def read_log(store: ConformantStore, base: int) -> list[Key]:
+    events: list[RecordedEvent] = await store.read_all(after=base).to_list()
+    return [(e.stream, e.seq, e.position, e.id) for e in events]
+
+
+# ------------------------------------------------------------------------------------------ operations
+
+NEW_MODES = ("right", "right", "wrong", "any", "no_stream", "exists")
+RETRY_MODES = ("original", "original", "any", "current", "wrong")
+
+FAULTS: tuple[Planned, ...] = (
+    Fault.NONE,
+    Fault.NONE,
+    Fault.NONE,
+    Fault.BEFORE,
+    Fault.AFTER,
+    Fault.RAISE_BEFORE,
+    Fault.RAISE_AFTER,
+    *(Timeout(at) for at in range(1, 5)),
+)
+# An operation is one integer (the cheapest thing Hypothesis draws), read as four small ones: what to do
+# (0: a new batch, 1: a retry of an earlier batch with the same events, 2: an earlier batch's first id with
+# a new event), which stream or batch, a size or an expected-version mode, and which fault (in FAULTS).
+# Shrinking moves each towards 0: a new batch, at the right version, without a fault.
+SHAPE = (3, 30, 6, len(FAULTS))
+operations = st.integers(0, SHAPE[0] * SHAPE[1] * SHAPE[2] * SHAPE[3] - 1)
+
+
+def decode(op: int) -> tuple[int, int, int, Planned]:
+    fault, op = op % SHAPE[3], op // SHAPE[3]
+    how, op = op % SHAPE[2], op // SHAPE[2]
+    which, kind = op % SHAPE[1], op // SHAPE[1]
+    return kind, which, how, FAULTS[fault]
+
+
+@dataclass
+class Batch:
+    stream: str
+    events: list[EventData]
+    expected: Expected
+
+
+_cases = itertools.count()
+
+
+class Case:
+    """One example: operations on streams of its own in a store that may hold other examples' events."""
+
+    def __init__(self, inner: ConformantStore, base: int, settle_timeouts: bool) -> None:
+        self.inner = inner
+        self.fault: Planned = Fault.NONE
+        self.store = FaultyStore(inner, lambda call: self.fault, error=Injected)
+        self.model = Model(base)
+        self.batches: list[Batch] = []
+        self.settle_timeouts = settle_timeouts
+        case = next(_cases)
+        self.streams = [f"case{case}-{name}" for name in ("a", "b", "ü 🎉")]
+        self.serial = itertools.count()
+
+    def event(self) -> EventData:
+        return EventData("Happened", {"n": next(self.serial)})
+
+    def expected(self, stream: str, mode: str, original: Expected | None = None) -> Expected:
+        current = self.model.version(stream)
+        if mode == "right" or mode == "current":
+            return current
+        if mode == "wrong":
+            return current + 1
+        if mode == "original":
+            assert original is not None
+            return original
+        return {"any": ANY, "no_stream": NO_STREAM, "exists": STREAM_EXISTS}[mode]
+
+    async def run(self, operations: list[int]) -> None:
+        for kind, which, how, fault in map(decode, operations):
+            if kind == 0 or not self.batches:
+                stream = self.streams[which % len(self.streams)]
+                size = 1 + which // len(self.streams) % 3
+                batch = Batch(
+                    stream, [self.event() for _ in range(size)], self.expected(stream, NEW_MODES[how])
+                )
+                self.batches.append(batch)
+                await self.step(stream, batch.events, batch.expected, fault)
+            elif kind == 1:
+                batch = self.batches[which % len(self.batches)]
+                expected = self.expected(batch.stream, RETRY_MODES[how % len(RETRY_MODES)], batch.expected)
+                await self.step(batch.stream, batch.events, expected, fault)
+            else:  # a stored (or tried) id with a new event, in any stream
+                batch = self.batches[which % len(self.batches)]
+                stream = self.streams[how % len(self.streams)]
+                await self.step(stream, [batch.events[0], self.event()], ANY, fault)
+        await self.check_streams()
+
+    async def step(self, stream: str, events: list[EventData], expected: Expected, fault: Planned) -> None:
+        model = self.model
+        predicted, after = model.predict(stream, [e.id for e in events], expected)
+        if self.settle_timeouts and isinstance(fault, Timeout) and isinstance(predicted, Failure):
+            # A refused append the server runs late could succeed once later steps have moved the
+            # stream to its expected version; the settling retry cannot rule that out. Lose the
+            # answer instead (the append has run to its end).
+            fault = Fault.AFTER
+        self.fault = fault
+        raised: Injected | None = None
+        try:
+            answer = await self.store.append(stream, events, expected)
+        except Injected as exc:
+            raised = exc
+        call = self.store.calls[-1]
+        assert call.fault == fault
+        if fault is Fault.RAISE_BEFORE or fault is Fault.RAISE_AFTER:
+            assert raised is not None
+        else:
+            assert raised is None
+            if fault is not Fault.NONE:
+                assert isinstance(answer, Failure), answer
+                assert isinstance(answer.failure(), StoreUnavailable), answer
+        if isinstance(fault, Timeout) and not call.completed and self.settle_timeouts:
+            # The server may still commit the cancelled append: the retry users make settles it.
+            settled = await self.inner.append(stream, events, expected)
+            assert same_answer(settled, predicted), (settled, predicted)
+        log = await read_log(self.inner, model.base)
+        if fault is Fault.NONE:
+            assert same_answer(answer, predicted), (answer, predicted)
+            assert log == after
+        elif fault is Fault.BEFORE or fault is Fault.RAISE_BEFORE:
+            assert not call.called
+            assert log == model.log  # nothing written
+        else:  # ambiguous: all of the batch or none of it
+            assert log in (model.log, after), (log, model.log, after)
+            if call.completed:  # the store answered: what it answered is what happened
+                assert call.inner is not None
+                assert same_answer(call.inner, predicted), (call.inner, predicted)
+                assert log == after
+        if isinstance(answer if raised is None else None, Success):
+            where = {k[3]: k for k in log}
+            success = answer.unwrap()
+            assert tuple(where[e.id][2] for e in events) == success.positions
+            assert where[events[-1].id][1] == success.last_seq
+        # Positions base+1.. with no gap (the model's log is gap-free by construction).
+        assert [k[2] for k in log] == list(range(model.base + 1, model.base + len(log) + 1))
+        model.log = log
+        assert await self.inner.head() == model.base + len(log)
+
+    async def check_streams(self) -> None:
+        for stream in self.streams:
+            mine = [k for k in self.model.log if k[0] == stream]
+            read = [(e.stream, e.seq, e.position, e.id) for e in await self.inner.read(stream).to_list()]
+            assert read == mine
+            assert [k[1] for k in read] == list(range(1, len(read) + 1))
+            backwards = await self.inner.read(stream, backwards=True).to_list()
+            assert [(e.stream, e.seq, e.position, e.id) for e in reversed(backwards)] == mine
+
+
+# ------------------------------------------------------------------------------------------ the runs
+
+
+def run_examples(run: Callable[[list[int]], object], examples: int, steps: int) -> None:
+    """Run ``examples`` Hypothesis cases of up to ``steps`` operations, each by ``run(operations)``."""
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        phases=PHASES,
+    )
+    @given(st.lists(operations, min_size=1, max_size=steps))
+    def case(ops: list[int]) -> None:
+        run(ops)
+
+    case()
+
+
+def on_shared_store(
+    portal: BlockingPortal, store: ConformantStore, settle_timeouts: bool = False
+) -> Callable[[list[int]], object]:
+    """Cases run on ``store`` through ``portal``, each on streams of its own."""
+
+    async def run(ops: list[int]) -> None:
+        await Case(store, await store.head(), settle_timeouts).run(ops)
+
+    return lambda ops: portal.call(run, ops)
+
+
+@pytest.mark.parametrize(("backend", "examples"), [("asyncio", 2000), ("trio", 500)])
+def test_memory_appends_under_faults_match_the_model(backend: str, examples: int) -> None:
+    async def run(ops: list[int]) -> None:
+        await Case(MemoryStore(), 0, settle_timeouts=False).run(ops)
+
+    # A fresh store and event loop per case: cheaper than a hop to a portal's thread.
+    run_examples(lambda ops: anyio.run(run, ops, backend=backend), examples, 8)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_sqlite_appends_under_faults_match_the_model(backend: str, tmp_path: Path) -> None:
+    with (
+        start_blocking_portal(backend) as portal,
+        portal.wrap_async_context_manager(opened_store("sqlite-small-pages", tmp_path)) as store,
+    ):
+        run_examples(on_shared_store(portal, store), 150, 8)
+
+
+def test_postgres_appends_under_faults_match_the_model(tmp_path: Path) -> None:
+    with (
+        start_blocking_portal("asyncio") as portal,
+        portal.wrap_async_context_manager(opened_store("postgres", tmp_path)) as store,
+    ):
+        run_examples(on_shared_store(portal, store, settle_timeouts=True), 40, 8)
+
+
+def test_dynamodb_appends_under_faults_match_the_model(tmp_path: Path) -> None:
+    with (
+        start_blocking_portal("asyncio") as portal,
+        portal.wrap_async_context_manager(opened_store("dynamodb", tmp_path)) as store,
+    ):
+        run_examples(on_shared_store(portal, store, settle_timeouts=True), 15, 6)
