@@ -142,7 +142,8 @@ async def store_url(kind: str, tmp_path: Path, name: str = "events") -> AsyncIte
 
 
 OTHER_SESSIONS = (
-    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+    "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
 )
 
 
@@ -387,15 +388,15 @@ async def check_target(kind: str, url: str, source: Sequence[RecordedEvent], nam
         assert await target.head() == len(held)
     assert seen <= checkpoint  # what the progress bar showed is kept
     # The source's log up to some point, on every field (so positions 1..n with no gap too) ...
-    assert held == list(source[: len(held)])
+    cut = len(held)
+    assert held == list(source[:cut])
     # ... holding everything up to the checkpoint, cut only where the copy commits: SQLite imports a
     # batch and saves its checkpoint in one transaction; PostgreSQL imports run by run, then saves.
     if kind == "sqlite":
-        assert len(held) == checkpoint
+        assert cut == checkpoint
     else:
-        assert len(held) in import_ends(source, checkpoint)
+        assert cut in import_ends(source, checkpoint), f"cut at {cut}, checkpoint {checkpoint}"
     # So a batch of the source's appends is cut only where one of the copy's batches ends.
-    cut = len(held)
     if 0 < cut < len(source) and source[cut - 1].data["batch"] == source[cut].data["batch"]:
         assert cut in (checkpoint, checkpoint + COPY_BATCH)
     return checkpoint
