@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -43,6 +44,8 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from leaks import client_sockets, eventually_equal, open_files, settle, task_names, threads
 from returns.maybe import Some
 from returns.result import Failure, Success
@@ -50,9 +53,10 @@ from store_urls import fresh_dynamodb_url, fresh_postgres_database
 
 from streamsrc import Stream
 from streamsrc.entity import Repository
+from streamsrc.errors import StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.examples.accounts import Register, Update, users
-from streamsrc.migrate import copy
+from streamsrc.migrate import CopyFailed, copy
 from streamsrc.projections import MemoryReadModel, Poll, Projection, Projector, subscribe
 from streamsrc.store import open_store
 from streamsrc.store.memory import MemoryStore
@@ -465,7 +469,9 @@ class Handle(Operation):
             assert len(ok(result).events) == 2
             assert len(types) == 3
         again = ok(await self.repository.handle(self.key, self.command))
-        assert len(again.events) == (0 if len(types) == 3 else 2)
+        # On a network store a cancelled append that reached the server may still commit after the
+        # read above: then handling again finds the change made and writes nothing.
+        assert len(again.events) in ((0,) if len(types) == 3 else (0, 2))
         assert (await self.repository.load(self.key)).state.name == self.command.name
         assert len(await t.store.read(stream).to_list()) == 3
 
@@ -748,3 +754,109 @@ async def sweep(t: Target, op: Operation, store_name: str, operation: str) -> Ta
         )
     await op.teardown(t)
     return tally
+
+
+# ------------------------------------------------------------------------ closing with work in flight
+
+WORKERS = ("append", "read", "read_all", "subscribe", "snapshot", "checkpoint", "copy")
+
+
+async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> None:
+    """Open the store, start ``workers`` (each repeating one kind of operation), close the store
+    ``rounds`` scheduler rounds after they all got going, and check what is left."""
+    before = await t.counts()
+    batches: dict[str, list[EventData]] = {}
+    refused: list[str] = []
+    going = [anyio.Event() for _ in workers]
+    closes = t.name != "memory"  # a memory store has nothing to close: its workers are cancelled
+
+    async def repeat(w: int, kind: str, started: anyio.Event) -> None:
+        store = t.store
+        for n in itertools.count():
+            try:
+                if kind == "append":
+                    batch = [EventData("Closing", {"n": n, "k": k}) for k in range(3)]
+                    batches[f"closing-{w}-{n}"] = batch
+                    result = await store.append(f"closing-{w}-{n}", batch, expected=0)
+                    if isinstance(result, Failure):
+                        assert isinstance(result.failure(), StoreUnavailable), result
+                        raise result.failure()
+                elif kind == "read":
+                    await store.read("closing-0-0").to_list()
+                elif kind == "read_all":
+                    await store.read_all(limit=20).to_list()
+                elif kind == "subscribe":
+                    started.set()
+                    await subscribe(store, poll=FAST).drain()
+                elif kind == "snapshot":
+                    await store.save_snapshot(f"closing-{w}", n + 1, {"n": n}, 1)
+                    await store.load_snapshot(f"closing-{w}", 1)
+                elif kind == "checkpoint":
+                    await store.save_checkpoint(f"closing-{w}", n)
+                    await store.load_checkpoint(f"closing-{w}")
+                else:
+                    source = MemoryStore()
+                    ok(await source.append(f"copied-{w}-{n}", [EventData("Copied", {}) for _ in range(4)]))
+                    try:
+                        await copy(source, store, checkpoint=f"closing-copy-{w}-{n}", batch_size=2)
+                    except CopyFailed as exc:  # the target refused the events: it is closed
+                        if not isinstance(exc.error, StoreUnavailable):
+                            raise
+                        raise exc.error from exc
+            except StoreUnavailable:
+                refused.append(kind)
+                return
+            started.set()
+
+    with anyio.fail_after(LIMIT):
+        async with anyio.create_task_group() as tg:
+            async with open_store(t.url) as store:
+                t.store = store
+                for w, (kind, started) in enumerate(zip(workers, going, strict=True)):
+                    tg.start_soon(repeat, w, kind, started)
+                for started in going:
+                    await started.wait()
+                for _ in range(rounds):
+                    await anyio.lowlevel.checkpoint()
+            # closed: every worker of a store that closes ends by itself, refused
+            if not closes:
+                tg.cancel_scope.cancel()
+        if closes:
+            assert sorted(refused) == sorted(workers)
+        t.store = None
+        after = await eventually_equal(t.counts, before)
+        assert after == before, f"left open after closing with work in flight: {after} (before: {before})"
+        # Every batch is whole or absent, in the closed store (memory) or the file/database reopened.
+        async with AsyncExitStack() as stack:
+            store = t.store = store if not closes else await stack.enter_async_context(open_store(t.url))
+            for stream, batch in batches.items():
+                stored = [e.id for e in await store.read(stream).to_list()]
+                assert stored in ([], [e.id for e in batch]), f"{stream}: a torn batch"
+            await usable(t)
+            t.store = None
+
+
+@pytest.mark.parametrize("store_name", STORES)
+async def test_closing_the_store_with_every_kind_of_operation_in_flight(
+    store_name: str, tmp_path: Path
+) -> None:
+    async with target_for(store_name, tmp_path, open_it=False) as t:
+        await close_while_busy(t, WORKERS, rounds=3)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    store_name=st.sampled_from(["memory", "sqlite"]),
+    workers=st.lists(st.sampled_from(WORKERS), min_size=1, max_size=5),
+    rounds=st.integers(0, 30),
+)
+def test_closing_the_store_at_a_random_moment_of_random_work(
+    backend: str, store_name: str, workers: list[str], rounds: int
+) -> None:
+    async def main(folder: str) -> None:
+        async with target_for(store_name, Path(folder), open_it=False) as t:
+            await close_while_busy(t, workers, rounds)
+
+    with tempfile.TemporaryDirectory() as folder:
+        anyio.run(main, folder, backend=backend)

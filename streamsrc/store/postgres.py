@@ -297,7 +297,12 @@ class PostgresStore:
                 return
 
     async def aclose(self) -> None:
-        """Close the listener and the pool."""
+        """Close the listener, the store's own connection and the pool.
+
+        Operations running on the pool's connections finish first; one running on the store's
+        own connection is cut off (it fails with ``StoreUnavailable``); none starts afterwards.
+        """
+        pool, self._pool = self._pool, None  # from now on no operation starts, no connection opens
         relisten, self._relisten = self._relisten, None
         if relisten is not None and not relisten.done():
             relisten.cancel()
@@ -309,12 +314,13 @@ class PostgresStore:
             except Exception:
                 listener.terminate()
         own, self._own = self._own, None
-        if own is not None:
+        if own is not None and self._own_busy:
+            own.terminate()  # a graceful close would leave the operation waiting on it for ever
+        elif own is not None:
             try:
                 await own.close(timeout=self._timeout)
             except Exception:
                 own.terminate()
-        pool, self._pool = self._pool, None
         if pool is not None:
             try:
                 await pool.close()
@@ -378,6 +384,8 @@ class PostgresStore:
             self._own = None
         finally:
             self._own_busy = False
+        if self._pool is None and self._own is not None:  # the store was closed meanwhile
+            self._drop_own()
 
     def _drop_own(self) -> None:
         own, self._own = self._own, None
