@@ -15,8 +15,9 @@ and checks it, several times over on the same files and databases:
   its checkpoint, cut only where the copy commits, and the rerun finishes
   with the target equal to the source on every field.
 
-The parent waits for children to report progress before killing them (never
-for a fixed time), and every child is killed and reaped when a test ends.
+The parent kills a child at a seeded random moment after it has reported some
+progress (so the kill lands mid-work however fast the machine), and every
+child is killed and reaped when a test ends, failed or not.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from crash_child import (
 )
 from store_urls import fresh_postgres_database
 
-from streamsrc.events import RecordedEvent
+from streamsrc.events import EventData, RecordedEvent
 from streamsrc.migrate import checkpoint_name
 from streamsrc.store import NO_STREAM, EventStore, open_store
 
@@ -58,7 +59,10 @@ CHILD = Path(__file__).with_name("crash_child.py")
 ROUNDS = 3
 """Kills per test (the copy tests kill up to :data:`COPY_KILLS` times)."""
 
-pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]  # children vary
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.parametrize("anyio_backend", ["asyncio"]),
+]  # SQLite children: both
 
 
 # ---------------------------------------------------------------------------------------- children
@@ -225,6 +229,13 @@ async def run_appends(
                     (ack["stream"], ack["first_seq"] + i, p, id_)
                     for i, (p, id_) in enumerate(zip(ack["positions"], ack["ids"], strict=True))
                 ]
+            # A writer retrying the last batch after the crash (same ids, same place) is told where
+            # it went, and nothing is written twice.
+            last = batches[events[-1].data["batch"]]
+            retry = [EventData(e.type, e.data, e.metadata, e.id) for e in last]
+            again = (await store.append(last[0].stream, retry, expected=last[0].seq - 1)).unwrap()
+            assert again.positions == tuple(e.position for e in last)
+            assert await store.head() == len(events)
             # The store takes appends after the crash.
             stream = f"parent-{round_}"
             appended = (await store.append(stream, batch_events(stream, 3), expected=NO_STREAM)).unwrap()
