@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -26,6 +27,8 @@ def redact_url(url: str) -> str:
     'postgresql://app:***@db:99999/events'
     >>> redact_url("dynamodb://events?endpoint_url=http://u:pw@localhost:8000&aws_secret_access_key=abc")
     'dynamodb://events?endpoint_url=http://u:***@localhost:8000&aws_secret_access_key=***'
+    >>> redact_url("://app:s3cret@db/events")  # no scheme: not a URL to urlsplit, hidden all the same
+    '://app:***@db/events'
     """
     try:
         parts = urlsplit(url)
@@ -40,10 +43,16 @@ def redact_url(url: str) -> str:
             if hidden != pairs:
                 query = urlencode(hidden, safe=":/@*")
         if netloc == parts.netloc and query == parts.query:
-            return url
-        return urlunsplit(parts._replace(netloc=netloc, query=query))
+            shown = url
+        else:
+            shown = urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparseable URL>"
+    # What urlsplit did not see as an address (no scheme, say: '://user:password@host'): hidden all the same.
+    return _USERINFO.sub(r"\1:***@", shown)
+
+
+_USERINFO = re.compile(r"(://[^/?#@:]*):(?!\*\*\*@)[^/?#@]*@")
 
 
 _SECRET_NAMES = ("password", "passwd", "secret", "token", "credential", "access_key", "signature")
