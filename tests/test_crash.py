@@ -302,6 +302,7 @@ def applied(out: Path) -> list[int]:
 
 
 def batches_applied(out: Path) -> int:
+    """How many batches the projection child has reported applied."""
     return len(applied(out))
 
 
@@ -337,6 +338,7 @@ async def test_a_projection_killed_mid_batch_applies_every_event_once(
                 events = await store.read_all().to_list()
             # Exactly the events up to the checkpoint, each once, in order: no more, no fewer.
             assert rows == [row(e) for e in events if e.position <= checkpoint]
+            assert checkpoint <= len(events)
             assert checkpoint >= max(applied(out))  # what it reported is kept
             assert checkpoint > previous  # this round applied something
             previous = checkpoint
