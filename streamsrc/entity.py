@@ -10,7 +10,9 @@ A :class:`Repository` runs it against any store:
   again and retries, with full-jitter backoff, a bounded number of times.
   An append that failed ambiguously (``StoreUnavailable``) is retried with the
   same event ids, so events of an attempt that did land are never appended
-  twice.
+  twice. With ``command_id`` (an idempotency key) the event ids come from the
+  key, so a *caller* that retries a command after an ambiguous failure does
+  not apply it twice either.
 * ``load``, ``state_at`` and ``history`` answer "what is it now", "what was it
   at seq N or time T" and "how did it get here" (eventsrc's ``get``,
   ``getAt`` and ``getHistory``).
@@ -44,7 +46,10 @@ A :class:`Repository` runs it against any store:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import json
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +63,7 @@ from streamsrc.codec import Codec, from_json_value, to_json_value
 from streamsrc.effect import RetryPolicy
 from streamsrc.errors import (
     Conflict,
+    DuplicateEvent,
     Rejection,
     StoreError,
     StoreUnavailable,
@@ -68,6 +74,7 @@ from streamsrc.store import EventStore, SnapshotStore
 from streamsrc.stream import Stream
 
 __all__ = [
+    "COMMAND_NAMESPACE",
     "LATEST_EVENT",
     "LATEST_SNAPSHOT",
     "Consistency",
@@ -81,6 +88,7 @@ __all__ = [
     "Saved",
     "SnapshotPolicy",
     "Step",
+    "command_event_id",
 ]
 
 K = TypeVar("K")
@@ -294,6 +302,65 @@ class Step(NamedTuple):
 
 CommandError = Rejection | Conflict | StoreError
 
+COMMAND_NAMESPACE = uuid.UUID("b2b0c326-7de8-4c0c-acf9-9b41a3dc27f9")
+"""The UUID namespace of :func:`command_event_id` (fixed: changing it would change every derived id)."""
+
+
+def command_event_id(stream: str, command_id: str | uuid.UUID, index: int) -> uuid.UUID:
+    """The id of event ``index`` (0, 1, ...) that a command with idempotency key ``command_id`` appends
+    to ``stream``: the same for every try of the command, and for nothing else.
+
+    A UUID key and its string form give the same ids.
+
+    >>> command_event_id("account-a1", "payment-7", 0) == command_event_id("account-a1", "payment-7", 0)
+    True
+    >>> command_event_id("account-a1", "payment-7", 0) == command_event_id("account-a2", "payment-7", 0)
+    False
+    >>> command_event_id("account-a1", "payment-7", 0).version
+    5
+    """
+    return uuid.uuid5(COMMAND_NAMESPACE, json.dumps([stream, str(command_id), index]))
+
+
+class _Applied:
+    """The events a command with an idempotency key wrote, found among events read in order."""
+
+    def __init__(self, stream: str, command_id: str | uuid.UUID) -> None:
+        self.stream = stream
+        self.command_id = command_id
+        self.found: list[RecordedEvent] = []
+        self.events: list[Any] = []
+        self.state: Any = None
+        self.first = self.id(0)
+        self._next = self.first
+
+    def id(self, index: int) -> uuid.UUID:
+        return command_event_id(self.stream, self.command_id, index)
+
+    def ids(self, batch: Sequence[EventData]) -> set[uuid.UUID]:
+        return {self.id(k) for k in range(len(batch))}
+
+    def see(self, recorded: RecordedEvent, event: Any, state: Any) -> None:
+        """Note ``recorded`` (decoded as ``event``, giving ``state``) if it is the command's next event."""
+        if recorded.id == self._next:
+            self.found.append(recorded)
+            self.events.append(event)
+            self.state = state
+            self._next = self.id(len(self.found))
+
+    def match(self, records: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """The command's events among ``records`` (consecutive, in order), or none."""
+        ids = [r.id for r in records]
+        if self.first not in ids:
+            return []
+        start = ids.index(self.first)
+        out = []
+        for k, recorded in enumerate(records[start:]):
+            if recorded.id != self.id(k):
+                break
+            out.append(recorded)
+        return out
+
 
 class Repository(Generic[K, C, E, S]):
     """Commands and queries of one :class:`Entity` kind against one store.
@@ -361,30 +428,72 @@ class Repository(Generic[K, C, E, S]):
         *,
         if_seq: int | None = None,
         metadata: dict[str, Any] | None = None,
+        command_id: str | uuid.UUID | None = None,
     ) -> Result[Saved[E, S], CommandError]:
         """Decide ``command`` against the current state of ``key`` and append the events.
 
         ``if_seq`` is a precondition (an ETag): act only if the entity is at
         exactly that seq, otherwise fail with ``WrongExpectedVersion`` and do
         not retry. ``metadata`` goes on every event written (who, why, ...).
+
+        ``command_id`` is an idempotency key: give the same one each time the
+        same command is sent again (after ``Failure(StoreUnavailable)``, a
+        crash, a client's retry). The events' ids then derive from it
+        (:func:`command_event_id`), and a command whose events are already
+        in the stream is not decided again: ``handle`` returns
+        ``Success(Saved(...))`` of the events it wrote then (their seq,
+        positions, and the state right after them). So a command is applied
+        at most once per key, however often it is sent.
+
+        >>> import anyio
+        >>> from streamsrc.examples.accounts import Register, users
+        >>> from streamsrc.store.memory import MemoryStore
+        >>> async def main() -> None:
+        ...     store = MemoryStore()
+        ...     accounts = Repository(store, users)
+        ...     first = await accounts.handle("u1", Register("ada", "Ada", "a@x.org"), command_id="req-1")
+        ...     again = await accounts.handle("u1", Register("ada", "Ada", "a@x.org"), command_id="req-1")
+        ...     print(first.unwrap().positions, again.unwrap().positions, await store.head())
+        >>> anyio.run(main)  # the second try finds the first's event: nothing new is written
+        (1,) (1,) 1
         """
         entity, store = self.entity, self.store
         stream = entity.stream(key)
         decider = entity.decider_for(key)
         policy = entity.retry
-        loaded, snapshot_seq = await self._load(key, LATEST_EVENT, snapshot_when_due=False)
+        applied = None if command_id is None else _Applied(stream, command_id)
+        loaded, snapshot_seq = await self._load(key, LATEST_EVENT, snapshot_when_due=False, applied=applied)
+        if applied is not None and applied.found:  # sent before, and it landed
+            found = applied.found
+            positions = tuple(r.position for r in found)
+            return Success(Saved(found[-1].seq, tuple(applied.events), applied.state, positions, 0))
         attempt = 0
         sent: set[Any] = set()  # ids of appends whose outcome we could not know
+        # Whether the events the snapshot stands for still need a look for the command's own.
+        look_before = applied is not None and snapshot_seq > 0
         while True:
+            done: Result[Saved[E, S], CommandError] | None = None
+            events = []
             if if_seq is not None and loaded.seq != if_seq:
-                return Failure(WrongExpectedVersion(stream, if_seq, loaded.seq))
-            decided = decider.decide(command, loaded.state)
-            if isinstance(decided, Failure):
-                return decided
-            events = list(decided.unwrap())
-            if not events:
-                return Success(Saved(loaded.seq, (), loaded.state, (), attempt))
+                done = Failure(WrongExpectedVersion(stream, if_seq, loaded.seq))
+            else:
+                decided = decider.decide(command, loaded.state)
+                if isinstance(decided, Failure):
+                    done = decided
+                else:
+                    events = list(decided.unwrap())
+                    if not events:
+                        done = Success(Saved(loaded.seq, (), loaded.state, (), attempt))
+            if done is not None:
+                if look_before and applied is not None:  # refused or nothing to do: applied long ago?
+                    look_before = False
+                    earlier = await self._applied_earlier(key, applied, attempt, below=snapshot_seq + 1)
+                    if earlier is not None:
+                        return Success(earlier)
+                return done
             data = [entity.codec.encode(e, metadata) for e in events]
+            if applied is not None:
+                data = [dataclasses.replace(d, id=applied.id(k)) for k, d in enumerate(data)]
             result = await self._append(stream, data, loaded.seq, sent)
             if isinstance(result, Success):
                 appended = result.unwrap()
@@ -394,6 +503,15 @@ class Repository(Generic[K, C, E, S]):
                 )
                 return Success(Saved(appended.last_seq, tuple(events), state, appended.positions, attempt))
             error = result.failure()
+            if (
+                applied is not None
+                and isinstance(error, DuplicateEvent)
+                and error.event_id in applied.ids(data)
+            ):
+                # Applied before the snapshot this call loaded, or by a concurrent try of the command.
+                earlier = await self._applied_earlier(key, applied, attempt, below=0)
+                if earlier is not None:
+                    return Success(earlier)
             if not isinstance(error, WrongExpectedVersion) or if_seq is not None:
                 return Failure(error)
             if not policy.should_retry(attempt, error):
@@ -401,7 +519,7 @@ class Repository(Generic[K, C, E, S]):
             await anyio.sleep(policy.delay(attempt))
             attempt += 1
             newer = await store.read(stream, after=loaded.seq).to_list()
-            landed = [r for r in newer if r.id in sent]
+            landed = [r for r in newer if r.id in sent] if applied is None else applied.match(newer)
             if landed:  # an earlier, ambiguous attempt did go in: that is our result
                 mine = [entity.codec.decode(r) for r in landed]
                 state = decider.fold(
@@ -415,6 +533,27 @@ class Repository(Generic[K, C, E, S]):
             )
 
     # -- internals
+
+    async def _applied_earlier(
+        self, key: K, applied: _Applied, attempt: int, below: int
+    ) -> Saved[E, S] | None:
+        """What the command with ``applied``'s key wrote, found by reading the stream backwards from
+        below seq ``below`` (0: from the end)."""
+        later: list[RecordedEvent] = []  # the events after the command's first, last first
+        first: RecordedEvent | None = None
+        async with self.store.read(applied.stream, after=below, backwards=True).open() as events:
+            async for recorded in events:
+                if recorded.id == applied.first:
+                    first = recorded
+                    break
+                later.append(recorded)
+        if first is None:
+            return None
+        found = applied.match([first, *reversed(later)])
+        decode = self.entity.codec.decode
+        at = await self.state_at(key, seq=found[-1].seq)
+        positions = tuple(r.position for r in found)
+        return Saved(found[-1].seq, tuple(decode(r) for r in found), at.state, positions, attempt)
 
     async def _append(
         self, stream: str, data: list[EventData], expected: int, sent: set[Any]
@@ -433,31 +572,47 @@ class Repository(Generic[K, C, E, S]):
             attempt += 1
 
     async def _load(
-        self, key: K, consistency: Consistency, snapshot_when_due: bool = True
+        self,
+        key: K,
+        consistency: Consistency,
+        snapshot_when_due: bool = True,
+        applied: _Applied | None = None,
     ) -> tuple[Loaded[S], int]:
-        """The state and the seq of the snapshot it started from (0: none)."""
+        """The state and the seq of the snapshot it started from (0: none); ``applied`` sees the events."""
         snapshot = await self._snapshot(key)
         start = snapshot or Loaded(self.entity.decider_for(key).initial, 0)
         if consistency is LATEST_SNAPSHOT:
             return start, start.seq
         events = self.store.read(self.entity.stream(key), after=start.seq)
         types: set[str] | None = set() if snapshot_when_due and self._snapshots is not None else None
-        loaded = await self._replay(key, events, start, types)
+        loaded = await self._replay(key, events, start, types, applied)
         if types and loaded.seq > start.seq:
             await self._snapshot_if_due(key, start.seq, loaded.seq, loaded.state, sorted(types))
         return loaded, start.seq
 
     async def _replay(
-        self, key: K, events: Stream[RecordedEvent], start: Loaded[S], types: set[str] | None = None
+        self,
+        key: K,
+        events: Stream[RecordedEvent],
+        start: Loaded[S],
+        types: set[str] | None = None,
+        applied: _Applied | None = None,
     ) -> Loaded[S]:
-        """Fold ``events`` onto ``start``; collect the event types seen into ``types`` if given."""
+        """Fold ``events`` onto ``start``; collect the event types seen into ``types`` if given, and show
+        every event to ``applied`` if given."""
         evolve = self.entity.decider_for(key).evolve
         decode = self.entity.codec.decode
 
         def page(acc: Loaded[S], chunk: list[RecordedEvent]) -> Loaded[S]:
             state = acc.state
-            for recorded in chunk:
-                state = evolve(state, decode(recorded))
+            if applied is None:
+                for recorded in chunk:
+                    state = evolve(state, decode(recorded))
+            else:
+                for recorded in chunk:
+                    event = decode(recorded)
+                    state = evolve(state, event)
+                    applied.see(recorded, event, state)
             if types is not None:
                 types.update(r.type for r in chunk)
             return Loaded(state, chunk[-1].seq)

@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -44,11 +45,23 @@ from hypothesis import strategies as st
 from returns.result import Failure, Result, Success
 from store_urls import opened_store
 
-from streamsrc.errors import DuplicateEvent, StoreError, StoreUnavailable, WrongExpectedVersion
+from streamsrc.effect import RetryPolicy
+from streamsrc.entity import EveryN, Repository, Saved, command_event_id
+from streamsrc.errors import DuplicateEvent, Rejection, StoreError, StoreUnavailable, WrongExpectedVersion
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected
 from streamsrc.store.memory import MemoryStore
 from streamsrc.testing import ConformantStore, Fault, FaultyStore, Timeout
+from streamsrc.testing.entity import (
+    CODEC,
+    Account,
+    AccountCommand,
+    AccountEvent,
+    Close,
+    Deposit,
+    account_decider,
+    account_entity,
+)
 from streamsrc.testing.faults import Planned
 
 SHRINK = os.environ.get("STREAMSRC_SHRINK", "") not in ("", "0")
@@ -335,3 +348,125 @@ def test_dynamodb_appends_under_faults_match_the_model(tmp_path: Path) -> None:
         portal.wrap_async_context_manager(opened_store("dynamodb", tmp_path)) as store,
     ):
         run_examples(on_shared_store(portal, store, settle_timeouts=True), 15, 6)
+
+
+# ------------------------------------------------------------------------------------------ commands
+
+ENTITY_FAULTS: tuple[Planned, ...] = (
+    Fault.NONE,
+    Fault.AFTER,
+    Fault.AFTER,
+    Fault.BEFORE,
+    Fault.RAISE_AFTER,
+    Timeout(1),
+    Timeout(2),
+)
+PATIENCE = RetryPolicy(max_attempts=2, base_delay=0.0001, max_delay=0.0005)
+"""The entity's own retries: fewer than the faults in a row a plan may hold, so callers see failures."""
+
+
+@dataclass(frozen=True)
+class CommandCase:
+    commands: list[AccountCommand]
+    plan: list[Planned]
+    picks: list[int]
+    snapshots: bool
+
+
+command_cases = st.builds(
+    CommandCase,
+    st.integers(1, 5).flatmap(
+        lambda n: st.lists(st.sampled_from([Close()]), max_size=1).flatmap(
+            lambda close: st.permutations([*(Deposit(2**i) for i in range(n)), *close])
+        )
+    ),
+    st.lists(st.sampled_from(ENTITY_FAULTS), max_size=24),
+    st.lists(st.integers(0, 5), max_size=12),
+    st.booleans(),
+)
+
+
+async def send_until_done(store: ConformantStore, key: str, case: CommandCase) -> None:
+    """Send each command with an idempotency key until it is decided, picking the next one as ``picks`` say
+    (so a command that failed ambiguously is sometimes sent again at once, sometimes after others)."""
+    entity = account_entity(EveryN(2) if case.snapshots else None, retry=PATIENCE)
+    faulty = FaultyStore(store, case.plan, error=Injected)
+    repo = Repository(faulty, entity)
+    ids = {f"{key}-command-{n}": command for n, command in enumerate(case.commands)}
+    pending = list(ids)
+    picks = iter(case.picks)
+    results: dict[str, Result[Saved[AccountEvent, Account], Any]] = {}
+    while pending:
+        command_id = pending[next(picks, 0) % len(pending)]
+        try:
+            result = await repo.handle(key, ids[command_id], command_id=command_id)
+        except Injected:
+            continue
+        if isinstance(result, Failure) and isinstance(result.failure(), StoreUnavailable):
+            continue
+        results[command_id] = result
+        pending.remove(command_id)
+
+    stream = entity.stream(key)
+    log = await store.read(stream).to_list()
+    owner = {command_event_id(stream, c, k): (c, k) for c in ids for k in range(2)}
+    batches: dict[str, list[RecordedEvent]] = {}
+    for recorded in log:
+        assert recorded.id in owner, f"an event no command's key accounts for: {recorded}"  # a double apply
+        command_id, k = owner[recorded.id]
+        batch = batches.setdefault(command_id, [])
+        assert k == len(batch), f"{command_id}: event {k} after {len(batch)} events"
+        assert not batch or batch[-1].seq == recorded.seq - 1
+        batch.append(recorded)
+    for command_id, result in results.items():
+        batch = batches.get(command_id, [])
+        if isinstance(result, Failure):
+            assert isinstance(result.failure(), Rejection), result
+            assert batch == []
+            continue
+        saved = result.unwrap()
+        assert saved.events == tuple(CODEC.decode(r) for r in batch)
+        assert saved.positions == tuple(r.position for r in batch)
+        if batch:
+            assert saved.seq == batch[-1].seq
+            assert saved.state == account_decider.fold(CODEC.decode(r) for r in log[: saved.seq])
+    assert set(batches) <= set(results)  # nothing landed for a command that was never decided
+    deposits = [CODEC.decode(r).amount for r in log if r.type == "Deposited"]
+    assert len(deposits) == len(set(deposits))  # each deposit applied at most once
+    for command_id, command in ids.items():  # and each accepted one exactly once
+        if isinstance(command, Deposit) and isinstance(results[command_id], Success):
+            assert deposits.count(command.amount) == 1
+    assert (await repo.load(key)).state == account_decider.fold(CODEC.decode(r) for r in log)
+
+
+def test_commands_retried_by_their_callers_apply_once_on_memory() -> None:
+    async def run(case: CommandCase) -> None:
+        await send_until_done(MemoryStore(), "k", case)
+
+    @settings(max_examples=400, deadline=None, phases=PHASES)
+    @given(command_cases)
+    def check(case: CommandCase) -> None:
+        anyio.run(run, case)
+
+    check()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_commands_retried_by_their_callers_apply_once_on_sqlite(backend: str, tmp_path: Path) -> None:
+    keys = itertools.count()
+    with (
+        start_blocking_portal(backend) as portal,
+        portal.wrap_async_context_manager(opened_store("sqlite", tmp_path)) as store,
+    ):
+
+        @settings(
+            max_examples=60,
+            deadline=None,
+            phases=PHASES,
+            suppress_health_check=[HealthCheck.function_scoped_fixture],
+        )
+        @given(command_cases)
+        def check(case: CommandCase) -> None:
+            portal.call(send_until_done, store, f"k{next(keys)}", case)
+
+        check()
