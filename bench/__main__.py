@@ -130,10 +130,17 @@ def run_script(name: str, quick: bool, out: Path) -> Run:
 # ---------------------------------------------------------------------------- reading the tables
 
 
+SUFFIXES = {"k": 1e3, "M": 1e6}
+
+
 def number(cell: str) -> float | None:
-    text = cell.strip().rstrip("x").replace(",", "")
+    """The figure in a cell: ``1,234``, ``0.91x``, ``50.8k``, ``1.2M``; ``None`` if there is none."""
+    text = cell.strip().removesuffix("x").replace(",", "")
+    scale = SUFFIXES.get(text[-1:], 1.0)
+    if scale != 1.0:
+        text = text[:-1]
     try:
-        return float(text)
+        return float(text) * scale
     except ValueError:
         return None
 
@@ -228,13 +235,15 @@ def judged_rows(runs: Sequence[Run]) -> list[Judged]:
             for row in table["rows"]:
                 target = row[t].strip()
                 ratio = number(row[r])
-                if not target.startswith(">=") or ratio is None:
+                if not target.startswith((">=", "<=")) or ratio is None:
                     continue
                 goal = number(target[2:])
                 if goal is None:
                     continue
-                label = f"{run.name}: {row[0].strip()}"
-                out.append(Judged(label[:60], ratio, goal, row[res].strip() == "PASS"))
+                label = f"{run.name}: {row[0].strip()}"[:60]
+                if target.startswith("<="):
+                    label += " (time ratio: lower is better)"
+                out.append(Judged(label, ratio, goal, row[res].strip() == "PASS"))
     return out
 
 
@@ -251,7 +260,11 @@ def plot_ratios(rows: list[Judged], out: Path) -> str | None:
     ax.set_yticks(list(ys), [r.label for r in rows], fontsize=7)
     ax.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("streamsrc / reference (median rates; log scale); green PASS, red FAIL", fontsize=8)
+    ax.set_xlabel(
+        "streamsrc / reference (median rates: higher is better, unless marked; log scale);"
+        " green PASS, red FAIL",
+        fontsize=8,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "ratios.png"
