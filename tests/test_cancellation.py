@@ -33,7 +33,7 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -69,12 +69,12 @@ DENSE = 40
 MAX_ROUNDS = 200_000
 """An operation not done after this many rounds is stuck: the test fails instead of looping on."""
 
-ROUNDS: dict[str, int | None] = {"memory": None, "sqlite": None, "postgres": 3, "dynamodb": 2}
+ROUNDS: dict[str, int | None] = {"memory": None, "sqlite": None, "postgres": 2, "dynamodb": 1}
 """Per store, how many round counts are tried (0, 1, ...): ``None``, until the operation completes.
 PostgreSQL and DynamoDB spend their time waiting on the network, not in rounds: the first few
 rounds cancel them with a request sent and its answer not yet read; random delays do the rest."""
 
-DELAYS = {"memory": 0, "sqlite": 5, "postgres": 5, "dynamodb": 2}
+DELAYS = {"memory": 0, "sqlite": 5, "postgres": 3, "dynamodb": 1}
 """Trials cancelled after a random delay (up to the operation's measured duration), per store."""
 
 FAST = Poll(min_delay=0.002, max_delay=0.02)
@@ -331,6 +331,8 @@ class Read(Operation):
 
     def __init__(self, what: str, take: int | None) -> None:
         self.what, self.take = what, take
+        if take is None:  # on moto (slow) the partial reads cover the same code
+            self.stores = [s for s in STORES if s != "dynamodb"]
 
     def source(self, t: Target) -> Stream[Any]:
         if self.what == "read":
@@ -609,6 +611,8 @@ class Bracket(Operation):
 
     def __init__(self, take: int | None) -> None:
         self.take = take
+        if take is None:  # on moto (slow) the partial read covers the same code
+            self.stores = [s for s in STORES if s != "dynamodb"]
 
     async def setup(self, t: Target) -> None:
         await fill(t, "bracketed", 8)
@@ -770,7 +774,16 @@ async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> No
     going = [anyio.Event() for _ in workers]
     closes = t.name != "memory"  # a memory store has nothing to close: its workers are cancelled
 
+    running: set[str] = set()
+
     async def repeat(w: int, kind: str, started: anyio.Event) -> None:
+        running.add(f"{kind} {w}")
+        try:
+            await repeat_until_refused(w, kind, started)
+        finally:
+            running.discard(f"{kind} {w}")
+
+    async def repeat_until_refused(w: int, kind: str, started: anyio.Event) -> None:
         store = t.store
         for n in itertools.count():
             try:
@@ -808,6 +821,22 @@ async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> No
                 return
             started.set()
 
+    try:
+        await run_and_close(t, workers, going, repeat, rounds)
+    except TimeoutError:
+        raise AssertionError(f"still running {LIMIT} s after the store closed: {sorted(running)}") from None
+    if closes:
+        assert sorted(refused) == sorted(workers)
+    await check_closed(t, before, batches)
+
+
+async def run_and_close(
+    t: Target,
+    workers: Sequence[str],
+    going: list[anyio.Event],
+    repeat: Callable[[int, str, anyio.Event], Coroutine[Any, Any, None]],
+    rounds: int,
+) -> None:
     with anyio.fail_after(LIMIT):
         async with anyio.create_task_group() as tg:
             async with open_store(t.url) as store:
@@ -819,10 +848,16 @@ async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> No
                 for _ in range(rounds):
                     await anyio.lowlevel.checkpoint()
             # closed: every worker of a store that closes ends by itself, refused
-            if not closes:
+            if t.name == "memory":
                 tg.cancel_scope.cancel()
-        if closes:
-            assert sorted(refused) == sorted(workers)
+
+
+async def check_closed(t: Target, before: dict[str, object], batches: dict[str, list[EventData]]) -> None:
+    """Nothing is left open, and every batch is whole or absent (in the memory store as it was,
+    in the file or database reopened)."""
+    closes = t.name != "memory"
+    store = t.store
+    with anyio.fail_after(LIMIT):
         t.store = None
         after = await eventually_equal(t.counts, before)
         assert after == before, f"left open after closing with work in flight: {after} (before: {before})"
