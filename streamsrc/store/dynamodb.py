@@ -594,12 +594,16 @@ class DynamoDBStore:
                 cause = exc
             except (NoCredentialsError, NoRegionError) as exc:
                 raise StoreUnavailable(f"{what} on {self.url}: {_describe(exc)}") from exc
+            if self._client is not client:  # closed meanwhile: its requests fail, no retry can help
+                raise StoreUnavailable(f"{what} on {self.url}: the store was closed") from cause
             if attempt >= self.settings.retries:
                 raise StoreUnavailable(
                     f"{what} on {self.url} failed after {attempt + 1} tries: {_describe(cause)}"
                 ) from cause
             await _backoff(attempt)
             attempt += 1
+            if self._client is not client:
+                raise StoreUnavailable(f"{what} on {self.url}: the store was closed") from cause
 
     # -- events
 
