@@ -652,6 +652,24 @@ async def test_a_snapshot_row_that_is_not_json_is_ignored(tmp_path: Path) -> Non
         assert (loaded.state, loaded.seq) == (Balance(10, 4), 4)
 
 
+async def test_an_entity_over_a_damaged_event_fails_with_corrupt_event(tmp_path: Path) -> None:
+    """The damaged event is met only where it is decoded: a replay from the start (``history``) fails
+    with the typed error naming it; a load that starts from a later snapshot never reads it."""
+    path = tmp_path / "events.db"
+    async with open_store(f"sqlite:///{path}") as opened:
+        accounts = Repository(opened, _account())
+        for amount in (1, 2, 3):
+            await accounts.handle("a1", amount)
+    await anyio.to_thread.run_sync(_sqlite, path, "UPDATE events SET data = '{x' WHERE seq = 1")
+    async with open_store(f"sqlite:///{path}") as opened:
+        accounts = Repository(opened, _account())
+        with pytest.raises(CorruptEvent) as caught:
+            await accounts.history("a1").to_list()
+        assert (caught.value.stream, caught.value.seq, caught.value.field) == ("account-a1", 1, "data")
+        loaded = await accounts.load("a1")  # from the snapshot at seq 2
+        assert (loaded.state, loaded.seq) == (Balance(6, 3), 3)
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_postgres_snapshot_row_that_is_not_json_is_ignored(postgres_database: str) -> None:
     async with open_store(postgres_database) as opened:
