@@ -765,7 +765,7 @@ async def sweep(t: Target, op: Operation, store_name: str, operation: str) -> Ta
 
 # ------------------------------------------------------------------------ closing with work in flight
 
-WORKERS = ("append", "read", "read_all", "subscribe", "snapshot", "checkpoint", "copy")
+WORKERS = ("append", "read", "read_all", "subscribe", "snapshot", "checkpoint", "copy", "project", "handle")
 
 
 async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> None:
@@ -804,6 +804,16 @@ async def close_while_busy(t: Target, workers: Sequence[str], rounds: int) -> No
                 elif kind == "subscribe":
                     started.set()
                     await subscribe(store, poll=FAST).drain()
+                elif kind == "project":
+                    started.set()
+                    model = MemoryReadModel[tuple[int, ...]](())
+                    await Projector(store, Projection(f"closing-{w}", _positions), model, batch_size=2).run()
+                elif kind == "handle":
+                    command = Register(f"closing{w}", "Ada", "ada@example.com")
+                    result = await Repository(store, users).handle(f"closing-{w}-{n}", command)
+                    if isinstance(result, Failure):
+                        assert isinstance(result.failure(), StoreUnavailable), result
+                        raise result.failure()
                 elif kind == "snapshot":
                     await store.save_snapshot(f"closing-{w}", n + 1, {"n": n}, 1)
                     await store.load_snapshot(f"closing-{w}", 1)
