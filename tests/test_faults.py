@@ -31,25 +31,30 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
+from fault_proxy import FaultProxy, http_reply_done, postgres_reply_done
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from returns.result import Failure, Result, Success
-from store_urls import opened_store
+from store_urls import fresh_dynamodb_url, opened_store
 
 from streamsrc.effect import RetryPolicy
 from streamsrc.entity import EveryN, Repository, Saved, command_event_id
 from streamsrc.errors import DuplicateEvent, Rejection, StoreError, StoreUnavailable, WrongExpectedVersion
 from streamsrc.events import EventData, RecordedEvent
-from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected
+from streamsrc.projections import Projection, Projector
+from streamsrc.projections.postgres import PostgresReadModel
+from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, open_store
 from streamsrc.store.memory import MemoryStore
 from streamsrc.testing import ConformantStore, Fault, FaultyStore, Timeout
 from streamsrc.testing.entity import (
@@ -470,3 +475,123 @@ def test_commands_retried_by_their_callers_apply_once_on_sqlite(backend: str, tm
             portal.call(send_until_done, store, f"k{next(keys)}", case)
 
         check()
+
+
+# ------------------------------------------------------------------------------ through a lossy proxy
+
+PROXY_FAULTS = ("none", "before", "after", "after", "before-then-down", "after-then-down")
+
+
+def through(url: str, proxy: FaultProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+def tagged(n: int, size: int) -> list[EventData]:
+    """A batch whose data carries ``tag{n}z``: the marker the proxy looks for in its request."""
+    return [EventData("Tagged", {"tag": f"tag{n:04d}z", "k": k}) for k in range(size)]
+
+
+async def appends_through_proxy(store: ConformantStore, proxy: FaultProxy, seed: int, count: int) -> None:
+    """``count`` appends with exact expected versions while the proxy loses connections around them.
+
+    A lost request or a lost answer the store rides out itself (it tries again on another connection,
+    with the same ids): the append succeeds, once. When the server then stays away, the append fails
+    with ``StoreUnavailable``; its batch is then in the log (lost answer) or not (lost request), and
+    the same append made again once the server is back succeeds without a second copy.
+    """
+    rng = random.Random(seed)
+    streams = ["proxied-a", "proxied-b", "proxied-c"]
+    versions = dict.fromkeys(streams, 0)
+    acknowledged: dict[int, tuple[str, uuid.UUID]] = {}  # position -> (stream, id)
+    armed = 0
+    for n in range(count):
+        stream, fault = rng.choice(streams), rng.choice(PROXY_FAULTS)
+        batch = tagged(n, rng.randint(1, 3))
+        if fault != "none":
+            proxy.arm(fault.split("-")[0], f"tag{n:04d}z".encode(), then_refuse=fault.endswith("down"))
+            armed += 1
+        result = await store.append(stream, batch, expected=versions[stream])
+        if fault.endswith("down"):
+            assert isinstance(result, Failure), result
+            assert isinstance(result.failure(), StoreUnavailable), result
+            proxy.accept()
+            present = [e.id for e in await store.read(stream, after=versions[stream]).to_list()]
+            assert present == ([e.id for e in batch] if fault.startswith("after") else [])
+            result = await store.append(stream, batch, expected=versions[stream])  # the caller's retry
+        assert isinstance(result, Success), (fault, result)
+        assert proxy.armed == 0  # the fault did happen
+        written = result.unwrap()
+        versions[stream] += len(batch)
+        assert written.last_seq == versions[stream]
+        acknowledged.update((p, (stream, e.id)) for p, e in zip(written.positions, batch, strict=True))
+    assert len(proxy.fired) == armed
+    log = await store.read_all().to_list()
+    assert [e.position for e in log] == list(range(1, len(log) + 1))  # gap-free
+    assert {e.position: (e.stream, e.id) for e in log} == acknowledged  # each once, where acknowledged
+    for stream in streams:
+        assert [e.seq for e in await store.read(stream).to_list()] == list(range(1, versions[stream] + 1))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_postgres_appends_through_a_proxy_that_loses_connections(postgres_database: str) -> None:
+    server = urlsplit(postgres_database)
+    assert server.hostname is not None
+    assert server.port is not None
+    with FaultProxy((server.hostname, server.port), postgres_reply_done) as proxy:
+        async with open_store(through(postgres_database, proxy)) as store:
+            await appends_through_proxy(store, proxy, seed=20261128, count=30)
+        assert proxy.refused > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_dynamodb_appends_through_a_proxy_that_loses_connections(moto_endpoint: str) -> None:
+    server = urlsplit(moto_endpoint)
+    assert server.hostname is not None
+    assert server.port is not None
+    with FaultProxy((server.hostname, server.port), http_reply_done) as proxy:
+        url = fresh_dynamodb_url("retries=2").replace(moto_endpoint, f"http://127.0.0.1:{proxy.port}")
+        async with open_store(url) as store:
+            await appends_through_proxy(store, proxy, seed=20261129, count=12)
+        assert proxy.refused > 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_postgres_read_model_transactions_lost_around_the_commit_apply_each_event_once(
+    postgres_database: str,
+) -> None:
+    """The model's connection is cut as its COMMIT goes out (the transaction rolls back) or just after
+    the server committed (the model cannot know): every event lands in the table exactly once."""
+    server = urlsplit(postgres_database)
+    assert server.hostname is not None
+    assert server.port is not None
+    schema = "CREATE TABLE IF NOT EXISTS rows (position BIGINT PRIMARY KEY, stream TEXT NOT NULL, seq BIGINT)"
+
+    async def write(conn: Any, events: Any) -> None:
+        await conn.executemany(
+            "INSERT INTO rows VALUES ($1, $2, $3)", [(e.position, e.stream, e.seq) for e in events]
+        )
+
+    with FaultProxy((server.hostname, server.port), postgres_reply_done) as proxy:
+        async with (
+            open_store(postgres_database) as store,
+            PostgresReadModel(through(postgres_database, proxy), schema) as model,
+        ):
+            for n in range(40):
+                assert isinstance(await store.append(f"s-{n % 3}", [EventData("E", {"n": n})]), Success)
+            for mode in ("after", "before", "after", "after", "before", "after"):
+                proxy.arm(mode, b"COMMIT")
+            status = await Projector(store, Projection("p", write), model, batch_size=5).catch_up()
+            assert proxy.armed == 0
+            assert [f.mode for f in proxy.fired] == ["after", "before", "after", "after", "before", "after"]
+            log = await store.read_all().to_list()
+            assert status.position == len(log) == 40
+            rows = await model.query("SELECT position, stream, seq FROM rows ORDER BY position")
+            assert rows == [(e.position, e.stream, e.seq) for e in log]
+            assert await model.load_position("p") == 40
