@@ -443,7 +443,9 @@ class Repository(Generic[K, C, E, S]):
         in the stream is not decided again: ``handle`` returns
         ``Success(Saved(...))`` of the events it wrote then (their seq,
         positions, and the state right after them). So a command is applied
-        at most once per key, however often it is sent.
+        at most once per key, however often it is sent. A key must name one
+        command among all those sent to the entity's stream (a request id, a
+        message id): two different commands with one key are one command.
 
         >>> import anyio
         >>> from streamsrc.examples.accounts import Register, users

@@ -25,6 +25,15 @@ dozen on PostgreSQL and on DynamoDB (moto's server). On the servers a
 cancelled append may still be committed by the server after the client has
 gone, so there each timed-out append is settled at once by the retry users
 are told to make (same ids, same expected version), which must leave one copy.
+
+Then commands: callers that send each command with an idempotency key
+(``handle(..., command_id=...)``) again for as long as the answer is
+``StoreUnavailable`` (more lost answers in a row than the entity's own
+retries) apply each exactly once, with and without snapshots, on memory and
+SQLite. And real connections: a loopback proxy (``fault_proxy.py``) between
+the store and PostgreSQL or moto loses requests before the server sees them
+and answers after it committed, and refuses connections; appends and a
+PostgreSQL read model's transactions still land exactly once.
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -54,7 +63,7 @@ from streamsrc.errors import DuplicateEvent, Rejection, StoreError, StoreUnavail
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.projections import Projection, Projector
 from streamsrc.projections.postgres import PostgresReadModel
-from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, open_store
+from streamsrc.store import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, Expected, ImportingStore, open_store
 from streamsrc.store.memory import MemoryStore
 from streamsrc.testing import ConformantStore, Fault, FaultyStore, Timeout
 from streamsrc.testing.entity import (
@@ -64,6 +73,9 @@ from streamsrc.testing.entity import (
     AccountEvent,
     Close,
     Deposit,
+    Deposited,
+    Withdraw,
+    Withdrawn,
     account_decider,
     account_entity,
 )
@@ -595,3 +607,59 @@ async def test_postgres_read_model_transactions_lost_around_the_commit_apply_eac
             rows = await model.query("SELECT position, stream, seq FROM rows ORDER BY position")
             assert rows == [(e.position, e.stream, e.seq) for e in log]
             assert await model.load_position("p") == 40
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store_name", ["memory", "sqlite"])
+async def test_the_same_command_sent_concurrently_is_applied_once(store_name: str, tmp_path: Path) -> None:
+    """Eight callers send one command (one key) at once, over lost answers: one event, eight equal answers."""
+    async with opened_store(store_name, tmp_path) as store:
+        repo = Repository(store, account_entity(EveryN(1)))
+        await repo.handle("c", Deposit(100))
+        faulty = Repository(FaultyStore(store, [Fault.AFTER, Fault.NONE, Fault.AFTER] * 4), repo.entity)
+        answers: list[Result[Saved[AccountEvent, Account], Any]] = []
+
+        async def send() -> None:
+            answers.append(await faulty.handle("c", Withdraw(30), command_id="w-1"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(send)
+        log = await store.read("account-c").to_list()
+        assert [CODEC.decode(r) for r in log] == [Deposited(100), Withdrawn(30)]
+        assert log[1].id == command_event_id("account-c", "w-1", 0)
+        saved = {a.unwrap() for a in answers}  # every caller: Success, the same one
+        assert len(answers) == 8
+        assert {(s.seq, s.events, s.state, s.positions) for s in saved} == {
+            (2, (Withdrawn(30),), Account(70, False), (log[1].position,))
+        }
+        # Later, after a snapshot past it: sent again, still the same answer and no new event.
+        await repo.handle("c", Deposit(5))
+        again = (await faulty.handle("c", Withdraw(30), command_id="w-1")).unwrap()
+        assert (again.seq, again.positions, again.state) == (2, (log[1].position,), Account(70, False))
+        assert len(await store.read("account-c").to_list()) == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store_name", ["memory", "sqlite"])
+async def test_imports_under_faults_land_once(store_name: str, tmp_path: Path) -> None:
+    """``import_events`` gets the same faults as ``append``: a lost answer, then the retry, one copy."""
+    source = MemoryStore()
+    await source.append("s", tagged(1, 3))
+    recorded = await source.read("s").to_list()
+    async with opened_store(store_name, tmp_path) as target:
+        faulty = FaultyStore(target, [Fault.BEFORE, Timeout(1), Fault.AFTER])
+        assert isinstance(faulty, ImportingStore)
+        outcomes = [await faulty.import_events("s", recorded) for _ in range(4)]
+        assert [type(o).__name__ for o in outcomes] == ["Failure", "Failure", "Failure", "Success"]
+        assert [c.call.method for c in faulty.calls] == ["import_events"] * 4
+        assert faulty.calls[0].called is False
+        assert [(e.id, e.seq, e.data) for e in await target.read("s").to_list()] == [
+            (e.id, e.seq, e.data) for e in recorded
+        ]
+        assert outcomes[-1].unwrap().positions == (1, 2, 3)
+    assert not isinstance(FaultyStore(cast(Any, _NoImports())), ImportingStore)
+
+
+class _NoImports:
+    """Just enough of a store without ``import_events``."""
