@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -174,17 +174,12 @@ async def target_for(name: str, tmp_path: Path, *, open_it: bool = True) -> Asyn
             stack.push_async_callback(target.monitor.close)
         target.url = store_url(name, tmp_path, database)
         if name == "dynamodb":
-            target.port = int(urlsplit(dict(_query(target.url))["endpoint_url"]).port or 0)
+            endpoint = dict(parse_qsl(urlsplit(target.url).query))["endpoint_url"]
+            target.port = urlsplit(endpoint).port or 0
             target.other_sockets = client_sockets(target.port)
         if open_it:
             target.store = await stack.enter_async_context(open_store(target.url))
         yield target
-
-
-def _query(url: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(urlsplit(url).query)
 
 
 STORES = ["memory", "sqlite", "postgres", "dynamodb"]
