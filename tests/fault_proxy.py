@@ -65,11 +65,14 @@ class _Link:
         for target in (self._upstream, self._downstream):
             threading.Thread(target=target, daemon=True, name="fault-proxy-link").start()
 
-    def close(self) -> None:
+    def kill(self) -> bool:
+        """Forward nothing more (sends happen under the lock); whether it was alive."""
         with self.lock:
-            if self.closed:
-                return
-            self.closed = True
+            alive, self.closed = not self.closed, True
+        return alive
+
+    def close(self) -> None:
+        self.kill()
         for sock in (self.client, self.server):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -87,10 +90,12 @@ class _Link:
                 if fault is not None and fault.mode == "before":
                     self.proxy._fire(fault)
                     break
-                if fault is not None:
-                    with self.lock:
+                with self.lock:
+                    if self.closed:
+                        break
+                    if fault is not None:
                         self.holding = fault
-                self.server.sendall(data)
+                    self.server.sendall(data)
         except OSError:
             pass
         self.close()
@@ -100,10 +105,12 @@ class _Link:
         try:
             while data := self.server.recv(65536):
                 with self.lock:
+                    if self.closed:
+                        break
                     fault = self.holding
-                if fault is None:
-                    self.client.sendall(data)
-                    continue
+                    if fault is None:
+                        self.client.sendall(data)
+                        continue
                 self.held += data
                 if self.proxy.reply_done(self.held):
                     self.proxy._fire(fault)
@@ -166,6 +173,8 @@ class FaultProxy:
         with self._lock:
             self._refusing = True
             links = list(self._links)
+        for link in links:  # all dead first: a client that sees one go cannot get through another
+            link.kill()
         for link in links:
             link.close()
 
@@ -178,6 +187,8 @@ class FaultProxy:
         """Close every live connection (between requests: as a server restart does)."""
         with self._lock:
             links = list(self._links)
+        for link in links:
+            link.kill()
         for link in links:
             link.close()
 
