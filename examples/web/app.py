@@ -166,10 +166,11 @@ class _AtSeq(Repository[str, Any, Any, Any]):
         *,
         if_seq: int | None = None,
         metadata: dict[str, Any] | None = None,
+        command_id: str | uuid.UUID | None = None,
     ) -> Result[Saved[Any, Any], CommandError]:
         if key == self._key and if_seq is None:
             if_seq = self._seq
-        return await super().handle(key, command, if_seq=if_seq, metadata=metadata)
+        return await super().handle(key, command, if_seq=if_seq, metadata=metadata, command_id=command_id)
 
 
 def _at_seq(accounts: Accounts, kind: _Kind, key: str, seq: int | None) -> Accounts:

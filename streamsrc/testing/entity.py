@@ -78,6 +78,7 @@ __all__ = [
     "Account",
     "AccountCommand",
     "AccountEvent",
+    "AppendScript",
     "Close",
     "Closed",
     "Contribute",
@@ -85,8 +86,7 @@ __all__ = [
     "Deposit",
     "Deposited",
     "EntityConformance",
-    "Fault",
-    "FaultyStore",
+    "ScriptedStore",
     "Tally",
     "Withdraw",
     "Withdrawn",
@@ -314,8 +314,8 @@ def org_totals_entity(
 
 
 @dataclass(frozen=True)
-class Fault:
-    """What happens to one call of ``append`` on a :class:`FaultyStore`.
+class AppendScript:
+    """What happens to one call of ``append`` on a :class:`ScriptedStore`.
 
     In order: another writer appends first (``race_before``); the append
     reaches the store (``commit``) or not; the store refuses a stale
@@ -331,13 +331,13 @@ class Fault:
     lost: bool = False
 
 
-OK = Fault()
-LOST_BEFORE_COMMIT = Fault(commit=False, lost=True)
-LOST_AFTER_COMMIT = Fault(lost=True)
+OK = AppendScript()
+LOST_BEFORE_COMMIT = AppendScript(commit=False, lost=True)
+LOST_AFTER_COMMIT = AppendScript(lost=True)
 
 
-class FaultyStore:
-    """A store delegating to ``inner``, whose ``append`` calls follow a script of :class:`Fault` s.
+class ScriptedStore:
+    """A store delegating to ``inner``, whose ``append`` calls follow a script of :class:`AppendScript` s.
 
     Calls past the end of ``plan`` are plain. Every call is recorded in
     ``appends``; the other writer's events (see ``interloper``) are appended
@@ -348,7 +348,7 @@ class FaultyStore:
     def __init__(
         self,
         inner: ConformantStore,
-        plan: Sequence[Fault] = (),
+        plan: Sequence[AppendScript] = (),
         interloper: Callable[[], EventData] | None = None,
         gate: int = 0,
     ) -> None:
@@ -592,7 +592,7 @@ class EntityConformance:
         reasons: tuple[str, ...],
     ) -> None:
         entity, calls = counting(account_entity(EveryN(1)))
-        faulty = FaultyStore(store)
+        faulty = ScriptedStore(store)
         repo = Repository(faulty, entity)
         for c in setup:
             expect_saved(await repo.handle("r", c))
@@ -619,7 +619,9 @@ class EntityConformance:
     ) -> None:
         entity, calls = counting(account_entity())
         await Repository(store, entity).handle("race", Deposit(10))
-        faulty = FaultyStore(store, [Fault(race_before=True)], interloper=lambda: CODEC.encode(Withdrawn(10)))
+        faulty = ScriptedStore(
+            store, [AppendScript(race_before=True)], interloper=lambda: CODEC.encode(Withdrawn(10))
+        )
         repo = Repository(faulty, entity)
         calls.clear()
         result = await repo.handle("race", Withdraw(10))
@@ -632,7 +634,7 @@ class EntityConformance:
     async def test_a_decision_without_events_writes_nothing_and_succeeds(
         self, store: ConformantStore, setup: list[AccountCommand]
     ) -> None:
-        faulty = FaultyStore(store)
+        faulty = ScriptedStore(store)
         repo = Repository(faulty, account_entity(EveryN(1)))
         for c in setup:
             expect_saved(await repo.handle("idle", c))
@@ -652,7 +654,7 @@ class EntityConformance:
         assert await repo.load("idle") == current
 
     async def test_if_seq_acts_only_at_exactly_that_seq(self, store: ConformantStore) -> None:
-        faulty = FaultyStore(store)
+        faulty = ScriptedStore(store)
         repo = Repository(faulty, account_entity())
         created = expect_saved(await repo.handle("etag", Deposit(5), if_seq=0))
         assert created.seq == 1
@@ -684,7 +686,7 @@ class EntityConformance:
     ) -> None:
         entity, calls = counting(account_entity())
         await Repository(store, entity).handle("etag", Deposit(5))
-        faulty = FaultyStore(store, [Fault(race_before=True)])
+        faulty = ScriptedStore(store, [AppendScript(race_before=True)])
         repo = Repository(faulty, entity)
         calls.clear()
         result = await repo.handle("etag", Deposit(7), if_seq=1)
@@ -695,7 +697,7 @@ class EntityConformance:
         interloper = CODEC.decode(faulty.interlopers[0])
         assert await stored_events(store, "account-etag") == [Deposited(5), interloper]
         # Without the precondition the same race is retried and wins.
-        faulty.plan = [OK, Fault(race_before=True)]  # the next call (the second) races again
+        faulty.plan = [OK, AppendScript(race_before=True)]  # the next call (the second) races again
         saved = expect_saved(await repo.handle("etag", Deposit(7)))
         assert saved.retries == 1
         assert await stored_events(store, "account-etag") == [
@@ -707,7 +709,7 @@ class EntityConformance:
 
     async def test_metadata_is_on_every_event_written(self, store: ConformantStore) -> None:
         # The first append loses a race: the events decided again carry the metadata too.
-        faulty = FaultyStore(store, [OK, Fault(race_before=True)])
+        faulty = ScriptedStore(store, [OK, AppendScript(race_before=True)])
         repo = Repository(faulty, account_entity())
         expect_saved(await repo.handle("m", Deposit(9)))
         metadata = {"by": "alice", "reason": "moving house", "n": 3}
@@ -1078,7 +1080,7 @@ class EntityConformance:
     async def test_concurrent_commands_all_succeed_through_retries(self, store: ConformantStore) -> None:
         many = self.concurrent_commands
         retry = RetryPolicy(max_attempts=64, base_delay=0.001, max_delay=0.02)
-        gated = FaultyStore(store, gate=many)
+        gated = ScriptedStore(store, gate=many)
         repo = Repository(gated, account_entity(EveryN(5), retry=retry))
         amounts = [i + 1 for i in range(many)]
         results: dict[int, Result[Saved[AccountEvent, Account], StreamsrcError]] = {}
@@ -1107,7 +1109,7 @@ class EntityConformance:
 
     async def test_capped_retries_report_conflicts_and_lose_nothing(self, store: ConformantStore) -> None:
         many = self.concurrent_commands
-        gated = FaultyStore(store, gate=many)
+        gated = ScriptedStore(store, gate=many)
         repo = Repository(gated, account_entity(retry=RetryPolicy(max_attempts=1)))
         amounts = [i + 1 for i in range(many)]
         results: dict[int, Result[Saved[AccountEvent, Account], StreamsrcError]] = {}
@@ -1148,10 +1150,10 @@ class EntityConformance:
         ids=["after", "after-after", "before", "before-before", "before-after"],
     )
     async def test_an_ambiguous_append_failure_is_retried_with_the_same_ids(
-        self, store: ConformantStore, plan: list[Fault]
+        self, store: ConformantStore, plan: list[AppendScript]
     ) -> None:
         await Repository(store, account_entity()).handle("amb", Deposit(10))
-        faulty = FaultyStore(store, plan)
+        faulty = ScriptedStore(store, plan)
         entity, calls = counting(account_entity(retry=RetryPolicy(max_attempts=4, base_delay=0.001)))
         saved = expect_saved(await Repository(faulty, entity).handle("amb", Deposit(7)))
         assert await stored_events(store, "account-amb") == [Deposited(10), Deposited(7)]
@@ -1166,7 +1168,7 @@ class EntityConformance:
     async def test_giving_up_on_ambiguous_failures_never_duplicates(self, store: ConformantStore) -> None:
         await Repository(store, account_entity()).handle("amb", Deposit(10))
         attempts = 3
-        faulty = FaultyStore(store, [LOST_AFTER_COMMIT] * attempts)
+        faulty = ScriptedStore(store, [LOST_AFTER_COMMIT] * attempts)
         repo = Repository(faulty, account_entity(retry=RetryPolicy(max_attempts=attempts, base_delay=0.001)))
         result = await repo.handle("amb", Deposit(7))
         expect_error(result, StoreUnavailable)
@@ -1176,18 +1178,22 @@ class EntityConformance:
     @pytest.mark.parametrize(
         ("fault", "then", "ours_first"),
         [
-            (Fault(lost=True, race_after=True), [], True),
-            (Fault(lost=True, race_after=True), [Fault(version_first=True)], True),
-            (Fault(commit=False, lost=True, race_after=True), [], False),
-            (Fault(commit=False, lost=True, race_after=True), [Fault(version_first=True)], False),
+            (AppendScript(lost=True, race_after=True), [], True),
+            (AppendScript(lost=True, race_after=True), [AppendScript(version_first=True)], True),
+            (AppendScript(commit=False, lost=True, race_after=True), [], False),
+            (
+                AppendScript(commit=False, lost=True, race_after=True),
+                [AppendScript(version_first=True)],
+                False,
+            ),
         ],
         ids=["landed", "landed-version-first", "not-landed", "not-landed-version-first"],
     )
     async def test_an_ambiguous_failure_then_a_concurrent_writer(
-        self, store: ConformantStore, fault: Fault, then: list[Fault], ours_first: bool
+        self, store: ConformantStore, fault: AppendScript, then: list[AppendScript], ours_first: bool
     ) -> None:
         await Repository(store, account_entity()).handle("amb", Deposit(10))
-        faulty = FaultyStore(store, [fault, *then])
+        faulty = ScriptedStore(store, [fault, *then])
         repo = Repository(faulty, account_entity(retry=RetryPolicy(max_attempts=4, base_delay=0.001)))
         saved = expect_saved(await repo.handle("amb", Deposit(7)))
         interloper = CODEC.decode(faulty.interlopers[0])
