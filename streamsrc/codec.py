@@ -45,7 +45,7 @@ from streamsrc.errors import InvalidEvent, UnknownEventType
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.stream import Stream
 
-__all__ = ["Codec", "from_json_value", "to_json_value"]
+__all__ = ["Codec", "conforms", "from_json_value", "to_json_value"]
 
 C = TypeVar("C")
 E = TypeVar("E", RecordedEvent, EventData)
@@ -242,6 +242,57 @@ def from_json_value(tp: Any, value: Any) -> Any:
     """
     decode = _decoder(tp)
     return value if decode is None else decode(value)
+
+
+def conforms(tp: Any, value: Any) -> bool:
+    """Whether ``value`` (decoded, e.g. by :func:`from_json_value`) has the type ``tp`` says, deeply.
+
+    Decoding trusts JSON's scalars (a string where an ``int`` field is declared
+    passes through); this checks them, for values read rarely and trusted
+    long, such as snapshots. Types it cannot check (``Literal``, type
+    variables, ...) are taken as matching.
+
+    >>> @dataclasses.dataclass
+    ... class Tally:
+    ...     total: int
+    ...     names: list[str]
+    >>> conforms(Tally, Tally(3, ["a"])), conforms(Tally, Tally("3", ["a"])), conforms(Tally, Tally(3, [1]))
+    (True, False, False)
+    """
+    if tp in (Any, object):
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(a, value) for a in args)
+    if origin in (list, set, frozenset):
+        return isinstance(value, origin) and (not args or all(conforms(args[0], v) for v in value))
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(conforms(args[0], v) for v in value)
+        return not args or (len(args) == len(value) and all(map(conforms, args, value)))
+    if origin is dict:
+        return isinstance(value, dict) and (
+            len(args) != 2 or all(conforms(args[0], k) and conforms(args[1], v) for k, v in value.items())
+        )
+    if not isinstance(tp, type):
+        return True
+    if not isinstance(value, tp):
+        return False
+    if dataclasses.is_dataclass(tp):
+        hints, fields = _shape(tp)
+        return all(conforms(hints.get(name, Any), getattr(value, name)) for name in fields)
+    return True
 
 
 Decoder = Callable[[Any], Any]

@@ -59,7 +59,7 @@ import anyio
 from returns.maybe import Nothing, Some
 from returns.result import Failure, Result, Success
 
-from streamsrc.codec import Codec, from_json_value, to_json_value
+from streamsrc.codec import Codec, conforms, from_json_value, to_json_value
 from streamsrc.effect import RetryPolicy
 from streamsrc.errors import (
     Conflict,
@@ -633,9 +633,12 @@ class Repository(Generic[K, C, E, S]):
         match found:
             case Some(snapshot):
                 try:
-                    return Loaded(from_json_value(entity.state_type, snapshot.state), snapshot.seq)
+                    state = from_json_value(entity.state_type, snapshot.state)
                 except (TypeError, ValueError, KeyError, AttributeError):
                     return None  # unreadable despite its version: replay from the start
+                if not conforms(entity.state_type, state):
+                    return None  # a field of the wrong type (e.g. a string for an int): replay too
+                return Loaded(state, snapshot.seq)
             case _:
                 assert found is Nothing
                 return None

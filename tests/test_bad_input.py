@@ -629,7 +629,10 @@ async def test_snapshots_that_no_longer_decode_are_ignored_with_a_full_replay(st
     assert (await store.load_snapshot(key, 1)).unwrap().state == {"total": 10, "deposits": 4}
     replayed = Balance(10, 4)
     # A state of another shape under the same version, then a state that is not an object at all.
-    for state in ({"total": 999, "deposits": 99, "currency": "EUR"}, 999, [1, 2], {"total": "x", "bogus": 1}):
+    # Then fields of the wrong JSON types (decoding alone would pass them through into evolve).
+    wrong = ({"total": 999, "deposits": 99, "currency": "EUR"}, 999, [1, 2], {"total": "x", "bogus": 1})
+    mistyped = ({"total": "x", "deposits": 1}, {"total": 1.5, "deposits": 1}, {"total": True, "deposits": 1})
+    for state in (*wrong, *mistyped):
         await store.save_snapshot(key, 4, state, 1)
         loaded = await Repository(store, _account()).load("a1")
         assert (loaded.state, loaded.seq) == (replayed, 4)
@@ -637,6 +640,10 @@ async def test_snapshots_that_no_longer_decode_are_ignored_with_a_full_replay(st
     await store.save_snapshot(key, 4, {"total": 999, "deposits": 99}, 1)
     loaded = await Repository(store, _account(schema_version=2)).load("a1")
     assert (loaded.state, loaded.seq) == (replayed, 4)
+    # A command over a mistyped snapshot replays too (evolve never sees the string).
+    await store.save_snapshot(key, 4, {"total": "x", "deposits": 1}, 1)
+    handled = await Repository(store, _account()).handle("a1", 5)
+    assert handled.unwrap().state == Balance(15, 5)
 
 
 async def test_a_snapshot_row_that_is_not_json_is_ignored(tmp_path: Path) -> None:
