@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
@@ -67,8 +67,8 @@ from streamsrc.errors import (
 )
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import ANY, AppendResult, Expected, Snapshot
-from streamsrc.stream import Stream
 from streamsrc.testing.conformance import ConformantStore, page_size_of
+from streamsrc.testing.faults import ForwardedReads
 
 __all__ = [
     "ACCOUNT_CLOSED",
@@ -336,7 +336,7 @@ LOST_BEFORE_COMMIT = AppendScript(commit=False, lost=True)
 LOST_AFTER_COMMIT = AppendScript(lost=True)
 
 
-class ScriptedStore:
+class ScriptedStore(ForwardedReads):
     """A store delegating to ``inner``, whose ``append`` calls follow a script of :class:`AppendScript` s.
 
     Calls past the end of ``plan`` are plain. Every call is recorded in
@@ -344,6 +344,8 @@ class ScriptedStore:
     to the same stream with ``expected=ANY``. With ``gate``, the first
     ``gate`` calls wait until that many have arrived, so they all race.
     """
+
+    inner: ConformantStore
 
     def __init__(
         self,
@@ -396,30 +398,6 @@ class ScriptedStore:
             when = "after" if fault.commit else "before"
             return Failure(StoreUnavailable(f"connection lost {when} the commit"))
         return result
-
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        return self.inner.read(stream, after, limit, backwards)
-
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        return await self.inner.latest(stream)
-
-    async def head(self) -> int:
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        return self.inner.streams()
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
         await self.inner.save_snapshot(key, seq, state, schema_version)

@@ -46,7 +46,7 @@ from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store._contract import ANY, AppendResult, EventStore, Expected
 from streamsrc.stream import Stream
 
-__all__ = ["Call", "Fault", "FaultPlan", "FaultyStore", "Injected", "Timeout"]
+__all__ = ["Call", "Fault", "FaultPlan", "FaultyStore", "ForwardedReads", "Injected", "Timeout"]
 
 T = TypeVar("T")
 
@@ -157,7 +157,52 @@ class Injected:
     outcome: Result[AppendResult, StoreError] | BaseException
 
 
-class FaultyStore:
+class ForwardedReads:
+    """The reads of the event store contract, forwarded to ``self.inner``: a base for wrappers that
+    change only how events are written (``FaultyStore``, the entity suite's scripted store).
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> class Counting(ForwardedReads):
+    ...     def __init__(self, inner: MemoryStore) -> None:
+    ...         self.inner = inner
+    >>> anyio.run(Counting(MemoryStore()).head)
+    0
+    """
+
+    inner: EventStore
+
+    def read(
+        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
+    ) -> Stream[RecordedEvent]:
+        """``inner.read``."""
+        return self.inner.read(stream, after, limit, backwards)
+
+    def read_all(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+    ) -> Stream[RecordedEvent]:
+        """``inner.read_all``."""
+        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
+
+    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
+        """``inner.latest``."""
+        return await self.inner.latest(stream)
+
+    async def head(self) -> int:
+        """``inner.head``."""
+        return await self.inner.head()
+
+    def streams(self) -> Stream[str]:
+        """``inner.streams``."""
+        return self.inner.streams()
+
+
+class FaultyStore(ForwardedReads):
     """A store that forwards everything to ``inner`` and injects the planned faults into its appends.
 
     ``plan`` gives each call of ``append`` (and ``import_events``, if
@@ -302,35 +347,6 @@ class FaultyStore:
         if fault is Fault.RAISE_BEFORE or fault is Fault.RAISE_AFTER:
             raise self.error(message)
         return Failure(StoreUnavailable(message))
-
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        """``inner.read``."""
-        return self.inner.read(stream, after, limit, backwards)
-
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        """``inner.read_all``."""
-        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        """``inner.latest``."""
-        return await self.inner.latest(stream)
-
-    async def head(self) -> int:
-        """``inner.head``."""
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        """``inner.streams``."""
-        return self.inner.streams()
 
 
 async def _coroutine(awaitable: Awaitable[T]) -> T:
