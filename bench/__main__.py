@@ -5,6 +5,7 @@ Run from the repository root::
     python -m bench                              # everything, full sizes (about 20-30 min)
     python -m bench --quick --out /tmp/report    # small sizes: a smoke test (a few minutes)
     python -m bench --only store_sqlite --only soak
+    python -m bench --only store_sqlite --keep   # rerun one script, keep the others' results in OUT
 
 Each script in ``bench/`` runs in its own subprocess with ``--json``; its
 output goes to ``OUT/logs/<name>.log`` and its results to
@@ -77,6 +78,7 @@ class Run:
     seconds: float = 0.0
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    finished: str = ""  # when it ended (UTC, minutes): a report made with --keep mixes runs
 
     @property
     def skipped(self) -> str | None:
@@ -119,12 +121,37 @@ def run_script(name: str, quick: bool, out: Path) -> Run:
         except OSError as exc:
             run.error = str(exc)
     run.seconds = time.perf_counter() - t0
+    run.finished = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
     if json_path.exists():
         try:
             run.results = json.loads(json_path.read_text(encoding="utf-8"))
         except ValueError as exc:
             run.error = run.error or f"unreadable results: {exc}"
     return run
+
+
+KEPT = (
+    " Only the scripts named by `--only` ran then; the others' results are from earlier runs (see *ended*)."
+)
+
+
+def kept_run(name: str, out: Path) -> Run | None:
+    """The results of ``name`` already in ``out`` (from an earlier run), or ``None`` if there are none."""
+    json_path = out / "json" / f"{name}.json"
+    if not json_path.exists():
+        return None
+    runs_path = out / "runs.json"
+    earlier = json.loads(runs_path.read_text(encoding="utf-8")) if runs_path.exists() else {}
+    results = json.loads(json_path.read_text(encoding="utf-8"))
+    written = datetime.datetime.fromtimestamp(json_path.stat().st_mtime, datetime.UTC)
+    meta: dict[str, Any] = {
+        "code": 0,
+        "seconds": results.get("seconds") or 0.0,
+        "error": "",
+        "finished": f"{written:%Y-%m-%d %H:%M}",
+    }
+    meta.update(earlier.get(name, {}))
+    return Run(name, meta["code"], meta["seconds"], results, meta["error"], meta["finished"])
 
 
 # ---------------------------------------------------------------------------- reading the tables
@@ -478,7 +505,8 @@ def write_report(
         "# streamsrc benchmark report",
         "",
         f"Generated {started:%Y-%m-%d %H:%M} UTC by `python -m bench {' '.join(argv)}`"
-        f"{' (QUICK sizes: a smoke test, ratios indicative only)' if quick else ''}.",
+        f"{' (QUICK sizes: a smoke test, ratios indicative only)' if quick else ''}."
+        f"{KEPT if '--keep' in argv else ''}",
         "",
         f"Machine: Python {platform.python_version()} ({platform.python_implementation()}),"
         f" SQLite {sqlite3.sqlite_version}, PostgreSQL {postgres_version(runs)},"
@@ -497,9 +525,10 @@ def write_report(
         "",
     ]
     summary = [
-        [f"[{r.name}](#{r.name})", r.status, f"{r.seconds:.0f} s", f"[log](logs/{r.name}.log)"] for r in runs
+        [f"[{r.name}](#{r.name})", r.status, f"{r.seconds:.0f} s", r.finished, f"[log](logs/{r.name}.log)"]
+        for r in runs
     ]
-    lines += markdown_table(["benchmark", "result", "time", "output"], summary)
+    lines += markdown_table(["benchmark", "result", "time", "ended (UTC)", "output"], summary)
     judged = judged_rows(runs)
     ratios_png = plot_ratios(judged, out)
     if ratios_png:
@@ -575,7 +604,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--only", action="append", choices=SCRIPTS, metavar="NAME", help="run only this script (repeatable)"
     )
     parser.add_argument("--out", type=Path, default=HERE / "reports" / "latest", help="the report's folder")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --only: keep the other scripts' results already in --out (rerun a noisy one)",
+    )
     args = parser.parse_args(argv)
+    if args.keep and not args.only:
+        parser.error("--keep needs --only (the scripts to run again)")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -586,11 +622,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         old.unlink()
     started = datetime.datetime.now(datetime.UTC)
     runs = []
-    for name in args.only or SCRIPTS:
+    for name in SCRIPTS if args.keep else args.only or SCRIPTS:
+        if args.keep and name not in args.only:
+            kept = kept_run(name, out)
+            if kept is not None:
+                runs.append(kept)
+            continue
         print(f"{name} ...", end=" ", flush=True)
         run = run_script(name, args.quick, out)
         print(f"{run.status} ({run.seconds:.0f} s)", flush=True)
         runs.append(run)
+    (out / "runs.json").write_text(
+        json.dumps(
+            {
+                r.name: {"code": r.code, "seconds": r.seconds, "error": r.error, "finished": r.finished}
+                for r in runs
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     write_report(runs, out, args.quick, started, sys.argv[1:] if argv is None else argv)
     print(f"report: {out / 'README.md'}")
     return 1 if any(r.code != 0 for r in runs) else 0
