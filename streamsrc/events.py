@@ -111,19 +111,16 @@ class _Lazy:
         try:
             value = self.decode(tuple.__getitem__(instance, self.index))
         except Exception as exc:  # a damaged row: say where it is, as a store error
-            raise _damaged(instance, self.name, exc) from None
+            raise _damaged(instance, self.name, self.index, exc) from None
         instance.__dict__[self.name] = value  # later reads find it before this descriptor
         return value
 
 
-def _damaged(instance: tuple[Any, ...], field: str, exc: BaseException) -> CorruptEvent:
+def _damaged(instance: tuple[Any, ...], field: str, index: int, exc: BaseException) -> CorruptEvent:
     stream, seq, position = (tuple.__getitem__(instance, i) for i in range(3))
-    stored = repr(tuple.__getitem__(instance, _FIELD_INDEX[field]))
+    stored = repr(tuple.__getitem__(instance, index))
     shown = stored if len(stored) <= 80 else stored[:77] + "..."
     return CorruptEvent(stream, seq, position, field, f"{type(exc).__name__}: {exc} (stored: {shown})")
-
-
-_FIELD_INDEX = {"data": 4, "metadata": 5, "id": 6, "time": 7}
 
 
 class _Damaged:
@@ -140,7 +137,7 @@ def _shown(event: Any, name: str) -> Any:
     try:
         return getattr(event, name)
     except CorruptEvent:
-        return _Damaged(tuple.__getitem__(event, _FIELD_INDEX[name]))
+        return _Damaged(tuple.__getitem__(event, getattr(type(event), name).index))
 
 
 def _decode_metadata(text: str | None) -> dict[str, Any] | None:

@@ -659,7 +659,7 @@ class DynamoDBStore:
     async def _append(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
     ) -> Result[AppendResult, StoreError]:
-        if len(stream) > MAX_NAME_BYTES // 4 and len(stream.encode("utf-8")) > MAX_NAME_BYTES:
+        if _too_long(stream):
             return Failure(
                 InvalidEvent(
                     f"stream name is over the {MAX_NAME_BYTES} bytes (UTF-8) a DynamoDB key may hold"
@@ -1200,10 +1200,15 @@ class DynamoDBStore:
         await self._call("save_checkpoint", "put_item", TableName=self.tables["checkpoints"], Item=item)
 
 
+def _too_long(name: str) -> bool:
+    """Whether ``name`` is over the bytes a DynamoDB key may hold (encoded only when it could be)."""
+    return len(name) > MAX_NAME_BYTES // 4 and len(name.encode("utf-8")) > MAX_NAME_BYTES
+
+
 def _check_key(name: str, what: str) -> None:
     """``check_key``, and the length a DynamoDB key may have."""
     check_key(name, what)
-    if len(name) > MAX_NAME_BYTES // 4 and len(name.encode("utf-8")) > MAX_NAME_BYTES:
+    if _too_long(name):
         raise InvalidEvent(f"{what} is over the {MAX_NAME_BYTES} UTF-8 bytes a DynamoDB key may hold")
 
 

@@ -350,7 +350,7 @@ class PostgresStore:
             except CONNECTION_ERRORS:
                 self._drop_own()  # then try again below, on the pool's connections
             except asyncpg.PostgresError as exc:  # the statement failed; the connection is fine
-                raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+                raise self._failed(what, exc) from None
             except BaseException:
                 self._drop_own()  # cancelled mid-statement, say: its state is unknown
                 raise
@@ -363,9 +363,9 @@ class PostgresStore:
                     result = await fn(conn)
             except CONNECTION_ERRORS as exc:
                 if attempt == len(_RETRY_DELAYS):
-                    raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+                    raise self._failed(what, exc) from None
             except asyncpg.PostgresError as exc:
-                raise StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}") from None
+                raise self._failed(what, exc) from None
             else:
                 if self._own is None or self._own.is_closed():
                     await self._connect_own()
@@ -386,6 +386,10 @@ class PostgresStore:
             self._own_busy = False
         if self._pool is None and self._own is not None:  # the store was closed meanwhile
             self._drop_own()
+
+    def _failed(self, what: str, exc: BaseException) -> StoreUnavailable:
+        """The error an operation that failed on the server or its connection ends with."""
+        return StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}")
 
     def _drop_own(self) -> None:
         own, self._own = self._own, None
