@@ -1,8 +1,5 @@
 """Test helpers for streamsrc users and backend authors.
 
-This package imports ``pytest``; it is meant for test suites only, and nothing
-else in streamsrc imports it, so pytest stays a test-time dependency.
-
 * :class:`~streamsrc.testing.conformance.EventStoreConformance`: the store
   conformance suite. Subclass it in a test module, give it a ``store``
   fixture that yields a fresh, opened store, and every guarantee of the store
@@ -13,18 +10,58 @@ else in streamsrc imports it, so pytest stays a test-time dependency.
 * :class:`~streamsrc.testing.faults.FaultyStore`: wraps any store and injects
   faults into its appends before or after the commit point (lost requests,
   lost answers, timeouts, raised errors), following a deterministic plan.
+
+``FaultyStore``, ``Fault`` and ``Timeout`` need nothing beyond streamsrc.
+The two suites are pytest tests: their modules import ``pytest`` and are
+loaded only when one of their names is first used, so a plain
+``pip install streamsrc`` can ``import streamsrc.testing`` (pytest comes with
+the ``test`` extra). Nothing else in streamsrc imports this package.
 """
 
-import pytest
+from __future__ import annotations
 
-# Detailed assertion messages in the suite's tests (pytest rewrites only test modules by itself).
-pytest.register_assert_rewrite("streamsrc.testing.conformance", "streamsrc.testing.entity")
+import importlib
+import sys
+from typing import TYPE_CHECKING, Any
 
-from streamsrc.testing.conformance import ConformantStore as ConformantStore  # noqa: E402
-from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance  # noqa: E402
-from streamsrc.testing.entity import EntityConformance as EntityConformance  # noqa: E402
-from streamsrc.testing.faults import Fault as Fault  # noqa: E402
-from streamsrc.testing.faults import FaultyStore as FaultyStore  # noqa: E402
-from streamsrc.testing.faults import Timeout as Timeout  # noqa: E402
+from streamsrc.testing.faults import Fault as Fault
+from streamsrc.testing.faults import FaultyStore as FaultyStore
+from streamsrc.testing.faults import Timeout as Timeout
+
+if TYPE_CHECKING:
+    from streamsrc.testing.conformance import ConformantStore as ConformantStore
+    from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance
+    from streamsrc.testing.entity import EntityConformance as EntityConformance
 
 __all__ = ["ConformantStore", "EntityConformance", "EventStoreConformance", "Fault", "FaultyStore", "Timeout"]
+
+_SUITES = {
+    "ConformantStore": "streamsrc.testing.conformance",
+    "EventStoreConformance": "streamsrc.testing.conformance",
+    "EntityConformance": "streamsrc.testing.entity",
+}
+
+if "pytest" in sys.modules:
+    # Under pytest (whose import hook rewrites asserts), the suites' asserts get detailed messages
+    # too: pytest rewrites only test modules by itself, and only modules not imported yet.
+    sys.modules["pytest"].register_assert_rewrite(*sorted(set(_SUITES.values())))
+
+
+def __getattr__(name: str) -> Any:
+    """The suites' names, imported on first use (they need pytest)."""
+    module_name = _SUITES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != "pytest":
+            raise
+        raise ModuleNotFoundError(
+            f"streamsrc.testing.{name} is a pytest suite and needs pytest: "
+            "pip install pytest (or 'streamsrc[test]')",
+            name="pytest",
+        ) from exc
+    value = getattr(module, name)
+    globals()[name] = value
+    return value
