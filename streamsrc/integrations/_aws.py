@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import sniffio
+import anyio
+import anyio.lowlevel
 
 __all__ = ["Malformed", "Skipped", "aws_client", "error_code", "require_asyncio"]
 
@@ -38,16 +40,38 @@ class Malformed:
 
 
 def require_asyncio(what: str) -> None:
-    """Raise ``RuntimeError`` unless the running async library is asyncio (aiobotocore needs it)."""
+    """Raise ``RuntimeError`` unless this thread runs an asyncio event loop (aiobotocore needs it).
+
+    anyio names the library that runs the loop, so no other package (sniffio) is needed:
+
+    >>> import anyio
+    >>> async def check() -> None:
+    ...     try:
+    ...         require_asyncio("the Kinesis sink")
+    ...     except RuntimeError as error:
+    ...         print(error)
+    >>> anyio.run(check, backend="asyncio")
+    >>> anyio.run(check, backend="trio")
+    the Kinesis sink runs on aiobotocore, which supports asyncio only (running on trio); run it with ...
+    >>> require_asyncio("the Kinesis sink")  # outside any event loop
+    Traceback (most recent call last):
+    RuntimeError: the Kinesis sink runs on aiobotocore, ... (running on no async library); ...
+    """
     try:
-        library = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return
+    try:
+        # anyio's backend classes live in anyio._backends._asyncio, anyio._backends._trio, ...
+        library = anyio.lowlevel.current_token().backend_class.__module__.rpartition("._")[2]
+    except RuntimeError:  # anyio.NoEventLoopError: no loop at all
         library = "no async library"
-    if library != "asyncio":
-        raise RuntimeError(
-            f"{what} runs on aiobotocore, which supports asyncio only (running on {library}); "
-            "run it with anyio.run(..., backend='asyncio')"
-        )
+    raise RuntimeError(
+        f"{what} runs on aiobotocore, which supports asyncio only (running on {library}); "
+        "run it with anyio.run(..., backend='asyncio')"
+    )
 
 
 def aws_client(
