@@ -19,8 +19,8 @@ import asyncpg
 from streamsrc.errors import StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
+from streamsrc.store import redact_url
 from streamsrc.store._contract import now_us
-from streamsrc.store._open import redact_url
 from streamsrc.store.postgres import CONNECTION_ERRORS, connect
 
 __all__ = ["PostgresHandler", "PostgresReadModel"]

@@ -139,7 +139,7 @@ from streamsrc.store._contract import (
     now_us,
     to_us,
 )
-from streamsrc.store._open import _options, _positive_int, _seconds, redact_url
+from streamsrc.store._url import positive_int, redact_url, seconds, url_options
 from streamsrc.stream import Stream
 
 __all__ = [
@@ -378,7 +378,7 @@ def _boolean(raw: str) -> bool:
 
 
 def _event_size(raw: str) -> int:
-    value = _positive_int(raw)
+    value = positive_int(raw)
     if value > MAX_EVENT_SIZE:
         raise ValueError(raw)
     return value
@@ -403,9 +403,9 @@ _URL_OPTIONS = {
     "consistent": _boolean,
     "create": _boolean,
     "streams": _boolean,
-    "page_size": _positive_int,
+    "page_size": positive_int,
     "max_event_size": _event_size,
-    "timeout": _seconds,
+    "timeout": seconds,
     "retries": _retries,
 }
 
@@ -458,7 +458,7 @@ class Settings:
                 f"bad table name {table!r} in {shown}: "
                 f"3 to {longest} characters of a-z, A-Z, 0-9, '_', '.', '-'"
             )
-        options = _options(url, parts.query, _URL_OPTIONS)
+        options = url_options(url, parts.query, _URL_OPTIONS)
         endpoint = options.get("endpoint_url")
         if endpoint is not None:
             try:

@@ -73,7 +73,7 @@ from streamsrc.store._contract import (
     paged_reads,
     to_us,
 )
-from streamsrc.store._open import redact_url
+from streamsrc.store._url import redact_url
 from streamsrc.stream import Stream
 
 T = TypeVar("T")
