@@ -18,6 +18,7 @@ from moto_server import REGION, MotoUnavailable, serialise_moto_requests, sessio
 from pg_server import PostgresUnavailable, create_database, drop_database, session_url
 
 from streamsrc.store import open_store
+from streamsrc.store.base import StoreBase
 
 STORE_URLS = {
     "memory": "memory://",
@@ -108,5 +109,6 @@ async def opened_store(name: str, tmp_path: Path) -> AsyncIterator[Any]:
         url = template.format(tmp=tmp_path, postgres=database, dynamodb=dynamodb)
         store = await stack.enter_async_context(open_store(url))
         if "page_size=3" in template:
+            assert isinstance(store, StoreBase)
             assert store.page_size == 3
         yield store

@@ -1009,6 +1009,9 @@ async def test_a_wrong_postgres_password_never_shows(
     assert WRONG not in _shown(caught.value)
     assert "locked:***@" in str(caught.value)
     async with open_store(postgres_database) as opened:
+        from streamsrc.store.postgres import PostgresStore  # asyncpg: only where PostgreSQL runs
+
+        assert isinstance(opened, PostgresStore)
         shown = repr(opened) + str(opened) + opened.url
         assert PASSWORD not in shown
         assert "***" in shown

@@ -36,7 +36,7 @@ from streamsrc.migrate import (
     copy,
     copying,
 )
-from streamsrc.store import ImportingStore, open_store
+from streamsrc.store import BatchLimitedStore, ImportingStore, open_store
 from streamsrc.store.memory import MemoryStore
 from streamsrc.store.sqlite import SqliteStore
 from streamsrc.testing import ConformantStore
@@ -468,6 +468,7 @@ async def test_sqlite_to_dynamodb_to_postgres(
         await fill(source, 30, streams=3)
         await source.append("long", [EventData("Bulk", {"k": k}) for k in range(60)])  # > 48 in one stream
         want = await everything(source)
+        assert isinstance(dynamodb, BatchLimitedStore)
         assert dynamodb.max_batch < 60
         with anyio.CancelScope() as scope:
             await copy(source, as_store(Interrupting(dynamodb, scope, 3, after=True)), batch_size=40)

@@ -12,6 +12,7 @@ from streamsrc.store._contract import NO_STREAM as NO_STREAM
 from streamsrc.store._contract import STREAM_EXISTS as STREAM_EXISTS
 from streamsrc.store._contract import AppendResult as AppendResult
 from streamsrc.store._contract import AppendSignal as AppendSignal
+from streamsrc.store._contract import BatchLimitedStore as BatchLimitedStore
 from streamsrc.store._contract import CheckpointStore as CheckpointStore
 from streamsrc.store._contract import EventFilter as EventFilter
 from streamsrc.store._contract import EventStore as EventStore
@@ -21,15 +22,21 @@ from streamsrc.store._contract import ImportingStore as ImportingStore
 from streamsrc.store._contract import NotifyingStore as NotifyingStore
 from streamsrc.store._contract import Snapshot as Snapshot
 from streamsrc.store._contract import SnapshotStore as SnapshotStore
+from streamsrc.store._contract import Store as Store
+from streamsrc.store._open import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
+from streamsrc.store._open import Opener as Opener
 from streamsrc.store._open import open_store as open_store
 from streamsrc.store._open import redact_url as redact_url
+from streamsrc.store._open import register_scheme as register_scheme
 
 __all__ = [
     "ANY",
+    "ENTRY_POINT_GROUP",
     "NO_STREAM",
     "STREAM_EXISTS",
     "AppendResult",
     "AppendSignal",
+    "BatchLimitedStore",
     "CheckpointStore",
     "EventFilter",
     "EventStore",
@@ -37,8 +44,11 @@ __all__ = [
     "ExpectedVersion",
     "ImportingStore",
     "NotifyingStore",
+    "Opener",
     "Snapshot",
     "SnapshotStore",
+    "Store",
     "open_store",
     "redact_url",
+    "register_scheme",
 ]

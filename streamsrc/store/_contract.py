@@ -154,7 +154,12 @@ class EventStore(Protocol):
     async def append(
         self, stream: str, events: Sequence[EventData], expected: Expected = ANY
     ) -> Result[AppendResult, StoreError]:
-        """Append ``events`` to ``stream`` atomically if it is at ``expected``."""
+        """Append ``events`` to ``stream`` atomically if it is at ``expected``.
+
+        :returns: ``Success(AppendResult)``, or ``Failure`` with ``WrongExpectedVersion``,
+            ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge`` or ``StoreUnavailable``.
+        :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
+        """
         ...
 
     def read(
@@ -164,6 +169,9 @@ class EventStore(Protocol):
 
         With ``backwards=True`` the events come last first, starting below
         ``after`` (or at the last event when ``after`` is 0).
+
+        :raises StoreUnavailable: while the stream runs, if the database fails.
+        :raises CorruptEvent: when a damaged event's field is read.
         """
         ...
 
@@ -181,19 +189,31 @@ class EventStore(Protocol):
         events of streams whose name starts with it; a store applies them
         where it reads (SQL ``WHERE``), so skipped events cost little. ``limit``
         counts the events returned.
+
+        :raises StoreUnavailable: while the stream runs, if the database fails.
+        :raises CorruptEvent: when a damaged event's field is read.
         """
         ...
 
     async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        """The last event of ``stream``, or ``Nothing``."""
+        """The last event of ``stream``, or ``Nothing``.
+
+        :raises StoreUnavailable: if the database fails.
+        """
         ...
 
     async def head(self) -> int:
-        """The highest global position written so far (0 for an empty store)."""
+        """The highest global position written so far (0 for an empty store).
+
+        :raises StoreUnavailable: if the database fails.
+        """
         ...
 
     def streams(self) -> Stream[str]:
-        """The names of all streams, in sorted order."""
+        """The names of all streams, in sorted order.
+
+        :raises StoreUnavailable: while the stream runs, if the database fails.
+        """
         ...
 
 
@@ -212,7 +232,11 @@ class SnapshotStore(Protocol):
     """
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
-        """Save ``state`` (a JSON value) as the state of ``key`` after event ``seq``."""
+        """Save ``state`` (a JSON value) as the state of ``key`` after event ``seq``.
+
+        :raises InvalidEvent: ``key`` is not a usable name, or ``state`` is not a JSON value.
+        :raises StoreUnavailable: if the database fails.
+        """
         ...
 
     async def load_snapshot(
@@ -224,7 +248,10 @@ class SnapshotStore(Protocol):
     ) -> Maybe[Snapshot]:
         """The latest snapshot of ``key`` in ``schema_version`` (at or before ``at_seq``/``at_time``).
 
-        Snapshots of another schema version are ignored, never decoded.
+        Snapshots of another schema version are ignored, never decoded; a damaged one is
+        ``Nothing`` (a snapshot is a shortcut: the caller replays instead).
+
+        :raises StoreUnavailable: if the database fails.
         """
         ...
 
@@ -246,11 +273,18 @@ class CheckpointStore(Protocol):
     """
 
     async def load_checkpoint(self, name: str) -> int:
-        """The saved position of ``name``, or 0 if none was saved."""
+        """The saved position of ``name``, or 0 if none was saved.
+
+        :raises StoreUnavailable: if the database fails.
+        """
         ...
 
     async def save_checkpoint(self, name: str, position: int) -> None:
-        """Save ``position`` as the checkpoint of ``name``."""
+        """Save ``position`` as the checkpoint of ``name``.
+
+        :raises InvalidEvent: ``name`` is not a usable name.
+        :raises StoreUnavailable: if the database fails.
+        """
         ...
 
 
@@ -343,6 +377,51 @@ class ImportingStore(Protocol):
         ids already stored at those seqs give ``Success`` with the stored
         positions and write nothing. The same size and validity checks as
         ``append`` apply; a batch is atomic.
+        """
+        ...
+
+
+@runtime_checkable
+class BatchLimitedStore(Protocol):
+    """A store that takes at most ``max_batch`` events in one append (DynamoDB: one transaction).
+
+    Writers that split work into batches (``migrate.copy``, say) stay under it.
+
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> isinstance(MemoryStore(), BatchLimitedStore)
+    False
+    """
+
+    @property
+    def max_batch(self) -> int:
+        """The most events one append or import may carry."""
+        ...
+
+
+@runtime_checkable
+class Store(EventStore, SnapshotStore, CheckpointStore, ImportingStore, NotifyingStore, Protocol):
+    """What ``open_store`` gives: an event store that also keeps snapshots and checkpoints, imports
+    recorded events, tells subscribers in this process of appends, and closes.
+
+    Every store that ships is one, and so is every subclass of
+    :class:`~streamsrc.store.base.StoreBase`.
+
+    The error rule, for every method: ``append`` and ``import_events`` return
+    ``Failure`` with a :class:`~streamsrc.errors.StoreError` for every
+    expected failure; every other method raises only ``StoreError``
+    subclasses (``StoreUnavailable``, ``InvalidEvent``, ``CorruptEvent``), never
+    a driver's exception; bugs (a bad ``expected``) raise ``TypeError``, and
+    cancellation goes through. ``aclose`` is shielded from cancellation.
+
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> isinstance(MemoryStore(), Store)
+    True
+    """
+
+    async def aclose(self) -> None:
+        """Release connections and threads; every later call refuses with ``StoreUnavailable``.
+
+        :raises: nothing; shielded from cancellation.
         """
         ...
 
