@@ -90,7 +90,13 @@ async def _open_postgres(url: str) -> Store:
         parts.port  # noqa: B018 (parsing it is the check)
     except ValueError:
         raise InvalidStoreURL(f"bad port in {redact_url(url)}") from None
-    ours = {**_COMMON, "pool_min": positive_int, "pool_max": positive_int, "timeout": seconds}
+    ours = {
+        **_COMMON,
+        "pool_min": positive_int,
+        "pool_max": positive_int,
+        "timeout": seconds,
+        "retry_for": seconds,
+    }
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     options = url_options(url, urlencode([(k, v) for k, v in pairs if k in ours]), ours)
     rest = urlencode([(k, v) for k, v in pairs if k not in ours])
