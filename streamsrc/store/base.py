@@ -81,7 +81,10 @@ from streamsrc.store._contract import (
 from streamsrc.stream import Stream
 
 __all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "DEFAULT_PAGE_SIZE",
     "MAX_SEQ",
+    "EncodedEvent",
     "EventAddress",
     "IdsTaken",
     "Inserted",
@@ -91,6 +94,7 @@ __all__ = [
     "StoredSnapshot",
     "VersionConflict",
     "Written",
+    "check_expected",
 ]
 
 T = TypeVar("T")
