@@ -17,14 +17,14 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from streamsrc.effect import run_effect
-from streamsrc.stream._core import Body, Pull, Run, Signal, from_helper, pump
+from streamsrc.stream._core import Body, Helper, Pull, Run, Signal, cancel_requested, drain, from_helper, pump
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 
 def merge(left: Pull[T], right: Pull[T]) -> Pull[T]:
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump, left, run, send)
@@ -32,14 +32,14 @@ def merge(left: Pull[T], right: Pull[T]) -> Pull[T]:
 
         return main
 
-    return from_helper(body)
+    return from_helper(body, urgent=True)
 
 
 def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
     if n < 1:
         raise ValueError("par_join needs n >= 1")
 
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             slots = anyio.Semaphore(n)
 
@@ -49,7 +49,8 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
                 finally:
                     slots.release()
 
-            async with anyio.create_task_group() as tg, aclosing(outer(run)) as pulls:
+            # The outer stream closes after the task group: its resources outlive every inner stream.
+            async with aclosing(outer(run)) as pulls, anyio.create_task_group() as tg:
                 async for chunk in pulls:
                     for pull in chunk:
                         await slots.acquire()
@@ -57,7 +58,7 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
 
         return main
 
-    return from_helper(body)
+    return from_helper(body, urgent=True)
 
 
 def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) -> Pull[Any]:
@@ -72,7 +73,7 @@ def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) ->
         raise ValueError("par_eval_map needs n >= 1")
     ahead = 16 * n  # room for stragglers: one late element holds back every later result
 
-    def body(run: Run) -> Body[Any]:
+    def body(run: Run, helper: Helper[Any]) -> Body[Any]:
         async def main(send: MemoryObjectSendStream[list[Any]]) -> None:
             pending: deque[tuple[int, T]] = deque()
             ready: dict[int, Any] = {}
@@ -101,7 +102,12 @@ def par_eval_map(pull: Pull[T], n: int, f: Callable[[T], Any], ordered: bool) ->
                             return
                         await work.wait()
                     index, x = pending.popleft()
-                    y = await run_effect(f(x))
+                    try:
+                        y = await run_effect(f(x))
+                    except Exception:
+                        if cancel_requested():
+                            return  # the stream no longer needs this result (fs2 drops its error too)
+                        raise
                     if ordered:
                         ready[index] = y
                         if index == emitted:
@@ -141,7 +147,7 @@ def buffer(pull: Pull[T], n: int) -> Pull[T]:
     if n < 1:
         raise ValueError("buffer needs n >= 1")
 
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             await pump(pull, run, send)
 
@@ -161,7 +167,7 @@ def group_within(pull: Pull[T], n: int, seconds: float) -> Pull[list[T]]:
     if n < 1 or seconds <= 0:
         raise ValueError("group_within needs n >= 1 and seconds > 0")
 
-    def body(run: Run) -> Body[list[T]]:
+    def body(run: Run, helper: Helper[Any]) -> Body[list[T]]:
         async def main(send: MemoryObjectSendStream[list[list[T]]]) -> None:
             buf: list[T] = []
             arrived, room = Signal(), Signal()
@@ -213,31 +219,27 @@ def group_within(pull: Pull[T], n: int, seconds: float) -> Pull[list[T]]:
 
 
 def concurrently(pull: Pull[T], background: Pull[Any]) -> Pull[T]:
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
-            async def drain() -> None:
-                async with aclosing(background(run)) as chunks:
-                    async for _ in chunks:
-                        pass
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(drain)
+                tg.start_soon(drain, background, run)
                 await pump(pull, run, send)
                 tg.cancel_scope.cancel()
 
         return main
 
-    return from_helper(body)
+    return from_helper(body, urgent=True)
 
 
 def interrupt_when(pull: Pull[T], signal: Callable[[], Awaitable[object]]) -> Pull[T]:
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             async with anyio.create_task_group() as tg:
 
                 async def watch() -> None:
                     await signal()
                     tg.cancel_scope.cancel()
+                    helper.interrupt()
 
                 tg.start_soon(watch)
                 await pump(pull, run, send)
@@ -245,15 +247,15 @@ def interrupt_when(pull: Pull[T], signal: Callable[[], Awaitable[object]]) -> Pu
 
         return main
 
-    return from_helper(body)
+    return from_helper(body, urgent=True)
 
 
 def timeout(pull: Pull[T], seconds: float) -> Pull[T]:
-    def body(run: Run) -> Body[T]:
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             with anyio.fail_after(seconds):
                 await pump(pull, run, send)
 
         return main
 
-    return from_helper(body)
+    return from_helper(body, urgent=True)

@@ -20,9 +20,11 @@ the sources in ``_sources`` are written to them):
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+import math
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing, asynccontextmanager, suppress
-from typing import Generic, TypeAlias, TypeVar
+from contextvars import ContextVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -46,32 +48,47 @@ class Run:
 Pull: TypeAlias = Callable[[Run], AsyncGenerator[list[T], None]]
 
 
-def unwrap_group(exc: BaseException) -> BaseException:
-    """The error to show for what a task group raised: never a group.
+# ------------------------------------------------------------------ errors: one rule
 
-    A group is flattened: a lone exception comes out as itself; when several
-    branches failed together, the first one comes out (a ``BaseException``
-    such as ``KeyboardInterrupt`` first), with a note naming the others.
-    Callers can then ``except ValueError`` as if nothing ran concurrently.
-    """
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc``: itself, or every leaf of a (nested) group, in order."""
     if not isinstance(exc, BaseExceptionGroup):
-        return exc
-    leaves = list(_leaves(exc))
-    first = next((e for e in leaves if not isinstance(e, Exception)), leaves[0])
-    others = [e for e in leaves if e is not first]
-    if others:
-        first.add_note(
-            f"({len(others)} more concurrent failure(s): {', '.join(repr(e) for e in others[:5])})"
-        )
+        return [exc]
+    out: list[BaseException] = []
+    stack: list[BaseException] = [exc]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            out.append(e)
+    return out
+
+
+def combine(errors: Sequence[BaseException]) -> BaseException:
+    """The one error to raise for ``errors`` (in the order they happened): never a group.
+
+    The rule for every stage, helper task, finalizer and terminal operation:
+    the first error is raised as itself, and each later one is added to it as
+    a note (``add_note``) naming it, so nothing is lost and ``except
+    StoreUnavailable`` still works. A ``BaseException`` that is not an
+    ``Exception`` (``KeyboardInterrupt``, a cancellation) comes first when
+    there is one.
+    """
+    flat = [leaf for e in errors for leaf in leaves(e)]
+    first = next((e for e in flat if not isinstance(e, Exception)), flat[0])
+    for other in flat:
+        if other is not first and not isinstance(other, anyio.get_cancelled_exc_class()):
+            note = f"another error happened too: {other!r}"
+            if note not in getattr(first, "__notes__", ()):
+                first.add_note(note)
     return first
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            yield from _leaves(exc)
-        else:
-            yield exc
+def unwrap_group(exc: BaseException) -> BaseException:
+    """The error to show for what a task group raised: never a group (see :func:`combine`)."""
+    return combine([exc]) if isinstance(exc, BaseExceptionGroup) else exc
 
 
 def reraise_unwrapped(group: BaseExceptionGroup[BaseException]) -> None:
@@ -86,19 +103,75 @@ def reraise_unwrapped(group: BaseExceptionGroup[BaseException]) -> None:
         leaf.__context__ = context
 
 
+def errors_of(exc: BaseException) -> list[Exception]:
+    """The ``Exception`` leaves of ``exc`` (cancellations and other base exceptions left out)."""
+    return [e for e in leaves(exc) if isinstance(e, Exception)]
+
+
+def cancel_requested() -> bool:
+    """Whether the current task is inside a cancelled scope (its next checkpoint would raise)."""
+    return anyio.current_effective_deadline() == -math.inf
+
+
+# ------------------------------------------------------------------ drivers: who pulls
+
+
+class Driver:
+    """The task that pulls a stream's chunks: a terminal operation, or a helper's pump.
+
+    It pulls inside :attr:`scope`. A concurrent stage whose work must stop
+    everything downstream of it (an interrupt, a failed background stream)
+    calls :meth:`stop`, which cancels the scope wherever the driver is
+    waiting (an ``eval_map`` on a hung call, say); the driver then ends
+    normally (an interrupt) or raises the error.
+    """
+
+    __slots__ = ("error", "interrupted", "scope")
+
+    def __init__(self) -> None:
+        self.scope = anyio.CancelScope()
+        self.error: BaseException | None = None
+        self.interrupted = False
+
+    def stop(self, error: BaseException | None) -> None:
+        """Stop pulling: with ``error`` to raise, or ``None`` to end normally."""
+        if error is None:
+            self.interrupted = True
+        elif self.error is None:
+            self.error = error
+        self.scope.cancel()
+
+    def check(self) -> None:
+        """Raise the error :meth:`stop` was given, if any."""
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+_DRIVER: ContextVar[Driver | None] = ContextVar("streamsrc_stream_driver", default=None)
+
+
 @asynccontextmanager
 async def running(pull: Pull[T]) -> AsyncIterator[AsyncGenerator[list[T], None]]:
     """Run ``pull`` inside a fresh task group; yield its chunks; close everything on exit.
 
     The chunk iterator is closed before the task group exits, so every stage's
     finalizer (including those that stop helper tasks) has run by the time the
-    task group waits for its children.
+    task group waits for its children. The body runs under the driver's
+    scope: when a stage stops the driver, the body ends there (and the error
+    it was given, if any, is raised).
     """
+    driver = Driver()
+    token = _DRIVER.set(driver)
     try:
         async with anyio.create_task_group() as tg, aclosing(pull(Run(tg))) as chunks:
-            yield chunks
+            with driver.scope:
+                yield chunks
+            driver.check()
     except BaseExceptionGroup as group:
         reraise_unwrapped(group)
+    finally:
+        _DRIVER.reset(token)
 
 
 class _Raised:
@@ -117,19 +190,45 @@ class Helper(Generic[T]):
     ``body`` receives the sending end of a memory object stream with room for
     ``buffer`` chunks; the stage calls :meth:`receive` until it returns
     ``None``. An exception in ``body`` is re-raised by :meth:`receive` in the
-    stage's own task (unwrapped from a one-exception group). :meth:`aclose`
-    cancels the helper and waits, shielded, until its finalizers have run.
+    stage's own task (never as a group). When ``urgent`` and the stage's
+    driver is busy downstream rather than waiting in :meth:`receive`, the
+    error stops the driver at once instead. :meth:`aclose` cancels the
+    helper, waits (shielded) until its finalizers have run, and raises an
+    error the helper hit that nobody has seen yet (a failing release), so no
+    error is lost behind a concurrent stage.
     """
 
-    __slots__ = ("_cancel", "_done", "_recv", "_send")
+    __slots__ = (
+        "_cancel",
+        "_delivered",
+        "_done",
+        "_driver",
+        "_failed",
+        "_receiving",
+        "_recv",
+        "_run",
+        "_send",
+        "_urgent",
+    )
 
-    def __init__(self, run: Run, body: Body[T], buffer: int = 0) -> None:
+    def __init__(self, run: Run, body: Body[T] | None = None, buffer: int = 0, urgent: bool = False) -> None:
         send, recv = anyio.create_memory_object_stream[list[T] | _Raised](buffer)
         self._send = send
         self._recv = recv
         self._cancel = anyio.CancelScope()
         self._done = anyio.Event()
-        run.task_group.start_soon(self._main, body)
+        self._driver = _DRIVER.get()
+        self._urgent = urgent
+        self._receiving = False
+        self._failed: BaseException | None = None
+        self._delivered = False
+        self._run = run
+        if body is not None:
+            self.start(body)
+
+    def start(self, body: Body[T]) -> None:
+        """Start ``body`` in the run's task group."""
+        self._run.task_group.start_soon(self._main, body)
 
     async def _main(self, body: Body[T]) -> None:
         try:
@@ -137,42 +236,87 @@ class Helper(Generic[T]):
                 async with self._send:
                     try:
                         await body(self._send)
-                    except Exception as exc:
-                        with suppress(anyio.BrokenResourceError):
-                            await self._send.send(_Raised(unwrap_group(exc)))
+                    except BaseException as exc:
+                        errors = errors_of(exc)
+                        if not errors:
+                            raise
+                        self._failed = error = combine(errors)
+                        if self._urgent and not self._receiving and self._driver is not None:
+                            self._delivered = True
+                            self._driver.stop(error)
+                            return
+                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                            await self._send.send(_Raised(error))
         finally:
             self._done.set()
 
+    def interrupt(self) -> None:
+        """End the stream here: and if the driver is busy downstream, stop it too."""
+        if not self._receiving and self._driver is not None:
+            self._driver.stop(None)
+
     async def receive(self) -> list[T] | None:
         """The next chunk, or ``None`` once the helper has finished."""
+        self._receiving = True
         try:
             msg = await self._recv.receive()
         except anyio.EndOfStream:
             return None
+        finally:
+            self._receiving = False
         if type(msg) is _Raised:
+            self._delivered = True
             raise msg.exc
         return msg  # type: ignore[return-value]
 
     async def aclose(self) -> None:
-        """Cancel the helper and wait for it to finish."""
+        """Cancel the helper, wait for it to finish, and raise an error it hit that nobody saw."""
         self._cancel.cancel()
         with anyio.CancelScope(shield=True):
             await self._done.wait()
         self._recv.close()
+        if self._failed is not None and not self._delivered:
+            self._delivered = True
+            raise self._failed
 
 
 async def pump(pull: Pull[T], run: Run, send: MemoryObjectSendStream[list[T]]) -> None:
-    """Send every chunk of ``pull`` to ``send`` (waiting for room: backpressure)."""
-    async with aclosing(pull(run)) as chunks:
-        async for chunk in chunks:
-            await send.send(chunk)
+    """Send every chunk of ``pull`` to ``send`` (waiting for room: backpressure).
+
+    The task that calls it becomes the stream's driver (see :class:`Driver`).
+    """
+    driver = Driver()
+    token = _DRIVER.set(driver)
+    try:
+        async with aclosing(pull(run)) as chunks:
+            with driver.scope:
+                async for chunk in chunks:
+                    await send.send(chunk)
+            driver.check()
+    finally:
+        _DRIVER.reset(token)
 
 
-def from_helper(body: Callable[[Run], Body[T]], buffer: int = 0) -> Pull[T]:
-    """A pull that emits what a :class:`Helper` running ``body(run)`` sends."""
+async def drain(pull: Pull[Any], run: Run) -> None:
+    """Pull every chunk of ``pull`` and drop it (the task that calls it drives the stream)."""
+    driver = Driver()
+    token = _DRIVER.set(driver)
+    try:
+        async with aclosing(pull(run)) as chunks:
+            with driver.scope:
+                async for _ in chunks:
+                    pass
+            driver.check()
+    finally:
+        _DRIVER.reset(token)
+
+
+def from_helper(body: Callable[[Run, Helper[T]], Body[T]], buffer: int = 0, urgent: bool = False) -> Pull[T]:
+    """A pull that emits what a :class:`Helper` running ``body(run, helper)`` sends."""
 
     async def pull(run: Run) -> AsyncGenerator[list[T], None]:
-        helper = Helper(run, body(run), buffer)
+        helper: Helper[T] = Helper(run, None, buffer, urgent)
+        helper.start(body(run, helper))
         try:
             while (chunk := await helper.receive()) is not None:
                 yield chunk

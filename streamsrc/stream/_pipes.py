@@ -25,13 +25,13 @@ K = TypeVar("K", bound=Hashable)
 _UNSET: Any = object()
 
 
-def map_(pull: Pull[T], f: Callable[[T], U]) -> Pull[U]:
-    async def out(run: Run) -> AsyncGenerator[list[U], None]:
-        async with aclosing(pull(run)) as up:
-            async for chunk in up:
-                yield list(map(f, chunk))
+def collect_chunk(f: Callable[[T], Maybe[U]]) -> Callable[[list[T]], list[U]]:
+    """The chunk function of ``collect``: keep ``x`` for each ``Some(x)``."""
 
-    return out
+    def chunk_f(chunk: list[T]) -> list[U]:
+        return [m.unwrap() for m in map(f, chunk) if m is not Nothing]
+
+    return chunk_f
 
 
 def map_chunks(pull: Pull[T], f: Callable[[list[T]], Sequence[U]]) -> Pull[U]:
@@ -40,27 +40,6 @@ def map_chunks(pull: Pull[T], f: Callable[[list[T]], Sequence[U]]) -> Pull[U]:
             async for chunk in up:
                 if result := f(chunk):
                     yield list(result)
-
-    return out
-
-
-def filter_(pull: Pull[T], p: Callable[[T], object]) -> Pull[T]:
-    async def out(run: Run) -> AsyncGenerator[list[T], None]:
-        async with aclosing(pull(run)) as up:
-            async for chunk in up:
-                if kept := list(filter(p, chunk)):
-                    yield kept
-
-    return out
-
-
-def collect(pull: Pull[T], f: Callable[[T], Maybe[U]]) -> Pull[U]:
-    async def out(run: Run) -> AsyncGenerator[list[U], None]:
-        async with aclosing(pull(run)) as up:
-            async for chunk in up:
-                kept = [m.unwrap() for m in map(f, chunk) if m is not Nothing]
-                if kept:
-                    yield kept
 
     return out
 
@@ -300,30 +279,6 @@ def changes_by(pull: Pull[T], key: Callable[[T], object]) -> Pull[T]:
     return out
 
 
-def append(first: Pull[T], second: Callable[[], Pull[T]]) -> Pull[T]:
-    async def out(run: Run) -> AsyncGenerator[list[T], None]:
-        async with aclosing(first(run)) as up:
-            async for chunk in up:
-                yield chunk
-        async with aclosing(second()(run)) as up:
-            async for chunk in up:
-                yield chunk
-
-    return out
-
-
-def flat_map(pull: Pull[T], f: Callable[[T], Pull[U]]) -> Pull[U]:
-    async def out(run: Run) -> AsyncGenerator[list[U], None]:
-        async with aclosing(pull(run)) as up:
-            async for chunk in up:
-                for x in chunk:
-                    async with aclosing(f(x)(run)) as inner:
-                        async for inner_chunk in inner:
-                            yield inner_chunk
-
-    return out
-
-
 def on_finalize(pull: Pull[T], finalizer: Callable[[], Any]) -> Pull[T]:
     async def out(run: Run) -> AsyncGenerator[list[T], None]:
         try:
@@ -345,23 +300,6 @@ def attempt(pull: Pull[T]) -> Pull[Result[T, Exception]]:
                     yield list(map(Success, chunk))
         except Exception as exc:
             yield [Failure(exc)]
-
-    return out
-
-
-def handle_error_with(pull: Pull[T], handler: Callable[[Exception], Pull[T]]) -> Pull[T]:
-    async def out(run: Run) -> AsyncGenerator[list[T], None]:
-        try:
-            async with aclosing(pull(run)) as up:
-                async for chunk in up:
-                    yield chunk
-        except Exception as exc:
-            recovery = handler(exc)
-        else:
-            return
-        async with aclosing(recovery(run)) as up:
-            async for chunk in up:
-                yield chunk
 
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -13,22 +13,6 @@ from streamsrc.stream._core import Pull, Run
 T = TypeVar("T")
 R = TypeVar("R")
 S = TypeVar("S")
-
-
-def empty() -> Pull[Any]:
-    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
-        return
-        yield  # an async generator that yields nothing
-
-    return pull
-
-
-def emits(items: Sequence[T], chunk_size: int) -> Pull[T]:
-    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
-        for start in range(0, len(items), chunk_size):
-            yield list(items[start : start + chunk_size])
-
-    return pull
 
 
 def range_(start: int, stop: int, step: int, chunk_size: int) -> Pull[int]:

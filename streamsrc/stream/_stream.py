@@ -29,6 +29,7 @@ from returns.result import Failure, Result, Success
 from streamsrc.effect import RetryPolicy
 from streamsrc.stream import _concurrent, _pipes, _sources
 from streamsrc.stream._core import CHUNK_SIZE, Pull, Run, reraise_unwrapped, running
+from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -62,13 +63,19 @@ class Stream(Generic[T]):
     [0, 20, 40, 60, 80]
     """
 
-    __slots__ = ("_pull",)
+    __slots__ = ("_node",)
 
-    def __init__(self, pull: Pull[T]) -> None:
-        self._pull = pull
+    def __init__(self, pull: Pull[T] | Node) -> None:
+        self._node: Node = pull if isinstance(pull, Node) else Leaf(pull)
 
     def __repr__(self) -> str:
-        return f"<Stream {self._pull.__qualname__}>"
+        node = self._node
+        name = node.pull.__qualname__ if isinstance(node, Leaf) else type(node).__name__.lower()
+        return f"<Stream {name}>"
+
+    @property
+    def _pull(self) -> Pull[T]:
+        return compile_node(self._node)
 
     # ------------------------------------------------------------------ constructors
 
@@ -99,7 +106,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emit("a").to_list)
         ['a']
         """
-        return Stream(_sources.emits([value], 1))
+        return Stream(Chunks([[value]]))
 
     @staticmethod
     def emits(values: Iterable[T], chunk_size: int = CHUNK_SIZE) -> Stream[T]:
@@ -112,7 +119,8 @@ class Stream(Generic[T]):
         """
         if chunk_size < 1:
             raise ValueError("chunk_size must be at least 1")
-        return Stream(_sources.emits(list(values), chunk_size))
+        items = list(values)
+        return Stream(Chunks([items[i : i + chunk_size] for i in range(0, len(items), chunk_size)]))
 
     @staticmethod
     def empty() -> Stream[T]:
@@ -121,7 +129,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.empty().to_list)
         []
         """
-        return Stream(_sources.empty())
+        return Stream(Chunks([]))
 
     @overload
     @staticmethod
@@ -244,10 +252,10 @@ class Stream(Generic[T]):
         [1, 2, 3]
         """
         if isinstance(other, Stream):
-            second = other._pull
-            return Stream(_pipes.append(self._pull, lambda: second))
+            second = other._node
+            return Stream(Append(self._node, lambda: second))
         thunk = other
-        return Stream(_pipes.append(self._pull, lambda: thunk()._pull))
+        return Stream(Append(self._node, lambda: thunk()._node))
 
     def attempt(self) -> Stream[Result[T, Exception]]:
         """Emit ``Success(x)`` per element; if the stream fails, emit ``Failure(error)`` and stop.
@@ -300,7 +308,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits(["1", "x", "3"]).collect(parse).to_list)
         [1, 3]
         """
-        return Stream(_pipes.collect(self._pull, f))
+        return Stream(Chunked(self._node, _pipes.collect_chunk(f)))
 
     def concurrently(self, background: Stream[Any]) -> Stream[T]:
         """Run ``background`` while this stream runs; stop it when this one ends; fail if it fails.
@@ -390,7 +398,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 6).filter(lambda x: x % 3 == 0).to_list)
         [0, 3]
         """
-        return Stream(_pipes.filter_(self._pull, p))
+        return Stream(Chunked(self._node, lambda chunk: list(filter(p, chunk))))
 
     def flat_map(self, f: Callable[[T], Stream[U]]) -> Stream[U]:
         """Replace each element by the stream ``f`` makes of it, run to its end in turn.
@@ -398,7 +406,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(1, 4).flat_map(lambda n: Stream.emits([n] * n)).to_list)
         [1, 2, 2, 3, 3, 3]
         """
-        return Stream(_pipes.flat_map(self._pull, lambda x: f(x)._pull))
+        return Stream(Bind(self._node, lambda x: f(x)._node))
 
     def foreach(self, f: Callable[[T], Awaitable[object]]) -> Stream[Never]:
         """A sink: run an effect for each element and emit nothing.
@@ -439,7 +447,7 @@ class Stream(Generic[T]):
         >>> anyio.run(s.handle_error_with(lambda e: Stream.emit(str(e))).to_list)
         [1, 'lost']
         """
-        return Stream(_pipes.handle_error_with(self._pull, lambda exc: handler(exc)._pull))
+        return Stream(Handle(self._node, lambda exc: handler(exc)._node))
 
     def interleave(self, other: Stream[T]) -> Stream[T]:
         """Alternate elements of this stream and ``other``; stop when either ends.
@@ -469,7 +477,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 3).map(lambda x: x * x).to_list)
         [0, 1, 4]
         """
-        return Stream(_pipes.map_(self._pull, f))
+        return Stream(Chunked(self._node, lambda chunk: list(map(f, chunk))))
 
     def map_chunks(self, f: Callable[[list[T]], Sequence[U]]) -> Stream[U]:
         """Apply ``f`` to each chunk (a list) at once: the fast path for batch work.
@@ -477,7 +485,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 4, chunk_size=2).map_chunks(lambda c: [sum(c)]).to_list)
         [1, 5]
         """
-        return Stream(_pipes.map_chunks(self._pull, f))
+        return Stream(Chunked(self._node, lambda chunk: list(f(chunk))))
 
     def merge(self, other: Stream[T]) -> Stream[T]:
         """Run both streams at once and emit elements as they come; end when both end.
@@ -551,7 +559,7 @@ class Stream(Generic[T]):
         >>> sorted(anyio.run(inner.par_join(2).to_list))
         [0, 0, 1, 1, 2, 2]
         """
-        return Stream(_concurrent.par_join(_pipes.map_(self._pull, _pull_of), n))
+        return Stream(_concurrent.par_join(self.map(_pull_of)._pull, n))
 
     def retry(self, policy: RetryPolicy | None = None) -> Stream[T]:
         """Run the stream again from the start when it fails, as ``policy`` allows.
