@@ -14,6 +14,7 @@ HTML-escaped.
 
 >>> import uuid
 >>> from datetime import datetime, UTC
+>>> from streamsrc.events import RecordedEvent
 >>> e = RecordedEvent("user-1", 1, 7, "Registered", {"name": "<Ada>"}, None,
 ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
 >>> events_table([e])
@@ -29,9 +30,10 @@ import html
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
-from streamsrc.events import RecordedEvent
+if TYPE_CHECKING:  # events shows itself through this module: no import back at run time
+    from streamsrc.events import RecordedEvent
 
 __all__ = ["EVENT_COLUMNS", "EventTable", "events_html", "events_table"]
 
@@ -51,6 +53,7 @@ def events_html(events: Iterable[RecordedEvent], max_chars: int | None = None) -
 
     >>> import uuid
     >>> from datetime import datetime, UTC
+    >>> from streamsrc.events import RecordedEvent
     >>> e = RecordedEvent("<script>alert(1)</script>", 1, 1, "T", {}, None,
     ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
     >>> page = events_html([e])
@@ -80,6 +83,7 @@ def events_table(events: Iterable[RecordedEvent], max_chars: int = 200) -> Event
 
     >>> import uuid
     >>> from datetime import datetime, UTC
+    >>> from streamsrc.events import RecordedEvent
     >>> when = datetime(2026, 1, 1, tzinfo=UTC)
     >>> table = events_table(
     ...     RecordedEvent("user-1", seq, seq, "Renamed", {"name": "x" * 30}, {"by": "admin"},
@@ -96,7 +100,7 @@ def events_table(events: Iterable[RecordedEvent], max_chars: int = 200) -> Event
     return EventTable(events, max_chars)
 
 
-class EventTable(Sequence[RecordedEvent]):
+class EventTable(Sequence["RecordedEvent"]):
     """A list of events that shows itself as a table (made by :func:`events_table`).
 
     >>> events_table([])
