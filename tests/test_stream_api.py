@@ -53,7 +53,7 @@ def test_streamsrc_all() -> None:
 
 
 def test_streamsrc_stream_all() -> None:
-    assert sorted(streamsrc.stream.__all__) == ["CHUNK_SIZE", "Pipe", "Preview", "Stream"]
+    assert sorted(streamsrc.stream.__all__) == ["CHUNK_SIZE", "ExitCase", "Pipe", "Preview", "Stream"]
     for name in streamsrc.stream.__all__:
         assert hasattr(streamsrc.stream, name)
 

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable
-from contextlib import aclosing
 from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from streamsrc.effect import run_effect
-from streamsrc.stream._core import Body, Helper, Pull, Run, Signal, cancel_requested, drain, from_helper, pump
+from streamsrc.stream._core import (
+    Body,
+    Helper,
+    Pull,
+    Run,
+    Signal,
+    aclosing,
+    cancel_requested,
+    drain,
+    from_helper,
+    pump,
+)
 
 T = TypeVar("T")
 U = TypeVar("U")

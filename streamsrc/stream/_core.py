@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import aclosing, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from contextvars import ContextVar
-from typing import Any, Generic, TypeAlias, TypeVar
+from types import TracebackType
+from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -111,6 +112,95 @@ def errors_of(exc: BaseException) -> list[Exception]:
 def cancel_requested() -> bool:
     """Whether the current task is inside a cancelled scope (its next checkpoint would raise)."""
     return anyio.current_effective_deadline() == -math.inf
+
+
+# ------------------------------------------------------------------ closing, and how a stream ended
+
+
+class ExitCase:
+    """How a stream ended, as the release of :meth:`Stream.bracket_case` sees it (fs2's ``ExitCase``).
+
+    ``succeeded`` when the stream ran to its end or downstream stopped
+    pulling (``take``); ``errored`` (with :attr:`error`) when it failed;
+    ``canceled`` when it was cancelled or interrupted.
+
+    >>> ExitCase.SUCCEEDED, ExitCase.errored(ValueError("x")), ExitCase.CANCELED
+    (ExitCase.SUCCEEDED, ExitCase.errored(ValueError('x')), ExitCase.CANCELED)
+    """
+
+    __slots__ = ("error", "kind")
+
+    SUCCEEDED: ClassVar[ExitCase]
+    CANCELED: ClassVar[ExitCase]
+
+    def __init__(self, kind: str, error: BaseException | None = None) -> None:
+        self.kind = kind
+        self.error = error
+
+    @staticmethod
+    def errored(error: BaseException) -> ExitCase:
+        """The exit case of a stream that failed with ``error``."""
+        return ExitCase("errored", error)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExitCase) and (self.kind, self.error) == (other.kind, other.error)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, id(self.error)))
+
+    def __repr__(self) -> str:
+        return (
+            f"ExitCase.errored({self.error!r})" if self.kind == "errored" else f"ExitCase.{self.kind.upper()}"
+        )
+
+
+ExitCase.SUCCEEDED = ExitCase("succeeded")
+ExitCase.CANCELED = ExitCase("canceled")
+
+_CLOSING: ContextVar[ExitCase | None] = ContextVar("streamsrc_stream_closing", default=None)
+
+
+def exit_case(exc: BaseException | None) -> ExitCase:
+    """The exit case of a pull that stops with ``exc`` (``GeneratorExit`` when closed from outside)."""
+    if exc is None:
+        return ExitCase.SUCCEEDED
+    if isinstance(exc, GeneratorExit):
+        why = _CLOSING.get()
+        if why is not None:
+            return why
+        return ExitCase.CANCELED if cancel_requested() else ExitCase.SUCCEEDED
+    if isinstance(exc, Exception):
+        return ExitCase.errored(exc)
+    return ExitCase.CANCELED
+
+
+async def close_because(gen: AsyncGenerator[Any, None], why: BaseException | None) -> None:
+    """Close ``gen``; the brackets it closes see ``exit_case(why)`` (an error, or a cancellation)."""
+    if why is None or isinstance(why, GeneratorExit):
+        await gen.aclose()
+        return
+    token = _CLOSING.set(exit_case(why))
+    try:
+        await gen.aclose()
+    finally:
+        _CLOSING.reset(token)
+
+
+class aclosing(AbstractAsyncContextManager[AsyncGenerator[T, None]]):
+    """``contextlib.aclosing``, telling the closed pulls why they are closed (see :class:`ExitCase`)."""
+
+    __slots__ = ("gen",)
+
+    def __init__(self, gen: AsyncGenerator[T, None]) -> None:
+        self.gen = gen
+
+    async def __aenter__(self) -> AsyncGenerator[T, None]:
+        return self.gen
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await close_because(self.gen, e)
 
 
 # ------------------------------------------------------------------ drivers: who pulls

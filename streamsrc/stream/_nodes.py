@@ -39,12 +39,11 @@ and in order however deep the tree is.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import aclosing
 from typing import Any
 
 import anyio
 
-from streamsrc.stream._core import Pull, Run, combine
+from streamsrc.stream._core import Pull, Run, aclosing, close_because, combine
 
 
 class Node:
@@ -298,8 +297,11 @@ def _complete(frame: _Frame | None, run: Run) -> _Leaf | None:
     return None
 
 
-async def _close(top: _Frame | None, stop: _Frame | None) -> list[BaseException]:
-    """Close every running pull from ``top`` down to ``stop``, innermost first; return their errors."""
+async def _close(top: _Frame | None, stop: _Frame | None, why: BaseException | None) -> list[BaseException]:
+    """Close every running pull from ``top`` down to ``stop``, innermost first; return their errors.
+
+    ``why`` is the error (or cancellation) that stops them, if any: brackets see it as their exit case.
+    """
     errors: list[BaseException] = []
     work: list[tuple[_Frame | None, _Frame | None]] = [(top, stop)]
     with anyio.CancelScope(shield=True):
@@ -312,7 +314,7 @@ async def _close(top: _Frame | None, stop: _Frame | None) -> list[BaseException]
                     frame.gen = frame.it = None  # type: ignore[attr-defined]
                     if gen is not None:
                         try:
-                            await gen.aclose()
+                            await close_because(gen, why)
                         except BaseException as exc:
                             errors.append(exc)
                 elif kind is _Bind and frame.up is not None:  # type: ignore[attr-defined]
@@ -339,7 +341,7 @@ async def _unwind(error: Exception, frame: _Frame | None, run: Run) -> _Leaf:
         elif kind is _Bind and frame.up is not None:  # type: ignore[attr-defined]
             bind: _Bind = frame  # type: ignore[assignment]
             up, bind.up, bind.pending = bind.up, None, []
-            if closing := await _close(up, bind):
+            if closing := await _close(up, bind, error):
                 error = combine([error, *closing])  # type: ignore[assignment]
                 if not isinstance(error, Exception):
                     raise error
@@ -388,11 +390,14 @@ async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
                     yield chunk
             except Exception as exc:
                 # A chunk function failed while ``leaf`` is still running: close it first.
-                closing = await _close(leaf, leaf.down)
+                closing = await _close(leaf, leaf.down, exc)
                 error = combine([exc, *closing]) if closing else exc
                 if not isinstance(error, Exception):
                     raise error from None
                 cur = await _unwind(error, leaf.down, run)
-    finally:
-        if cur is not None and (errors := await _close(cur, None)):
-            raise combine(errors)
+    except BaseException as exc:
+        if cur is not None and (errors := await _close(cur, None, exc)):
+            if isinstance(exc, GeneratorExit):
+                raise combine(errors) from None
+            raise combine([exc, *errors]) from None
+        raise

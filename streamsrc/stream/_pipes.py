@@ -7,7 +7,6 @@ loop, and they never emit an empty chunk.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Hashable, Sequence
-from contextlib import aclosing
 from itertools import accumulate, dropwhile, takewhile
 from typing import Any, TypeVar
 
@@ -16,7 +15,7 @@ from returns.maybe import Maybe, Nothing
 from returns.result import Failure, Result, Success
 
 from streamsrc.effect import RetryPolicy, run_effect
-from streamsrc.stream._core import Pull, Run
+from streamsrc.stream._core import Pull, Run, aclosing
 
 T = TypeVar("T")
 U = TypeVar("U")

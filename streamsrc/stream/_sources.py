@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import anyio
 
 from streamsrc.effect import run_effect
-from streamsrc.stream._core import Pull, Run
+from streamsrc.stream._core import ExitCase, Pull, Run, exit_case
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -81,14 +81,23 @@ def raise_error(exc: BaseException) -> Pull[Any]:
     return pull
 
 
-def bracket(acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]) -> Pull[R]:
+def bracket(
+    acquire: Callable[[], Awaitable[R]], release: Callable[[R, ExitCase], Awaitable[object]]
+) -> Pull[R]:
+    """One resource; ``acquire`` cannot be cancelled, so ``release`` runs once it has completed."""
+
     async def pull(run: Run) -> AsyncGenerator[list[R], None]:
-        resource = await acquire()
+        with anyio.CancelScope(shield=True):
+            resource = await acquire()
+        case = ExitCase.SUCCEEDED
         try:
             yield [resource]
+        except BaseException as exc:
+            case = exit_case(exc)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
-                await release(resource)
+                await release(resource, case)
 
     return pull
 

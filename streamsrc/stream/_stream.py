@@ -28,7 +28,7 @@ from returns.result import Failure, Result, Success
 
 from streamsrc.effect import RetryPolicy
 from streamsrc.stream import _concurrent, _pipes, _sources
-from streamsrc.stream._core import CHUNK_SIZE, Pull, Run, reraise_unwrapped, running
+from streamsrc.stream._core import CHUNK_SIZE, ExitCase, Pull, Run, reraise_unwrapped, running
 from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node
 
 T = TypeVar("T")
@@ -96,6 +96,32 @@ class Stream(Generic[T]):
         >>> s = Stream.bracket(acquire, release).flat_map(lambda c: Stream.emits([c, c]))
         >>> anyio.run(s.take(1).to_list), log
         (['conn'], ['open', 'close'])
+        """
+        return Stream(_sources.bracket(acquire, lambda resource, _: release(resource)))
+
+    @staticmethod
+    def bracket_case(
+        acquire: Callable[[], Awaitable[R]], release: Callable[[R, ExitCase], Awaitable[object]]
+    ) -> Stream[R]:
+        """Like ``bracket``, but ``release`` also gets the :class:`ExitCase`: how the stream ended.
+
+        ``ExitCase.SUCCEEDED`` when it ran to its end or downstream stopped
+        pulling (``take``), ``ExitCase.errored(e)`` when it failed with
+        ``e``, ``ExitCase.CANCELED`` when it was cancelled or interrupted.
+        ``acquire`` cannot be cancelled: once it completes, ``release`` runs.
+
+        >>> cases = []
+        >>> async def acquire():
+        ...     return "conn"
+        >>> async def release(conn, case):
+        ...     cases.append(case)
+        >>> s = Stream.bracket_case(acquire, release)
+        >>> anyio.run(s.to_list), anyio.run((s + Stream.raise_error(KeyError("k"))).drain_result)
+        (['conn'], <Failure: 'k'>)
+        >>> anyio.run(s.flat_map(lambda c: Stream.raise_error(KeyError("k"))).drain_result)
+        <Failure: 'k'>
+        >>> cases
+        [ExitCase.SUCCEEDED, ExitCase.SUCCEEDED, ExitCase.errored(KeyError('k'))]
         """
         return Stream(_sources.bracket(acquire, release))
 
