@@ -1,11 +1,15 @@
-"""The store conformance suite (``streamsrc.testing``) run against every store that ships.
+"""The store conformance suites (``streamsrc.testing``) run against every store that ships.
 
-Memory and SQLite, each with its default page size and with ``page_size=3``
-(so that every read crosses many page boundaries), SQLite with
-``synchronous=full``, PostgreSQL, and DynamoDB (on moto's server, with
-pages of 23 events: the suite's batches of two pages and one event fit one
-DynamoDB transaction). Every async test runs on asyncio and trio, but for
-the stores whose driver needs asyncio.
+Every shipped store is a full ``Store`` and runs :class:`StoreConformance`, the
+suites of all its capabilities: memory and SQLite, each with its default page
+size and with ``page_size=3`` (so that every read crosses many page
+boundaries), SQLite with ``synchronous=full``, PostgreSQL, and DynamoDB (on
+moto's server, with pages of 23 events: the suite's batches of two pages and
+one event fit one DynamoDB transaction), which also runs
+:class:`BatchLimitedStoreConformance`. The stores built on ``StoreBase`` run
+:class:`ErrorRuleConformance`, each with a real exception of its driver.
+Every async test runs on asyncio and trio, but for the stores whose driver
+needs asyncio.
 """
 
 from __future__ import annotations
@@ -13,72 +17,123 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_urls import DYNAMODB_PAGE_SIZE, DYNAMODB_STORE_URLS, STORE_URLS, fresh_dynamodb_url, opened_store
 
-from streamsrc.store import open_store
-from streamsrc.testing import ConformantStore, EventStoreConformance
+from streamsrc.store import (
+    BatchLimitedStore,
+    CheckpointStore,
+    EventStore,
+    ImportingStore,
+    NotifyingStore,
+    SnapshotStore,
+    Store,
+    open_store,
+)
+from streamsrc.store.base import StoreBase
+from streamsrc.store.memory import MemoryStore
+from streamsrc.testing import (
+    BatchLimitedStoreConformance,
+    ConformantStore,
+    ErrorRuleConformance,
+    StoreConformance,
+)
 
-GUARANTEES = [name for name in vars(EventStoreConformance) if name.startswith("supports_")]
+CAPABILITIES = (EventStore, SnapshotStore, CheckpointStore, ImportingStore, NotifyingStore, Store)
 
 
-class TestEventStoreConformance(EventStoreConformance):
+class TestStoreConformance(StoreConformance):
     @pytest.fixture(params=sorted(set(STORE_URLS) - set(DYNAMODB_STORE_URLS)))
     async def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConformantStore]:
         async with opened_store(request.param, tmp_path) as store:
             yield store
 
 
-class TestSqliteSynchronousFull(EventStoreConformance):
+class TestSqliteSynchronousFull(StoreConformance):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[ConformantStore]:
         async with open_store(f"sqlite:///{tmp_path}/events.db?synchronous=full") as store:
-            assert store.synchronous == "FULL"
+            assert getattr(store, "synchronous", None) == "FULL"
             yield store
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
-class TestDynamoDBConformance(EventStoreConformance):
+class TestDynamoDBConformance(StoreConformance, BatchLimitedStoreConformance):
     """DynamoDB gives every guarantee of the contract: conditional appends (``attribute_not_exists`` on
     each event's seq), atomic batches (one transaction), idempotent retries (an id item per event),
     one global order that a tailing reader never skips (a head item updated in every append's
     transaction, and dense positions that ``read_all`` checks), backwards reads, concurrent writers,
-    snapshots, checkpoints, the in-process append signal and imports. Its one limit is DynamoDB's 400 KB per
-    item: events hold at most 400,000 bytes of data and metadata, so the large payload is smaller."""
+    snapshots, checkpoints, the in-process append signal and imports; and it is batch limited (one
+    transaction holds ``max_batch`` events). Its other limit is DynamoDB's 400 KB per item: events hold
+    at most 400,000 bytes of data and metadata, so the large payload is smaller."""
 
-    supports_expected_version = True
-    supports_atomic_batches = True
-    supports_idempotent_retry = True
-    supports_global_order = True
-    supports_backwards_reads = True
-    supports_concurrent_writers = True
-    supports_snapshots = True
-    supports_checkpoints = True
-    supports_append_signal = True
-    supports_import = True
     large_event_bytes = 390_000
     concurrent_writer_tasks = 6  # each lost race costs moto a transaction that copies the tables
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[ConformantStore]:
         async with open_store(fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}")) as store:
-            assert store.page_size == DYNAMODB_PAGE_SIZE
+            assert getattr(store, "page_size", None) == DYNAMODB_PAGE_SIZE
             yield store
 
 
-def test_dynamodb_suite_declares_every_guarantee() -> None:
-    assert all(getattr(TestDynamoDBConformance, name) is True for name in GUARANTEES)
-    assert 300_000 <= TestDynamoDBConformance.large_event_bytes < 400_000
+# ------------------------------------------------------------------------------------ the error rule
 
 
-@pytest.mark.parametrize("suite", [TestEventStoreConformance, TestSqliteSynchronousFull])
-def test_shipped_stores_declare_every_guarantee(suite: type[EventStoreConformance]) -> None:
-    assert len(GUARANTEES) >= 8
-    assert all(getattr(suite, name) is True for name in GUARANTEES)
-    assert suite.large_event_bytes >= 500_000
+class TestMemoryErrorRule(ErrorRuleConformance):
+    """The memory store has no driver: any exception its primitives were declared to raise stands in."""
+
+    @pytest.fixture
+    def store_url(self) -> str:
+        return "memory://?page_size=1"  # a page per event: a fault on every page of a read
+
+    @pytest.fixture
+    def driver_error(self, monkeypatch: pytest.MonkeyPatch) -> Callable[[], BaseException]:
+        monkeypatch.setattr(MemoryStore, "driver_errors", (ConnectionResetError,))
+        return lambda: ConnectionResetError("connection reset by peer")
+
+
+# ------------------------------------------------------------------------------------ what the suites rely on
+
+
+@pytest.mark.parametrize("name", sorted(STORE_URLS))
+async def test_every_shipped_store_has_every_capability(name: str, tmp_path: Path, anyio_backend: str) -> None:
+    if name in DYNAMODB_STORE_URLS and anyio_backend != "asyncio":
+        pytest.skip("aiobotocore runs on asyncio only")
+    async with opened_store(name, tmp_path) as store:
+        missing = [c.__name__ for c in CAPABILITIES if not isinstance(store, c)]
+        assert missing == [], f"{type(store).__name__} is not a {', '.join(missing)}"
+        assert isinstance(store, BatchLimitedStore) == (name in DYNAMODB_STORE_URLS)
+
+
+def test_store_conformance_runs_every_capability_suite() -> None:
+    """A full store runs the tests of every capability: none is left out, none is skipped by a flag."""
+    suites = [c for c in StoreConformance.__mro__ if c.__name__.endswith("Conformance")]
+    names = {c.__name__ for c in suites}
+    assert names >= {
+        "StoreConformance",
+        "EventStoreConformance",
+        "GlobalOrderConformance",
+        "SnapshotStoreConformance",
+        "CheckpointStoreConformance",
+        "ImportingStoreConformance",
+        "NotifyingStoreConformance",
+    }
+    tests = [n for n in dir(StoreConformance) if n.startswith("test_")]
+    for suite in suites:
+        own = [n for n in vars(suite) if n.startswith("test_")]
+        assert own, f"{suite.__name__} has no tests"
+        assert set(own) <= set(tests)
+    assert not [n for n in dir(StoreConformance) if n.startswith("supports_")]
+
+
+def test_memory_is_built_on_store_base() -> None:
+    assert issubclass(MemoryStore, StoreBase)
+    assert MemoryStore.driver_errors == ()
 
 
 def test_streamsrc_does_not_import_testing_or_test_tools() -> None:
@@ -109,3 +164,6 @@ def test_streamsrc_does_not_import_testing_or_test_tools() -> None:
     count, bad = done.stdout.split(" ", 1)
     assert int(count) > 5
     assert bad.strip() == "[]"
+
+
+_: Any = None

@@ -45,6 +45,7 @@ reference.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Collection, Mapping, Sequence
@@ -98,6 +99,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 MAX_SEQ = 1 << 62
 """Above every seq and position: the bound of a backwards read from the end."""
@@ -285,12 +288,19 @@ class StoreBase(ABC):
     # -- life
 
     async def aclose(self) -> None:
-        """Close the store: shielded, so a cancelled caller still releases everything."""
+        """Close the store: shielded, so a cancelled caller still releases everything.
+
+        A driver error while closing is logged, not raised: the store is closed either way (every
+        later call refuses), and the caller has nothing left to do about it.
+        """
         if self._closed:
             return
         self._closed = True
         with anyio.CancelScope(shield=True):
-            await self.close()
+            try:
+                await self.close()
+            except self.driver_errors as exc:
+                _log.warning("closing %r: %s", self, self.describe(exc))
 
     async def __aenter__(self: T) -> T:
         return self

@@ -1,9 +1,18 @@
 """Test helpers for streamsrc users and backend authors.
 
-* :class:`~streamsrc.testing.conformance.EventStoreConformance`: the store
-  conformance suite. Subclass it in a test module, give it a ``store``
-  fixture that yields a fresh, opened store, and every guarantee of the store
-  contract is checked against that store.
+* The store conformance suites, one class per capability of the store
+  contract (:mod:`streamsrc.testing.conformance`):
+  :class:`~streamsrc.testing.conformance.StoreConformance` is the whole
+  suite for a full ``Store``; :class:`EventStoreConformance`,
+  :class:`GlobalOrderConformance`, :class:`SnapshotStoreConformance`,
+  :class:`CheckpointStoreConformance`, :class:`ImportingStoreConformance`,
+  :class:`NotifyingStoreConformance` and
+  :class:`BatchLimitedStoreConformance` are its parts, for a backend with
+  only some capabilities; :class:`ErrorRuleConformance` checks the error
+  rule under fault injection on every operation of a store built on
+  ``streamsrc.store.base.StoreBase``. Subclass them in a test module and
+  give a ``store`` fixture that yields a fresh, opened store (or a
+  ``store_url`` fixture).
 * :class:`~streamsrc.testing.entity.EntityConformance`: the same for the
   write and read side (``Repository``: commands, queries, snapshots, retries)
   run against a store, with its own small test domain.
@@ -12,7 +21,7 @@
   lost answers, timeouts, raised errors), following a deterministic plan.
 
 ``FaultyStore``, ``Fault`` and ``Timeout`` need nothing beyond streamsrc.
-The two suites are pytest tests: their modules import ``pytest`` and are
+The suites are pytest tests: their modules import ``pytest`` and are
 loaded only when one of their names is first used, so a plain
 ``pip install streamsrc`` can ``import streamsrc.testing`` (pytest comes with
 the ``test`` extra). Nothing else in streamsrc imports this package.
@@ -29,15 +38,46 @@ from streamsrc.testing.faults import FaultyStore as FaultyStore
 from streamsrc.testing.faults import Timeout as Timeout
 
 if TYPE_CHECKING:
+    from streamsrc.testing.conformance import BatchLimitedStoreConformance as BatchLimitedStoreConformance
+    from streamsrc.testing.conformance import CheckpointStoreConformance as CheckpointStoreConformance
     from streamsrc.testing.conformance import ConformantStore as ConformantStore
+    from streamsrc.testing.conformance import ErrorRuleConformance as ErrorRuleConformance
     from streamsrc.testing.conformance import EventStoreConformance as EventStoreConformance
+    from streamsrc.testing.conformance import GlobalOrderConformance as GlobalOrderConformance
+    from streamsrc.testing.conformance import ImportingStoreConformance as ImportingStoreConformance
+    from streamsrc.testing.conformance import NotifyingStoreConformance as NotifyingStoreConformance
+    from streamsrc.testing.conformance import SnapshotStoreConformance as SnapshotStoreConformance
+    from streamsrc.testing.conformance import StoreConformance as StoreConformance
     from streamsrc.testing.entity import EntityConformance as EntityConformance
 
-__all__ = ["ConformantStore", "EntityConformance", "EventStoreConformance", "Fault", "FaultyStore", "Timeout"]
+__all__ = [
+    "BatchLimitedStoreConformance",
+    "CheckpointStoreConformance",
+    "ConformantStore",
+    "EntityConformance",
+    "ErrorRuleConformance",
+    "EventStoreConformance",
+    "Fault",
+    "FaultyStore",
+    "GlobalOrderConformance",
+    "ImportingStoreConformance",
+    "NotifyingStoreConformance",
+    "SnapshotStoreConformance",
+    "StoreConformance",
+    "Timeout",
+]
 
 _SUITES = {
+    "BatchLimitedStoreConformance": "streamsrc.testing.conformance",
+    "CheckpointStoreConformance": "streamsrc.testing.conformance",
     "ConformantStore": "streamsrc.testing.conformance",
+    "ErrorRuleConformance": "streamsrc.testing.conformance",
     "EventStoreConformance": "streamsrc.testing.conformance",
+    "GlobalOrderConformance": "streamsrc.testing.conformance",
+    "ImportingStoreConformance": "streamsrc.testing.conformance",
+    "NotifyingStoreConformance": "streamsrc.testing.conformance",
+    "SnapshotStoreConformance": "streamsrc.testing.conformance",
+    "StoreConformance": "streamsrc.testing.conformance",
     "EntityConformance": "streamsrc.testing.entity",
 }
 
