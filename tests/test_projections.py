@@ -196,13 +196,22 @@ def dedupe(rows: Sequence[Row]) -> list[Row]:
 def check_at_least_once(runs: Sequence[tuple[int, Sequence[int]]], everything: Sequence[int]) -> None:
     """At least once: each run (checkpoint when it started, positions it delivered) went on
     from its checkpoint with no gap, in order (so a repeat is only of an event after the checkpoint),
-    its checkpoint never passed an event not yet delivered, and together they delivered everything."""
+    its checkpoint never passed an event not yet delivered, and together they delivered everything.
+
+    A run may skip events after its checkpoint that were delivered already: a callback model
+    remembers, in its process, what its handler finished before a checkpoint save that failed
+    or was cancelled, and does not hand it over again."""
     seen: set[int] = set()
     for start, delivered in runs:
         assert {p for p in everything if p <= start} <= seen, (
             f"checkpoint {start} passed an undelivered event"
         )
-        assert list(delivered) == [p for p in everything if p > start][: len(delivered)], (start, delivered)
+        after = [p for p in everything if p > start]
+        known = next((i for i, p in enumerate(after) if p not in seen), len(after))
+        assert any(list(delivered) == after[i : i + len(delivered)] for i in range(known + 1)), (
+            start,
+            delivered,
+        )
         seen.update(delivered)
     assert seen == set(everything)
 

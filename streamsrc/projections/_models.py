@@ -198,6 +198,12 @@ class CallbackReadModel:
     events at or below a position it has recorded). Dead letters are kept in
     memory and passed to ``on_dead_letter`` if given.
 
+    A checkpoint save that fails (the store locked or down) is not a crash:
+    the model remembers, in this process, how far its handler got past the
+    saved checkpoint, and when the projector runs again from that checkpoint
+    it saves the checkpoint again without handing those events (or a dead
+    letter) to the handler a second time.
+
     >>> import anyio
     >>> from streamsrc.events import EventData
     >>> from streamsrc.projections import Projection, Projector
@@ -225,6 +231,8 @@ class CallbackReadModel:
         self.checkpoints = checkpoints
         self.on_dead_letter = on_dead_letter
         self._dead: list[DeadLetter] = []
+        self._unsaved: dict[str, int] = {}
+        """Per projection: how far the handler got past a checkpoint whose save failed."""
 
     async def load_position(self, name: str) -> int:
         return await self.checkpoints.load_checkpoint(name)
@@ -232,15 +240,27 @@ class CallbackReadModel:
     async def apply(
         self, name: str, handler: CallbackHandler, events: Sequence[RecordedEvent], position: int
     ) -> None:
+        done = self._unsaved.get(name)
+        if done is not None:  # handled already, then the checkpoint's save failed
+            events = [e for e in events if e.position > done]
         if events:
             await run_effect(handler(events))
-        await self.checkpoints.save_checkpoint(name, position)
+            self._unsaved[name] = max(position, done or 0)
+        await self._save(name, position)
 
     async def park(self, name: str, letter: DeadLetter, position: int) -> None:
-        self._dead.append(letter)
-        if self.on_dead_letter is not None:
-            await run_effect(self.on_dead_letter(letter))
+        done = self._unsaved.get(name)
+        if done is None or letter.position > done:
+            self._dead.append(letter)
+            if self.on_dead_letter is not None:
+                await run_effect(self.on_dead_letter(letter))
+            self._unsaved[name] = max(position, done or 0)
+        await self._save(name, position)
+
+    async def _save(self, name: str, position: int) -> None:
         await self.checkpoints.save_checkpoint(name, position)
+        if self._unsaved.get(name, position) <= position:
+            self._unsaved.pop(name, None)
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         return [d for d in self._dead if name is None or d.projection == name]

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
 
 import anyio
 
 from streamsrc.effect import RetryPolicy
-from streamsrc.errors import ProjectionFailed, StoreUnavailable
+from streamsrc.errors import EffectFailed, ProjectionFailed, StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter, ReadModel
 from streamsrc.projections._subscription import DEFAULT_POLL, Poll, Tick, subscribe_with_ticks
 from streamsrc.store import EventFilter, EventStore
 from streamsrc.stream import Stream
-from streamsrc.stream._core import reraise_unwrapped
 
 __all__ = [
     "DeadLetters",
@@ -195,16 +195,20 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    """A projection's checkpoint, the head of the log, and the lag between them.
+    """A projection's checkpoint, the head of the log, the lag between them, and its dead letters.
 
-    >>> status = Status("emails", position=90, head=100)
-    >>> status.lag
-    10
+    ``dead_letters`` counts the events the projection has set aside in its
+    read model (all its runs; :attr:`Progress.dead_letters` counts one run's).
+
+    >>> status = Status("emails", position=90, head=100, dead_letters=2)
+    >>> status.lag, status.dead_letters
+    (10, 2)
     """
 
     name: str
     position: int
     head: int
+    dead_letters: int = 0
 
     @property
     def lag(self) -> int:
@@ -225,10 +229,14 @@ class Projector(Generic[H]):
     trickle in, at the cost of that much latency; with ``max_wait=0`` (the
     default) a batch is whatever the last read returned.
 
-    A batch that fails is applied again event by event to find the event at
-    fault; ``on_error`` says what then happens to it (:class:`Stop`,
-    :class:`Retry`, :class:`DeadLetters`). Run one projector per projection
-    and model at a time.
+    A batch whose *handler* fails is applied again event by event to find
+    the event at fault; ``on_error`` says what then happens to it
+    (:class:`Stop`, :class:`Retry`, :class:`DeadLetters`). A failure of the
+    read model itself (its checkpoint save, its commit, its connection) is
+    no event's fault: the run ends with :class:`~streamsrc.errors.StoreUnavailable`
+    at once, nothing re-applied or dead-lettered;
+    run it again to go on from the checkpoint. Run one projector per
+    projection and model at a time.
 
     >>> import anyio
     >>> from collections import Counter
@@ -243,7 +251,7 @@ class Projector(Generic[H]):
     ...     print(await Projector(store, Projection("types", count_types), counts).catch_up())
     ...     print(counts.state)
     >>> anyio.run(main)
-    Status(name='types', position=2, head=2)
+    Status(name='types', position=2, head=2, dead_letters=0)
     Counter({'Registered': 1, 'LoggedIn': 1})
     """
 
@@ -279,8 +287,10 @@ class Projector(Generic[H]):
         return self.projection.name
 
     async def status(self) -> Status:
-        """The projection's checkpoint, the head of the log and the lag."""
-        return Status(self.name, await self.model.load_position(self.name), await self.store.head())
+        """The projection's checkpoint, the head of the log, the lag and the dead letters kept."""
+        position = await self.model.load_position(self.name)
+        dead = len(await self.model.dead_letters(self.name))
+        return Status(self.name, position, await self.store.head(), dead)
 
     def progress(self, live: bool = True) -> Stream[Progress]:
         """Run the projection as a stream: one :class:`Progress` per batch applied.
@@ -347,6 +357,7 @@ class _Run:
         self.events = 0
         self.dead = 0
         self.started = time.perf_counter()
+        self.watch = _Watched(projector.projection.handler)
 
     async def batch(self, items: list[RecordedEvent | Tick]) -> Progress:
         last = items[-1]
@@ -371,53 +382,142 @@ class _Run:
         return Progress(p.name, self.position, self.head, self.events, elapsed, caught_up, self.dead)
 
     async def apply(self, events: list[RecordedEvent], position: int) -> None:
-        p = self.projector
-        try:
-            await p.model.apply(p.name, p.projection.handler, events, position)
+        """Apply a batch; if its handler fails, find the event at fault and apply the policy to it."""
+        exc = await self.attempt(events, position)
+        if exc is None:
             return
-        except StoreUnavailable:
-            raise  # the read model failed, not the handler: no event is to blame
-        except Exception as exc:
-            if not events:
-                raise
-            if len(events) == 1:
-                await self.poison(events[0], exc, position)
-                return
+        if not events:  # the handler was not called, so it cannot be blamed: never happens
+            raise exc
+        if len(events) == 1:
+            await self.poison(events[0], exc, position)
+            return
         # Find the event at fault: everything before it goes in, one event at a time. The
         # first event that fails here is the one the batch failed on: that makes two tries.
         tries = 2
         for i, event in enumerate(events):
             after = position if i == len(events) - 1 else event.position
-            try:
-                await p.model.apply(p.name, p.projection.handler, [event], after)
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                await self.poison(event, exc, after, tries)
+            failed = await self.attempt([event], after)
+            if failed is not None:
+                await self.poison(event, failed, after, tries)
                 tries = 1
 
+    async def attempt(self, events: list[RecordedEvent], position: int) -> Exception | None:
+        """Hand ``events`` and the checkpoint ``position`` to the model once.
+
+        Returns ``None`` when they went in, or the handler's error when the
+        handler failed (an exactly-once model then kept nothing of them). Any other
+        failure of the model is raised as :class:`StoreUnavailable`: see
+        :func:`_model_failed`.
+        """
+        p = self.projector
+        self.watch.raised = None
+        try:
+            await p.model.apply(p.name, self.watch, events, position)
+        except Exception as exc:
+            if exc is self.watch.raised or isinstance(exc, EffectFailed):
+                return exc  # the handler's own error, or the Failure it returned
+            _model_failed(p, f"could not apply the batch up to position {position}", exc)
+        return None
+
     async def poison(self, event: RecordedEvent, exc: Exception, position: int, tries: int = 1) -> None:
-        """Apply the policy to ``event``, which has failed ``tries`` times with ``exc``."""
+        """Apply the policy to ``event``, whose handler has failed ``tries`` times with ``exc``."""
         p = self.projector
         policy = p.on_error
         if isinstance(policy, Retry):
             attempt = tries
             while policy.policy.should_retry(attempt - 1, exc):
                 await anyio.sleep(policy.policy.delay(attempt - 1))
-                try:
-                    await p.model.apply(p.name, p.projection.handler, [event], position)
+                again = await self.attempt([event], position)
+                if again is None:
                     return
-                except StoreUnavailable:
-                    raise
-                except Exception as again:
-                    exc = again
+                exc = again
                 attempt += 1
             policy = policy.then
         if isinstance(policy, DeadLetters):
-            await p.model.park(p.name, DeadLetter.of(p.name, event, exc), position)
+            try:
+                await p.model.park(p.name, DeadLetter.of(p.name, event, exc), position)
+            except Exception as failed:
+                where = f"could not keep the dead letter at position {event.position}"
+                _model_failed(p, where, failed)
             self.dead += 1
             return
         raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
+
+
+class _Watched:
+    """A projection's handler, watched: the error its last call raised, if any.
+
+    The runner hands this to the read model in place of the handler, so that
+    when the model's ``apply`` raises it can tell the handler's failure (the
+    very exception the handler raised) from the model's own (anything else:
+    a checkpoint save, a commit, a lost connection, after the handler
+    finished or before it ran). Calls go through unchanged, sync or async.
+    """
+
+    __slots__ = ("handler", "raised")
+
+    def __init__(self, handler: Callable[..., Any]) -> None:
+        self.handler = handler
+        self.raised: BaseException | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        self.raised = None
+        try:
+            result = self.handler(*args)
+        except BaseException as exc:
+            self.raised = exc
+            raise
+        return self._awaited(result) if inspect.isawaitable(result) else result
+
+    async def _awaited(self, result: Awaitable[Any]) -> Any:
+        try:
+            return await result
+        except BaseException as exc:
+            self.raised = exc
+            raise
+
+
+def _model_failed(projector: Projector[Any], what: str, exc: Exception) -> NoReturn:
+    """Raise the error of a read model that failed on its own (not its handler): ``StoreUnavailable``.
+
+    A model's ``StoreUnavailable`` goes out as itself; anything else it
+    raises (a driver's error that a checkpoint store let out, say) is wrapped
+    in one, with the model's error as ``__cause__``.
+    """
+    if isinstance(exc, StoreUnavailable):
+        raise exc
+    model, name = projector.model, projector.name
+    raise StoreUnavailable(
+        f"read model {model!r} of projection {name!r} {what}: {type(exc).__name__}: {exc}"
+    ) from exc
+
+
+def _reraise_unwrapped(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the one error a task group's ``group`` stands for, never a group.
+
+    The first leaf is raised as itself (a ``BaseException`` that is not an
+    ``Exception``, such as a cancellation, before any error), with a note
+    naming each other error; the leaf keeps its own ``__context__``.
+    """
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, BaseExceptionGroup):
+            stack.extend(reversed(e.exceptions))
+        else:
+            leaves.append(e)
+    if not leaves:
+        raise group
+    first = next((e for e in leaves if not isinstance(e, Exception)), leaves[0])
+    for other in leaves:
+        if other is not first and isinstance(other, Exception):
+            first.add_note(f"another error happened too: {other!r}")
+    context = first.__context__
+    try:
+        raise first
+    finally:
+        first.__context__ = context
 
 
 class ProjectionService(Generic[M]):
@@ -481,7 +581,7 @@ class ProjectionService(Generic[M]):
         try:
             return await self._group.__aexit__(*exc)
         except BaseExceptionGroup as group:  # the block's error, or the live projection's, as itself
-            reraise_unwrapped(group)
+            _reraise_unwrapped(group)
             raise
 
     async def _start(self) -> None:
