@@ -78,9 +78,11 @@ from streamsrc.errors import DuplicateEvent, StoreError, StreamsrcError, WrongEx
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import (
     AppendResult,
+    BatchLimitedStore,
     CheckpointStore,
     EventStore,
     ImportingStore,
+    TransactionalStore,
     redact_url,
 )
 from streamsrc.stream import Stream
@@ -310,9 +312,8 @@ def copying(
         raise TypeError(f"{saves!r} keeps no checkpoints: pass checkpoints= (a CheckpointStore)")
     name = checkpoint or checkpoint_name(source)
     limit = batch_size
-    max_batch = getattr(target, "max_batch", None)
-    if isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch > 0:
-        limit = min(limit, max_batch)
+    if isinstance(target, BatchLimitedStore) and target.max_batch > 0:
+        limit = min(limit, target.max_batch)
 
     async def start() -> Stream[CopyProgress]:
         run = _Copy(source, target, saves, name, limit, importing)
@@ -396,8 +397,9 @@ class _Copy:
         self.events = 0
         self.started = time.perf_counter()
         self.head_checked = 0.0
-        transaction = getattr(target, "transaction", None) if importing else None
-        self.transaction: Callable[[], Any] | None = transaction if callable(transaction) else None
+        self.transaction = (
+            target.transaction if importing and isinstance(target, TransactionalStore) else None
+        )
 
     async def begin(self) -> None:
         self.start = self.position = await self.saves.load_checkpoint(self.name)

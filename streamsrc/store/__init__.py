@@ -23,6 +23,8 @@ from streamsrc.store._contract import NotifyingStore as NotifyingStore
 from streamsrc.store._contract import Snapshot as Snapshot
 from streamsrc.store._contract import SnapshotStore as SnapshotStore
 from streamsrc.store._contract import Store as Store
+from streamsrc.store._contract import StoreTransaction as StoreTransaction
+from streamsrc.store._contract import TransactionalStore as TransactionalStore
 from streamsrc.store._open import ENTRY_POINT_GROUP as ENTRY_POINT_GROUP
 from streamsrc.store._open import Opener as Opener
 from streamsrc.store._open import open_store as open_store
@@ -48,6 +50,8 @@ __all__ = [
     "Snapshot",
     "SnapshotStore",
     "Store",
+    "StoreTransaction",
+    "TransactionalStore",
     "open_store",
     "redact_url",
     "register_scheme",

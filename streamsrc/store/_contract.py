@@ -25,6 +25,7 @@ import enum
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
@@ -395,6 +396,44 @@ class BatchLimitedStore(Protocol):
     @property
     def max_batch(self) -> int:
         """The most events one append or import may carry."""
+        ...
+
+
+class StoreTransaction(Protocol):
+    """Work queued in one transaction of a :class:`TransactionalStore`: it commits whole when the
+    ``async with`` block ends, or not at all if anything in it fails."""
+
+    def append(self, stream: str, events: Sequence[EventData], expected: Expected = ...) -> None:
+        """Queue an append; if it fails, the whole transaction is rolled back."""
+        ...
+
+    def import_events(self, stream: str, events: Sequence[RecordedEvent]) -> None:
+        """Queue an import; if it fails, the whole transaction is rolled back."""
+        ...
+
+    def save_checkpoint(self, name: str, position: int) -> None:
+        """Queue a checkpoint write."""
+        ...
+
+    def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
+        """Queue a snapshot write."""
+        ...
+
+
+@runtime_checkable
+class TransactionalStore(Protocol):
+    """A store whose appends, imports, snapshots and checkpoints can commit together (SQLite's).
+
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> isinstance(MemoryStore(), TransactionalStore)
+    False
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """One transaction: ``async with store.transaction() as tx: tx.append(...)``.
+
+        :raises StoreUnavailable: at the block's end, if the commit failed (nothing was written).
+        """
         ...
 
 
