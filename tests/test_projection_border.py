@@ -21,9 +21,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import pytest
+from fault_proxy import FaultProxy, postgres_reply_done
 
 from streamsrc.effect import RetryPolicy
 from streamsrc.errors import ProjectionFailed, StoreUnavailable
@@ -245,10 +247,10 @@ async def test_status_counts_the_dead_letters() -> None:
 # ------------------------------------------------------------------ bug 9: the error, not a group
 
 
-Run = Callable[[FailingReads], Awaitable[object]]
+Run = Callable[[EventStore], Awaitable[object]]
 
 
-async def _service(store: FailingReads) -> None:
+async def _service(store: EventStore) -> None:
     projection = Projection("p", lambda n, events: n + len(events))
     async with ProjectionService(store, projection, MemoryReadModel(0), poll=FAST_POLL):
         await anyio.sleep_forever()
@@ -268,7 +270,7 @@ RUNS: dict[str, Run] = {
         poll=FAST_POLL,
     ).run(on_progress=lambda p: None),
     "run-callback": lambda store: Projector(
-        store, Projection("p", Counting()), CallbackReadModel(checkpoints=store), poll=FAST_POLL
+        store, Projection("p", Counting()), CallbackReadModel(checkpoints=MemoryStore()), poll=FAST_POLL
     ).run(),
     "service": _service,
 }
@@ -306,3 +308,29 @@ async def test_a_failing_store_ends_a_live_run_started_as_a_task_with_the_error_
         await anyio.sleep(0.02)
         store.broken = True
     assert [type(e) for e in caught] == [StoreUnavailable]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["subscribe", "run"])
+async def test_postgres_going_away_ends_a_live_run_with_the_error_itself(
+    postgres_database: str, how: str
+) -> None:
+    """The case of issue 19 (bug 9): PostgreSQL goes away under a live subscription or projector."""
+    server = urlsplit(postgres_database)
+    assert server.hostname is not None
+    assert server.port is not None
+    with FaultProxy((server.hostname, server.port), postgres_reply_done) as proxy:
+        user, _ = server.netloc.rsplit("@", 1)
+        url = urlunsplit(server._replace(netloc=f"{user}@127.0.0.1:{proxy.port}"))
+        async with open_store(url) as store:
+            await write(store, 5)
+
+            async def go_away() -> None:
+                await anyio.sleep(0.2)
+                proxy.refuse()
+                proxy.drop_all()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(go_away)
+                with pytest.raises(StoreUnavailable):
+                    await RUNS[how](store)
