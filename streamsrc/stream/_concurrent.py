@@ -9,7 +9,7 @@ yields inside a cancel scope or task group.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -19,12 +19,15 @@ from streamsrc.effect import run_effect
 from streamsrc.stream._core import (
     Body,
     Helper,
+    Lease,
     Pull,
     Run,
     Signal,
     aclosing,
     cancel_requested,
+    combine,
     drain,
+    errors_of,
     from_helper,
     pump,
 )
@@ -59,12 +62,17 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
                 finally:
                     slots.release()
 
-            # The outer stream closes after the task group: its resources outlive every inner stream.
-            async with aclosing(outer(run)) as pulls, anyio.create_task_group() as tg:
-                async for chunk in pulls:
-                    for pull in chunk:
-                        await slots.acquire()
-                        tg.start_soon(inner, pull)
+            # The outer stream's resources outlive every inner stream (as in fs2): it closes after
+            # the task group, and the releases of resources it closed earlier wait for the end too.
+            lease = Lease()
+            try:
+                async with aclosing(outer(run)) as pulls, anyio.create_task_group() as tg:
+                    while (chunk := await lease.pulling(pulls)) is not None:
+                        for pull in chunk:
+                            await slots.acquire()
+                            tg.start_soon(inner, pull)
+            finally:
+                await lease.end()
 
         return main
 
@@ -228,36 +236,63 @@ def group_within(pull: Pull[T], n: int, seconds: float) -> Pull[list[T]]:
     return from_helper(body)
 
 
-def concurrently(pull: Pull[T], background: Pull[Any]) -> Pull[T]:
-    def body(run: Run, helper: Helper[Any]) -> Body[T]:
+def watched(pull: Pull[T], watch: Callable[[Helper[T]], Awaitable[None]]) -> Pull[T]:
+    """``pull``'s chunks, while ``watch(helper)`` runs beside it (it may interrupt or fail the stream).
+
+    The watcher lives until downstream has closed this stage, not only until
+    upstream ends, so an element still being worked on downstream (an
+    ``eval_map`` waiting on a hung call) is covered by what it does.
+    """
+
+    async def out(run: Run) -> AsyncGenerator[list[T], None]:
+        helper: Helper[T] = Helper(run, None, 0, urgent=True)
+        scope = anyio.CancelScope()
+        watched = anyio.Event()
+
+        async def watcher() -> None:
+            try:
+                with scope:
+                    try:
+                        await watch(helper)
+                    except BaseException as exc:
+                        errors = errors_of(exc)
+                        if not errors:
+                            raise
+                        helper.fail(combine(errors))
+            finally:
+                watched.set()
+
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(drain, background, run)
-                await pump(pull, run, send)
-                tg.cancel_scope.cancel()
+            await pump(pull, run, send)
 
-        return main
+        run.task_group.start_soon(watcher)
+        helper.start(main)
+        try:
+            while (chunk := await helper.receive()) is not None:
+                yield chunk
+        finally:
+            scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await watched.wait()
+            await helper.aclose()
 
-    return from_helper(body, urgent=True)
+    return out
+
+
+def concurrently(pull: Pull[T], background: Pull[Any]) -> Pull[T]:
+    async def watch(helper: Helper[T]) -> None:
+        async with anyio.create_task_group() as tg:
+            await drain(background, Run(tg))
+
+    return watched(pull, watch)
 
 
 def interrupt_when(pull: Pull[T], signal: Callable[[], Awaitable[object]]) -> Pull[T]:
-    def body(run: Run, helper: Helper[Any]) -> Body[T]:
-        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
-            async with anyio.create_task_group() as tg:
+    async def watch(helper: Helper[T]) -> None:
+        await signal()
+        helper.interrupt()
 
-                async def watch() -> None:
-                    await signal()
-                    tg.cancel_scope.cancel()
-                    helper.interrupt()
-
-                tg.start_soon(watch)
-                await pump(pull, run, send)
-                tg.cancel_scope.cancel()
-
-        return main
-
-    return from_helper(body, urgent=True)
+    return watched(pull, watch)
 
 
 def timeout(pull: Pull[T], seconds: float) -> Pull[T]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
@@ -203,6 +203,51 @@ class aclosing(AbstractAsyncContextManager[AsyncGenerator[T, None]]):
         await close_because(self.gen, e)
 
 
+class Lease:
+    """Releases held back until a stage's end: ``par_join`` keeps its outer stream's resources open.
+
+    A bracket acquired while :meth:`pulling` runs is leased: when its stream
+    closes it, its release is queued, and :meth:`end` runs the queue (last
+    acquired first) once every inner stream has finished.
+    """
+
+    __slots__ = ("_queue",)
+
+    def __init__(self) -> None:
+        self._queue: list[Callable[[], Awaitable[object]]] = []
+
+    async def pulling(self, chunks: AsyncGenerator[list[T], None]) -> list[T] | None:
+        """The next chunk of ``chunks`` (``None`` at the end), with the lease in force while pulling."""
+        token = _LEASE.set(self)
+        try:
+            return await anext(chunks, None)
+        finally:
+            _LEASE.reset(token)
+
+    def hold(self, release: Callable[[], Awaitable[object]]) -> None:
+        self._queue.append(release)
+
+    async def end(self) -> None:
+        """Run the held releases, shielded, last first; raise their errors (see :func:`combine`)."""
+        errors: list[BaseException] = []
+        with anyio.CancelScope(shield=True):
+            while self._queue:
+                try:
+                    await self._queue.pop()()
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            raise combine(errors)
+
+
+_LEASE: ContextVar[Lease | None] = ContextVar("streamsrc_stream_lease", default=None)
+
+
+def current_lease() -> Lease | None:
+    """The lease in force in this task now, if any (see :class:`Lease`)."""
+    return _LEASE.get()
+
+
 # ------------------------------------------------------------------ drivers: who pulls
 
 
@@ -264,13 +309,6 @@ async def running(pull: Pull[T]) -> AsyncIterator[AsyncGenerator[list[T], None]]
         _DRIVER.reset(token)
 
 
-class _Raised:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
 Body: TypeAlias = Callable[[MemoryObjectSendStream[list[T]]], Awaitable[None]]
 
 
@@ -302,7 +340,7 @@ class Helper(Generic[T]):
     )
 
     def __init__(self, run: Run, body: Body[T] | None = None, buffer: int = 0, urgent: bool = False) -> None:
-        send, recv = anyio.create_memory_object_stream[list[T] | _Raised](buffer)
+        send, recv = anyio.create_memory_object_stream[list[T]](buffer)
         self._send = send
         self._recv = recv
         self._cancel = anyio.CancelScope()
@@ -330,34 +368,43 @@ class Helper(Generic[T]):
                         errors = errors_of(exc)
                         if not errors:
                             raise
-                        self._failed = error = combine(errors)
-                        if self._urgent and not self._receiving and self._driver is not None:
-                            self._delivered = True
-                            self._driver.stop(error)
-                            return
-                        with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                            await self._send.send(_Raised(error))
+                        self.fail(combine(errors))
         finally:
             self._done.set()
 
+    def fail(self, error: BaseException) -> None:
+        """Fail the stream with ``error``: stop the body; the error comes after the chunks already sent.
+
+        When the helper is urgent and its driver is busy downstream (not
+        waiting in :meth:`receive`), the driver is stopped with the error at once.
+        """
+        if self._failed is None:
+            self._failed = error
+        elif error is not self._failed:
+            self._failed = combine([self._failed, error])
+        self._cancel.cancel()
+        if self._urgent and not self._receiving and self._driver is not None and not self._delivered:
+            self._delivered = True
+            self._driver.stop(self._failed)
+
     def interrupt(self) -> None:
-        """End the stream here: and if the driver is busy downstream, stop it too."""
+        """End the stream here (cancel the body); if the driver is busy downstream, stop it too."""
+        self._cancel.cancel()
         if not self._receiving and self._driver is not None:
             self._driver.stop(None)
 
     async def receive(self) -> list[T] | None:
-        """The next chunk, or ``None`` once the helper has finished."""
+        """The next chunk, or ``None`` once the helper has finished (raising its error, if it failed)."""
         self._receiving = True
         try:
-            msg = await self._recv.receive()
+            return await self._recv.receive()
         except anyio.EndOfStream:
+            if self._failed is not None and not self._delivered:
+                self._delivered = True
+                raise self._failed from None
             return None
         finally:
             self._receiving = False
-        if type(msg) is _Raised:
-            self._delivered = True
-            raise msg.exc
-        return msg  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         """Cancel the helper, wait for it to finish, and raise an error it hit that nobody saw."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
 
 from streamsrc.effect import run_effect
-from streamsrc.stream._core import ExitCase, Pull, Run, exit_case
+from streamsrc.stream._core import ExitCase, Pull, Run, current_lease, exit_case
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -89,6 +90,7 @@ def bracket(
     async def pull(run: Run) -> AsyncGenerator[list[R], None]:
         with anyio.CancelScope(shield=True):
             resource = await acquire()
+        lease = current_lease()
         case = ExitCase.SUCCEEDED
         try:
             yield [resource]
@@ -96,8 +98,11 @@ def bracket(
             case = exit_case(exc)
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                await release(resource, case)
+            if lease is not None:
+                lease.hold(partial(release, resource, case))
+            else:
+                with anyio.CancelScope(shield=True):
+                    await release(resource, case)
 
     return pull
 
