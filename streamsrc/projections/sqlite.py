@@ -14,14 +14,14 @@ serving reads never waits for the projection's writes (WAL).
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from streamsrc.errors import StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
-from streamsrc.store._contract import now_us
-from streamsrc.store.sqlite import ConnectionThreads
+from streamsrc.sqlite_threads import ConnectionThreads, connect, read_transaction, write_transaction
 
 __all__ = ["SqliteHandler", "SqliteReadModel"]
 
@@ -93,6 +93,7 @@ class SqliteReadModel:
         synchronous: str = "normal",
         readers: int = 1,
         busy_timeout: float = 5.0,
+        on_connect: Callable[[sqlite3.Connection], object] | None = None,
     ) -> None:
         if synchronous.lower() not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
@@ -100,6 +101,7 @@ class SqliteReadModel:
         self.schema = schema
         self.synchronous = synchronous.upper()
         self._busy_timeout = busy_timeout
+        self._on_connect = on_connect
         self._readers_count = readers
         self._writer: ConnectionThreads | None = None
         self._readers: ConnectionThreads | None = None
@@ -108,34 +110,40 @@ class SqliteReadModel:
         return f"<SqliteReadModel {self.path!r}>"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        return connect(
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout=self._busy_timeout,
+            on_connect=self._on_connect,
         )
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        return conn
 
     async def open(self) -> SqliteReadModel:
-        """Create the file and tables if needed and start the threads."""
-        self._writer = ConnectionThreads(self._connect, 1, "streamsrc-readmodel-writer")
+        """Create the file and tables if needed and start the threads.
+
+        Whatever the failure (cancellation too), the connections opened so
+        far are closed and the threads stopped before it is raised.
+        """
+        if self._writer is not None:
+            return self
+        writer = ConnectionThreads(self._connect, 1, "streamsrc-readmodel-writer")
         try:
-            await self._writer.call(self._create, shield=True)
-        except sqlite3.Error as exc:
-            await self._writer.aclose()
-            self._writer = None
-            raise StoreUnavailable(f"cannot open read model {self.path!r}: {exc}") from exc
-        except BaseException:
-            await self._writer.aclose()
-            self._writer = None
+            await writer.call(self._create, shield=True)
+            readers = ConnectionThreads(self._connect, self._readers_count, "streamsrc-readmodel-reader")
+        except BaseException as exc:
+            await writer.aclose()  # shielded: its connection is closed before anything is raised
+            if isinstance(exc, sqlite3.Error):
+                raise StoreUnavailable(f"cannot open read model {self.path!r}: {exc}") from exc
             raise
-        self._readers = ConnectionThreads(self._connect, self._readers_count, "streamsrc-readmodel-reader")
+        self._writer, self._readers = writer, readers
         return self
 
     async def aclose(self) -> None:
-        """Stop the threads and close the connections."""
-        for threads in (self._readers, self._writer):
+        """Stop the threads and close the connections (shielded from cancellation)."""
+        workers = (self._readers, self._writer)
+        self._readers = self._writer = None
+        for threads in workers:
             if threads is not None:
                 await threads.aclose()
-        self._readers = self._writer = None
 
     async def __aenter__(self) -> SqliteReadModel:
         return await self.open()
@@ -172,7 +180,7 @@ class SqliteReadModel:
         def run(conn: sqlite3.Connection) -> None:
             if events:
                 handler(conn, events)
-            conn.execute(_SAVE_POSITION, (name, position, now_us()))
+            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
 
         await self._write(run)
 
@@ -181,7 +189,7 @@ class SqliteReadModel:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO streamsrc_dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            conn.execute(_SAVE_POSITION, (name, position, now_us()))
+            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
 
         await self._write(run)
 
@@ -209,37 +217,24 @@ class SqliteReadModel:
         """Run ``fn(connection)`` in a reader thread (several queries on one consistent snapshot)."""
         if self._readers is None:
             raise StoreUnavailable(f"{self!r} is not open")
-        return await self._readers.call(lambda conn: _read_transaction(conn, lambda: fn(conn)))
+        return await self._readers.call(lambda conn: read_transaction(conn, lambda: fn(conn)))
 
 
 def _transaction(conn: sqlite3.Connection, body: Callable[[], T], path: str) -> T:
-    """Run ``body`` in a write transaction.
+    """Run ``body`` in a write transaction (rolled back unless it commits).
 
     The file failing to start or commit the transaction (locked past the busy
-    timeout, disk full, I/O error) raises :class:`StoreUnavailable`: the
-    read model failed, not the handler, so no event is blamed for it.
+    timeout, disk full, I/O error, a deferred constraint) raises
+    :class:`StoreUnavailable`: the read model failed, not the handler, so no
+    event is blamed for it. The handler's own errors go through unchanged.
     """
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
-        raise StoreUnavailable(f"read model {path!r} cannot start a transaction: {exc}") from exc
-    try:
-        result = body()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise StoreUnavailable(f"read model {path!r} cannot commit: {exc}") from exc
-    return result
+
+    def failed(step: str, exc: sqlite3.Error) -> StoreUnavailable:
+        doing = "start a transaction" if step == "begin" else "commit"
+        return StoreUnavailable(f"read model {path!r} cannot {doing}: {exc}")
+
+    return write_transaction(conn, body, failed=failed)
 
 
-def _read_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    conn.execute("BEGIN")
-    try:
-        return body()
-    finally:
-        conn.execute("COMMIT")
+def _now_us() -> int:
+    return time.time_ns() // 1000

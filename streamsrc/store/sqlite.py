@@ -1,75 +1,87 @@
 """``sqlite:///path.db``: the embedded default interpreter, on the standard library's ``sqlite3``.
 
+A :class:`~streamsrc.store.base.StoreBase` backend: the base checks and
+encodes events, decides idempotent retries and conflicts, pages reads and
+decodes snapshots; this module runs the primitives in SQLite.
+
 Design:
 
-* **Off the event loop.** Every SQLite call runs in a thread the store owns:
-  one *writer* thread with the only writing connection, and a few *reader*
-  threads with their own connections (WAL lets them read while the writer
-  writes). A call is handed over through a queue and its result comes back
-  through the event loop's thread-safe wake-up, which costs about a third of
-  ``anyio.to_thread.run_sync``'s hop.
-* **One writer.** Appends are serialised by the writer thread and each runs in
-  ``BEGIN IMMEDIATE`` (which also holds off writers in other processes), so
-  a stream's version is checked and its events inserted with no race, and
-  global positions (the table's ``INTEGER PRIMARY KEY``) are given in commit
-  order: a reader tailing ``read_all`` cannot skip an event that commits late.
+* **Off the event loop.** Every SQLite call runs in a thread the store owns
+  (:class:`streamsrc.sqlite_threads.ConnectionThreads`, shared with the
+  SQLite read model): one *writer* thread with the only writing connection,
+  and a few *reader* threads with their own connections (WAL lets them read
+  while the writer writes). A call is handed over through a queue and its
+  result comes back through the event loop's thread-safe wake-up, which costs
+  about a third of ``anyio.to_thread.run_sync``'s hop.
+* **One writer.** Appends are serialised by the writer thread and each runs,
+  whole, as one call in ``BEGIN IMMEDIATE`` (which also holds off writers in
+  other processes): a stream's version is checked and its events inserted
+  with no race, and global positions (the table's ``INTEGER PRIMARY KEY``) are
+  given in commit order: a reader tailing ``read_all`` cannot skip an event
+  that commits late.
 * **The database decides.** ``UNIQUE (stream, seq)`` makes an overwrite
   impossible even for a writer that bypasses this module; ``UNIQUE (id)``
-  catches duplicates, and only then are ids looked up to tell an idempotent
-  retry from a real duplicate.
+  catches duplicates, and only then are ids looked up (in the same
+  transaction) to tell an idempotent retry from a real duplicate.
+* **Failures are typed and leave nothing behind.** Every ``sqlite3`` error
+  (a lock held past ``busy_timeout``, a damaged file) is ``StoreUnavailable``;
+  a transaction that does not commit, a failed ``COMMIT`` included, is rolled
+  back; an open that fails closes its connections at once.
 * **Durability.** WAL with ``synchronous=NORMAL`` by default (a power cut may
   lose the last transactions, never corrupt the log); ``?synchronous=full``
   makes every commit durable.
 
 URL options: ``synchronous=normal|full``, ``page_size`` (events per read
 page), ``max_event_size`` (bytes), ``readers`` (reader threads),
-``busy_timeout`` (seconds to wait for another process's lock).
+``busy_timeout`` (seconds to wait for another process's lock). In code,
+``SqliteStore(..., on_connect=f)`` also runs ``f(conn)`` on every connection
+it opens (pragmas or functions an application's own tables need).
 """
 
 from __future__ import annotations
 
-import asyncio
-import queue
 import sqlite3
-import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
-from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self
 
 import anyio
-import anyio.lowlevel
-from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
 from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
-from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json, uuid_from_bytes
+from streamsrc.events import EventData, RecordedEvent, encode_json, uuid_from_bytes
+from streamsrc.sqlite_threads import ConnectionThreads as ConnectionThreads
+from streamsrc.sqlite_threads import connect, write_transaction
 from streamsrc.store._contract import (
     ANY,
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
     AppendResult,
-    AppendSignal,
     EncodedEvent,
     EventFilter,
     Expected,
-    Snapshot,
-    can_be_stored,
     check_existing,
     check_expected,
     check_key,
     encode_batch,
     encode_recorded_stored,
     now_us,
-    paged_reads,
     to_us,
 )
-from streamsrc.stream import Stream
-
-T = TypeVar("T")
+from streamsrc.store.base import (
+    EventAddress,
+    IdsTaken,
+    Inserted,
+    Page,
+    PageRequest,
+    StoreBase,
+    StoredSnapshot,
+    VersionConflict,
+    Written,
+)
 
 SCHEMA_VERSION = 1
 
@@ -107,11 +119,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 _COLUMNS = "stream, seq, position, type, data, metadata, id, time"
 _INSERT = "INSERT INTO events (stream, seq, id, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():  # a cancelled caller has stopped waiting
-        future.set_result(None)
+_READ_FORWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
+_READ_BACKWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+_READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_SAVE_SNAPSHOT = (
+    "INSERT OR REPLACE INTO snapshots (key, schema_version, seq, state, time) VALUES (?, ?, ?, ?, ?)"
+)
+_LOAD_SNAPSHOT = (
+    "SELECT seq, state, time FROM snapshots WHERE key = ? AND schema_version = ? "
+    "AND seq <= ? AND time <= ? ORDER BY seq DESC LIMIT 1"
+)
+_SAVE_CHECKPOINT = (
+    "INSERT INTO checkpoints (name, position, time) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
+)
 
 
 def _to_datetime(us: int) -> datetime:
@@ -121,8 +142,6 @@ def _to_datetime(us: int) -> datetime:
 
 
 _to_us = to_us
-_SEQ = attrgetter("seq")
-_POSITION = attrgetter("position")
 
 
 def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
@@ -133,117 +152,23 @@ def _records(rows: Sequence[tuple[Any, ...]]) -> list[RecordedEvent]:
 _as_event = partial(tuple.__new__, RecordedEvent)
 
 
-class ConnectionThreads:
-    """Threads that each own one SQLite connection and run the calls handed to them.
-
-    A call goes over in a queue; its result comes back through the event
-    loop's thread-safe wake-up: on asyncio straight to a future, elsewhere
-    (trio) through anyio's ``run_sync_soon`` and an ``anyio.Event``. The
-    worker belongs to the event loop that made it.
-
-    >>> import anyio
-    >>> def connect() -> sqlite3.Connection:
-    ...     return sqlite3.connect(":memory:", check_same_thread=False)
-    >>> async def main() -> None:
-    ...     threads = ConnectionThreads(connect, 1, "example")
-    ...     try:
-    ...         print(await threads.call(lambda conn: conn.execute("SELECT 1 + 1").fetchone()))
-    ...     finally:
-    ...         await threads.aclose()
-    >>> anyio.run(main)
-    (2,)
-    """
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection], threads: int, name: str) -> None:
-        self.token = anyio.lowlevel.current_token()
-        try:
-            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:  # not asyncio
-            self._loop = None
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._name = name
-        self._closed = False
-        self._threads = [
-            threading.Thread(target=self._main, args=(connect,), name=f"{name}-{i}", daemon=True)
-            for i in range(threads)
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        conn: sqlite3.Connection | None = None
-        try:
-            while (job := self._jobs.get()) is not None:
-                fn, box, wake = job
-                try:
-                    if conn is None:
-                        conn = connect()
-                    box.append((True, fn(conn)))
-                except BaseException as exc:  # handed back to the caller
-                    box.append((False, exc))
-                # If the caller's event loop is gone, nobody waits for the result.
-                with suppress(Exception):
-                    wake()
-        finally:
-            if conn is not None:
-                conn.close()
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T], shield: bool = False) -> T:
-        """Run ``fn(connection)`` in one of the threads and return its result.
-
-        With ``shield``, a cancellation first waits for the call to finish (so
-        its outcome is settled) and then takes effect.
-        """
-        if self._closed:  # a job queued behind the threads' stop signal would never run
-            raise StoreUnavailable(f"the {self._name} threads are closed")
-        box: list[tuple[bool, Any]] = []
-        try:
-            if self._loop is not None:
-                future = self._loop.create_future()
-                self._jobs.put((fn, box, partial(self._loop.call_soon_threadsafe, _settle, future)))
-                await future
-            else:
-                done = anyio.Event()
-                token = self.token
-                wake = partial(token.backend_class.run_sync_soon, done.set, (), token.native_token)
-                self._jobs.put((fn, box, wake))
-                await done.wait()
-        except anyio.get_cancelled_exc_class():
-            if shield:
-                with anyio.CancelScope(shield=True):
-                    while not box:  # noqa: ASYNC110 (rare: cheaper than a second wake-up per call)
-                        await anyio.sleep(0.001)
-            raise
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
-
-    async def aclose(self) -> None:
-        """Let the calls queued so far finish, stop the threads and close their connections; a call
-        made from now on raises ``StoreUnavailable``."""
-        self._closed = True
-        for _ in self._threads:
-            self._jobs.put(None)
-        for t in self._threads:
-            await anyio.to_thread.run_sync(t.join)
-
-
-class SqliteStore:
+class SqliteStore(StoreBase):
     """An event store, snapshot store and checkpoint store in one SQLite file.
+
+    ``await store.open()`` (or ``async with store:``) creates the file and
+    tables if needed and starts the threads; ``aclose()`` stops them.
 
     >>> import os, tempfile
     >>> import anyio
     >>> async def main(folder: str) -> None:
-    ...     store = await SqliteStore(os.path.join(folder, "events.db"), synchronous="full").open()
-    ...     try:
+    ...     async with SqliteStore(os.path.join(folder, "events.db"), synchronous="full") as store:
     ...         print(await store.append("order-1", [EventData("OrderPlaced", {"total": 12})]))
-    ...     finally:
-    ...         await store.aclose()
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     anyio.run(main, folder)
     <Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>
     """
+
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error, sqlite3.Warning)
 
     def __init__(
         self,
@@ -254,239 +179,136 @@ class SqliteStore:
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         readers: int = 2,
         busy_timeout: float = 5.0,
+        on_connect: Callable[[sqlite3.Connection], object] | None = None,
     ) -> None:
         if synchronous.lower() not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
+        super().__init__(page_size=page_size, max_event_size=max_event_size)
         self.path = path
         self.synchronous = synchronous.upper()
-        self.page_size = page_size
-        self.max_event_size = max_event_size
         self._busy_timeout = busy_timeout
+        self._on_connect = on_connect
         self._readers_count = readers
         self._writer: ConnectionThreads | None = None
         self._readers: ConnectionThreads | None = None
-        self.appended = AppendSignal()
-        """Notified after every append through this store that wrote events."""
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, timeout=self._busy_timeout
+        return connect(
+            self.path,
+            synchronous=self.synchronous,
+            busy_timeout=self._busy_timeout,
+            on_connect=self._on_connect,
         )
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        return conn
+
+    # -- life
 
     async def open(self) -> SqliteStore:
-        """Create the file and tables if needed and start the threads."""
-        self._writer = ConnectionThreads(self._connect, 1, "streamsrc-sqlite-writer")
+        """Create the file and tables if needed and start the threads (a second call does nothing).
+
+        :raises StoreUnavailable: the file cannot be opened or written.
+        :raises IncompatibleSchema: the file holds tables of another program or a newer streamsrc.
+
+        Whatever the failure (cancellation too), the connections opened so
+        far are closed and the threads stopped before it is raised.
+        """
+        if self._closed:
+            raise StoreUnavailable(f"{self!r} is closed: open a new SqliteStore")
+        if self._writer is not None:
+            return self
+        writer = ConnectionThreads(self._connect, 1, "streamsrc-sqlite-writer")
         try:
-            await self._writer.call(_create_schema, shield=True)
-        except sqlite3.Error as exc:
-            await self._writer.aclose()
-            raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        except IncompatibleSchema:
-            await self._writer.aclose()
+            await writer.call(_create_schema, shield=True)
+            readers = ConnectionThreads(self._connect, self._readers_count, "streamsrc-sqlite-reader")
+        except BaseException as exc:
+            await writer.aclose()  # shielded: its connection is closed before anything is raised
+            if isinstance(exc, self.driver_errors):
+                raise StoreUnavailable(f"cannot open SQLite database {self.path!r}: {exc}") from exc
             raise
-        self._readers = ConnectionThreads(self._connect, self._readers_count, "streamsrc-sqlite-reader")
+        self._writer, self._readers = writer, readers
         return self
 
-    async def aclose(self) -> None:
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def close(self) -> None:
         """Stop the threads and close the connections (calls already queued finish first)."""
         workers = (self._readers, self._writer)
-        self._readers = self._writer = None  # from now on every call says the store is closed
+        self._readers = self._writer = None
         for worker in workers:
             if worker is not None:
                 await worker.aclose()
 
-    def _write(self) -> ConnectionThreads:
+    def _writes(self) -> ConnectionThreads:
         if self._writer is None:
-            raise StoreUnavailable(f"{self!r} is closed")
+            raise StoreUnavailable(f"{self!r} is not open")
         return self._writer
 
-    def _read(self) -> ConnectionThreads:
+    def _reads(self) -> ConnectionThreads:
         if self._readers is None:
-            raise StoreUnavailable(f"{self!r} is closed")
+            raise StoreUnavailable(f"{self!r} is not open")
         return self._readers
 
-    # -- events
+    # -- the primitives: writes in the writer thread, one transaction each; reads in the readers
 
-    async def append(
-        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
-    ) -> Result[AppendResult, StoreError]:
-        encoded = encode_batch(stream, events, self.max_event_size)
-        if isinstance(encoded, Failure):
-            return encoded
-        check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
-        return await self._write_batch(stream, encoded.unwrap(), expected, None)
+    async def insert_batch(
+        self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
+    ) -> Inserted:
+        return await self._writes().call(
+            lambda conn: write_transaction(
+                conn, lambda: _insert(conn, stream, batch, expected, times), _wrote
+            ),
+            shield=True,
+        )
 
-    async def import_events(
-        self, stream: str, events: Sequence[RecordedEvent]
-    ) -> Result[AppendResult, StoreError]:
-        """Append events recorded elsewhere, keeping their id and time (see ``ImportingStore``).
+    async def find_ids(self, ids: Sequence[uuid.UUID]) -> Mapping[uuid.UUID, EventAddress]:
+        return await self._reads().call(lambda conn: _find_ids(conn, ids))
 
-        The first event's seq minus one is the expected version, checked in
-        the same transaction that writes, exactly as ``append`` checks it.
-        """
-        encoded = encode_recorded_stored(stream, events, self.max_event_size)
-        if isinstance(encoded, Failure):
-            return encoded
-        batch, times = encoded.unwrap()
-        expected = events[0].seq - 1 if events else ANY
-        return await self._write_batch(stream, batch, expected, _times_us(times))
-
-    async def _write_batch(
-        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
-    ) -> Result[AppendResult, StoreError]:
-        """Run one append (``times`` in microseconds, or now) in the writer thread; notify if it wrote."""
-        try:
-            result = await self._write().call(
-                lambda conn: _in_transaction(conn, lambda: _append(conn, stream, batch, expected, times)),
-                shield=True,
-            )
-        except anyio.get_cancelled_exc_class():
-            # The append ran to its end before the cancellation took effect, and may have written.
-            if batch:
-                self.appended.notify()
-            raise
-        except sqlite3.Error as exc:
-            return Failure(StoreUnavailable(f"append to {stream!r} failed: {exc}"))
-        except StoreUnavailable as exc:
-            return Failure(exc)
-        if batch and isinstance(result, Success):
-            self.appended.notify()
-        return result
-
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        if not can_be_stored(stream):  # no stream has such a name (nor can SQLite take lone surrogates)
-            return Stream.empty()
-        if backwards:
-            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+    async def read_page(self, request: PageRequest) -> Page:
+        if request.stream is not None:
+            sql = _READ_BACKWARDS if request.backwards else _READ_FORWARDS
+            params: tuple[Any, ...] = (request.stream, request.bound, request.size)
+        elif request.filter.everything:
+            sql, params = _READ_ALL, (request.bound, request.size)
         else:
-            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
-        start = (1 << 62) if backwards and after == 0 else after
-        return self._paged(sql, (stream,), start, limit, key=1)
+            sql, params = _filtered(request.filter, request.bound, request.size)
+        events = await self._reads().call(lambda conn: _records(conn.execute(sql, params).fetchall()))
+        return Page.of(events, request)
 
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        keep = EventFilter.of(types, stream_prefix)
-        if keep.stream_prefix is not None and not can_be_stored(keep.stream_prefix):
-            return Stream.empty()  # no stream has such a name
-        where = ""
-        params: list[object] = []
-        if keep.types is not None:
-            kinds = sorted(t for t in keep.types if can_be_stored(t))
-            where += f" AND type IN ({','.join('?' * len(kinds))})" if kinds else " AND 0"
-            params += kinds
-        if keep.stream_prefix is not None:
-            where += " AND substr(stream, 1, ?) = ?"  # both count characters
-            params += [len(keep.stream_prefix), keep.stream_prefix]
-        # The condition on position comes last: _paged binds it (then the page size) after these.
-        sql = f"SELECT {_COLUMNS} FROM events WHERE 1{where} AND position > ? ORDER BY position LIMIT ?"
-        return self._paged(sql, tuple(params), after, limit, key=2)
-
-    def _paged(
-        self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
-    ) -> Stream[RecordedEvent]:
-        async def fetch(bound: int, n: int) -> list[RecordedEvent]:
-            try:
-                return await self._read().call(
-                    lambda conn: _records(conn.execute(sql, (*params, bound, n)).fetchall())
-                )
-            except sqlite3.Error as exc:
-                raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
-
-        return paged_reads(fetch, self.page_size, start, limit, _SEQ if key == 1 else _POSITION)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        if not can_be_stored(stream):
-            return Nothing
-        sql = f"SELECT {_COLUMNS} FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1"
-        rows = await self._query(lambda c: _records(c.execute(sql, (stream,)).fetchall()))
-        return Some(rows[0]) if rows else Nothing
-
-    async def head(self) -> int:
-        rows = await self._query(lambda c: c.execute("SELECT MAX(position) FROM events").fetchall())
+    async def last_position(self) -> int:
+        rows = await self._reads().call(lambda c: c.execute("SELECT MAX(position) FROM events").fetchall())
         return int(rows[0][0] or 0)
 
-    def streams(self) -> Stream[str]:
+    async def stream_names(self, after: str, size: int) -> list[str]:
         sql = "SELECT DISTINCT stream FROM events WHERE stream > ? ORDER BY stream LIMIT ?"
-        page_size = self.page_size
+        return await self._reads().call(lambda c: [r[0] for r in c.execute(sql, (after, size))])
 
-        async def step(after: str) -> tuple[list[str], str] | None:
-            rows = await self._query(lambda c: [r[0] for r in c.execute(sql, (after, page_size))])
-            return (rows, rows[-1]) if rows else None
-
-        return Stream.unfold_chunk_eval("", step)
-
-    async def _query(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await self._read().call(fn)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
-
-    # -- snapshots
-
-    async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
-        check_key(key, "snapshot key")
-        row = (key, schema_version, seq, encode_json(state), now_us())
-        await self._write().call(
-            lambda conn: _in_transaction(conn, lambda: _save_snapshot(conn, row)), shield=True
+    async def write_snapshot(self, key: str, schema_version: int, seq: int, state: str, time_us: int) -> None:
+        row = (key, schema_version, seq, state, time_us)
+        await self._writes().call(
+            lambda conn: write_transaction(conn, lambda: _save_snapshot(conn, row)), shield=True
         )
 
-    async def load_snapshot(
-        self,
-        key: str,
-        schema_version: int,
-        at_seq: int | None = None,
-        at_time: datetime | None = None,
-    ) -> Maybe[Snapshot]:
-        sql = (
-            "SELECT seq, state, time FROM snapshots WHERE key = ? AND schema_version = ? "
-            "AND seq <= ? AND time <= ? ORDER BY seq DESC LIMIT 1"
-        )
-        params = (
-            key,
-            schema_version,
-            (1 << 62) if at_seq is None else at_seq,
-            (1 << 62) if at_time is None else _to_us(at_time),
-        )
-        if not can_be_stored(key):
-            return Nothing
-        rows = await self._query(lambda c: c.execute(sql, params).fetchall())
-        if not rows:
-            return Nothing
-        seq, state, us = rows[0]
-        try:
-            decoded, moment = decode_json(state), _to_datetime(us)
-        except (ValueError, TypeError, RecursionError):  # a damaged row: a snapshot is a shortcut, replay
-            return Nothing
-        return Some(Snapshot(key, seq, decoded, schema_version, moment))
+    async def read_snapshot(
+        self, key: str, schema_version: int, at_seq: int, at_time_us: int
+    ) -> StoredSnapshot | None:
+        params = (key, schema_version, at_seq, at_time_us)
+        rows = await self._reads().call(lambda c: c.execute(_LOAD_SNAPSHOT, params).fetchall())
+        return StoredSnapshot(*rows[0]) if rows else None
 
-    # -- checkpoints
+    async def write_checkpoint(self, name: str, position: int, time_us: int) -> None:
+        row = (name, position, time_us)
+        await self._writes().call(
+            lambda conn: write_transaction(conn, lambda: _save_checkpoint(conn, row)), shield=True
+        )
 
-    async def load_checkpoint(self, name: str) -> int:
-        if not can_be_stored(name):
-            return 0
+    async def read_checkpoint(self, name: str) -> int | None:
         sql = "SELECT position FROM checkpoints WHERE name = ?"
-        rows = await self._query(lambda c: c.execute(sql, (name,)).fetchall())
-        return int(rows[0][0]) if rows else 0
-
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        check_key(name, "checkpoint name")
-        row = (name, position, now_us())
-        await self._write().call(
-            lambda conn: _in_transaction(conn, lambda: _save_checkpoint(conn, row)), shield=True
-        )
+        rows = await self._reads().call(lambda c: c.execute(sql, (name,)).fetchall())
+        return int(rows[0][0]) if rows else None
 
     # -- transactions
 
@@ -498,15 +320,42 @@ class SqliteStore:
         the block ends, or not at all if it raises. Calls are queued and run
         in the writer thread at commit, so the ``Result`` of an ``append``
         inside is known only after the block: read ``tx.results``.
+
+        :raises WrongExpectedVersion, DuplicateEvent: a queued append failed (nothing was written).
+        :raises InvalidEvent: at once, from ``tx.append``, for events that cannot be stored.
+        :raises StoreUnavailable: the database failed, a statement of the block included
+            (nothing was written).
         """
         tx = SqliteTransaction(self)
         yield tx
         try:
-            await self._write().call(lambda conn: _in_transaction(conn, lambda: tx._run(conn)), shield=True)
+            await self.guard(
+                "transaction",
+                self._writes().call(lambda conn: write_transaction(conn, lambda: tx._run(conn)), shield=True),
+            )
         except anyio.get_cancelled_exc_class():
             tx._notify()  # it ran to its end before the cancellation took effect, and may have committed
             raise
         tx._notify()
+
+
+def _wrote(outcome: Inserted) -> bool:
+    return type(outcome) is Written
+
+
+def _filtered(keep: EventFilter, bound: int, size: int) -> tuple[str, tuple[Any, ...]]:
+    """The query of a filtered page of the global log, and its parameters."""
+    where = ""
+    params: list[object] = []
+    if keep.types is not None:
+        kinds = sorted(keep.types)
+        where += f" AND type IN ({','.join('?' * len(kinds))})" if kinds else " AND 0"
+        params += kinds
+    if keep.stream_prefix is not None:
+        where += " AND substr(stream, 1, ?) = ?"  # both count characters
+        params += [len(keep.stream_prefix), keep.stream_prefix]
+    sql = f"SELECT {_COLUMNS} FROM events WHERE position > ?{where} ORDER BY position LIMIT ?"
+    return sql, (bound, *params, size)
 
 
 class SqliteTransaction:
@@ -515,14 +364,11 @@ class SqliteTransaction:
     >>> import os, tempfile
     >>> import anyio
     >>> async def main(folder: str) -> None:
-    ...     store = await SqliteStore(os.path.join(folder, "events.db")).open()
-    ...     try:
+    ...     async with SqliteStore(os.path.join(folder, "events.db")) as store:
     ...         async with store.transaction() as tx:
     ...             tx.append("order-1", [EventData("OrderPlaced", {})])
     ...             tx.save_checkpoint("orders-view", 1)
     ...         print(tx.results, await store.load_checkpoint("orders-view"))
-    ...     finally:
-    ...         await store.aclose()
     >>> with tempfile.TemporaryDirectory() as folder:
     ...     anyio.run(main, folder)
     [<Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>] 1
@@ -548,7 +394,7 @@ class SqliteTransaction:
             raise encoded.failure()
         batch, times = encoded.unwrap()
         expected = events[0].seq - 1 if events else ANY
-        self._queue(stream, batch, expected, _times_us(times))
+        self._queue(stream, batch, expected, [t if type(t) is int else to_us(t) for t in times])  # type: ignore[arg-type]
 
     def _queue(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
@@ -569,11 +415,11 @@ class SqliteTransaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
         """Queue a statement of the read model (parameters are bound, never interpolated)."""
-        self._ops.append(lambda conn: conn.execute(sql, params))
+        self._ops.append(lambda conn: conn.execute(sql, params).close())
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Queue a statement run once per row."""
-        self._ops.append(lambda conn: conn.executemany(sql, rows))
+        self._ops.append(lambda conn: conn.executemany(sql, rows).close())
 
     def _run(self, conn: sqlite3.Connection) -> None:
         ops = self._ops
@@ -592,11 +438,6 @@ class SqliteTransaction:
     def _notify(self) -> None:
         if any(isinstance(r, Success) and r.unwrap().positions for r in self.results):
             self._store.appended.notify()
-
-
-def _times_us(times: list[int | datetime]) -> list[int]:
-    """Times as stored here: microseconds since the epoch."""
-    return [t if type(t) is int else to_us(t) for t in times]  # type: ignore[arg-type]
 
 
 class _QueuedAppend:
@@ -692,52 +533,31 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode.lower() != "wal":
         raise StoreUnavailable(f"cannot switch the database to WAL mode (got {mode})")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(
-            "INSERT OR IGNORE INTO streamsrc_meta (key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    write_transaction(conn, lambda: _make_tables(conn))
 
 
-def _in_transaction(conn: sqlite3.Connection, body: Callable[[], T]) -> T:
-    """Run ``body`` in ``BEGIN IMMEDIATE`` ... ``COMMIT``; roll back if it raises or fails."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = body()
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    if isinstance(result, Failure):
-        conn.execute("ROLLBACK")
-    else:
-        conn.execute("COMMIT")
-    return result
+def _make_tables(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(
+        "INSERT OR IGNORE INTO streamsrc_meta (key, value) VALUES ('schema_version', ?)",
+        (str(SCHEMA_VERSION),),
+    )
 
 
-def _append(
+def _insert(
     conn: sqlite3.Connection,
     stream: str,
-    batch: list[EncodedEvent],
+    batch: Sequence[EncodedEvent],
     expected: Expected,
-    times: list[int] | None = None,
-) -> Result[AppendResult, StoreError]:
-    """The append itself (``times``: the events' own, in microseconds; ``None``: now); runs inside
-    a write transaction."""
-    current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0]
-    current = current or 0
-    wrong = check_expected(stream, expected, current)
-    if wrong is not None:
-        return _existing(conn, stream, batch, expected) or Failure(wrong)
-    if not batch:
-        return Success(AppendResult(stream, current, ()))
+    times: Sequence[int] | None,
+) -> Inserted:
+    """Insert a non-empty batch at the end of ``stream`` if it is at ``expected`` (``times``: the
+    events' own, in microseconds; ``None``: now); runs inside a write transaction."""
+    current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
+    if check_expected(stream, expected, current) is not None:
+        return VersionConflict(current)
     if times is None:
         now = now_us()
         rows = [
@@ -764,38 +584,54 @@ def _append(
                 conn.execute("RELEASE batch")
             last = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
     except sqlite3.IntegrityError:
-        existing = _existing(conn, stream, batch, expected)
-        if existing is not None:
-            return existing
+        found = _find_ids(conn, [e.id for e in batch])
+        if found:
+            return IdsTaken(found)
         raise
     assert last is not None
-    positions = tuple(range(last - len(rows) + 1, last + 1))
-    return Success(AppendResult(stream, current + len(rows), positions))
+    return Written(current + len(rows), tuple(range(last - len(rows) + 1, last + 1)))
 
 
-def _existing(
-    conn: sqlite3.Connection, stream: str, batch: list[EncodedEvent], expected: Expected
-) -> Result[AppendResult, StoreError] | None:
+def _append(
+    conn: sqlite3.Connection,
+    stream: str,
+    batch: list[EncodedEvent],
+    expected: Expected,
+    times: list[int] | None,
+) -> Result[AppendResult, StoreError]:
+    """An append decided whole inside a transaction (queued in :class:`SqliteTransaction`): written,
+    an idempotent retry, or the failure."""
+    if not batch:
+        current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
+        wrong = check_expected(stream, expected, current)
+        return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
+    outcome = _insert(conn, stream, batch, expected, times)
+    if type(outcome) is Written:
+        return Success(AppendResult(stream, outcome.last_seq, outcome.positions))
     ids = [e.id for e in batch]
-    found: dict[uuid.UUID, tuple[str, int, int]] = {}
+    found = outcome.found if isinstance(outcome, IdsTaken) else _find_ids(conn, ids)
+    decided = check_existing(stream, ids, expected, found)
+    if decided is not None:
+        return decided
+    assert isinstance(outcome, VersionConflict)
+    wrong = check_expected(stream, expected, outcome.current)
+    assert wrong is not None
+    return Failure(wrong)
+
+
+def _find_ids(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:
+    found: dict[uuid.UUID, EventAddress] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         sql = f"SELECT id, stream, seq, position FROM events WHERE id IN ({','.join('?' * len(part))})"
         for raw, s, seq, pos in conn.execute(sql, [i.bytes for i in part]):
-            found[uuid_from_bytes(raw)] = (s, seq, pos)
-    return check_existing(stream, ids, expected, found)
+            found[uuid_from_bytes(raw)] = EventAddress(s, seq, pos)
+    return found
 
 
 def _save_snapshot(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT OR REPLACE INTO snapshots (key, schema_version, seq, state, time) VALUES (?, ?, ?, ?, ?)",
-        row,
-    )
+    conn.execute(_SAVE_SNAPSHOT, row)
 
 
 def _save_checkpoint(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
-    conn.execute(
-        "INSERT INTO checkpoints (name, position, time) VALUES (?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time",
-        row,
-    )
+    conn.execute(_SAVE_CHECKPOINT, row)
