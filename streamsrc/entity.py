@@ -4,10 +4,11 @@ A :class:`Decider` is pure domain logic (no store, no I/O). An :class:`Entity`
 binds it to streams, a codec and a snapshot policy: configuration, not code.
 A :class:`Repository` runs it against any store:
 
-* ``handle(key, command)`` loads the state (latest valid snapshot, then newer
-  events), decides, and appends with ``expected`` = the loaded seq. When
-  another writer got there first it reads only the events it missed, decides
-  again and retries, with full-jitter backoff, a bounded number of times.
+* ``handle(key, command)`` is a decision loop: it loads the state (latest
+  valid snapshot, then newer events), decides, and syncs (appends with
+  ``expected`` = the loaded seq). When another writer got there first it
+  resyncs with only the events it missed, decides again and retries, with
+  full-jitter backoff, a bounded number of times.
   An append that failed ambiguously (``StoreUnavailable``) is retried with the
   same event ids, so events of an attempt that did land are never appended
   twice. With ``command_id`` (an idempotency key) the event ids come from the
@@ -16,10 +17,13 @@ A :class:`Repository` runs it against any store:
 * ``load``, ``state_at`` and ``history`` answer "what is it now", "what was it
   at seq N or time T" and "how did it get here" (eventsrc's ``get``,
   ``getAt`` and ``getHistory``).
-* Snapshots are written after a command or a load when the policy says so,
-  tagged with ``Entity.schema_version``: change the state's shape, bump the
-  version, and old snapshots are ignored (a full replay) instead of
-  mis-decoded.
+* Snapshots are written after a command when the policy says so (reads
+  never write), tagged with ``Entity.schema_version``: change the state's
+  shape, bump the version, and old snapshots are ignored (a full replay)
+  instead of mis-decoded. They are best effort: a snapshot that cannot be
+  saved or loaded never fails a command or a query; it is logged (logger
+  ``streamsrc.entity``) and counted (:class:`SnapshotStats`), and a load
+  replays the events instead.
 
 >>> import anyio
 >>> from returns.result import Failure, Success
@@ -49,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +78,8 @@ from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import EventStore, SnapshotStore
 from streamsrc.stream import Stream
 
+_log = logging.getLogger(__name__)
+
 __all__ = [
     "COMMAND_NAMESPACE",
     "LATEST_EVENT",
@@ -87,6 +94,7 @@ __all__ = [
     "Repository",
     "Saved",
     "SnapshotPolicy",
+    "SnapshotStats",
     "Step",
     "command_event_id",
 ]
@@ -362,8 +370,45 @@ class _Applied:
         return out
 
 
+@dataclass
+class SnapshotStats:
+    """What the snapshots of one :class:`Repository` did since it was made.
+
+    Snapshots are best effort (a snapshot is a shortcut, the events are the
+    truth), so their failures never fail a command or a query: each is
+    counted here and logged as a warning on the ``streamsrc.entity`` logger,
+    with the fields ``entity``, ``stream``, ``seq`` and ``snapshot_key`` on
+    the record (``seq``: the snapshot's seq for a save, the seq asked for, or
+    ``None`` for the latest, for a load).
+
+    * ``saved`` — snapshots written after commands;
+    * ``save_failures`` — saves that raised: the command still succeeded
+      (its events are stored), and a later command saves one when due;
+    * ``load_failures`` — snapshot reads that raised: the state was replayed
+      from the first event instead.
+
+    >>> import anyio
+    >>> from streamsrc.examples.accounts import Register, users
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     accounts = Repository(MemoryStore(), users)
+    ...     await accounts.handle("u1", Register("ada", "Ada", "ada@example.com"))
+    ...     print(accounts.snapshot_stats)
+    >>> anyio.run(main)
+    SnapshotStats(saved=0, save_failures=0, load_failures=0)
+    """
+
+    saved: int = 0
+    save_failures: int = 0
+    load_failures: int = 0
+
+
 class Repository(Generic[K, C, E, S]):
     """Commands and queries of one :class:`Entity` kind against one store.
+
+    Only commands write: ``load``, ``state_at`` and ``history`` never do (not
+    even a snapshot). ``snapshot_stats`` counts what snapshots did (see
+    :class:`SnapshotStats`).
 
     >>> import anyio
     >>> from streamsrc.examples.accounts import Register, Update, users
@@ -382,6 +427,8 @@ class Repository(Generic[K, C, E, S]):
     def __init__(self, store: EventStore, entity: Entity[K, C, E, S]) -> None:
         self.store = store
         self.entity = entity
+        self.snapshot_stats = SnapshotStats()
+        """What this repository's snapshots did: saved, failed to save, failed to load."""
         # Checked once: isinstance against a runtime protocol is slow.
         self._snapshots: SnapshotStore | None = (
             store if entity.snapshots is not None and isinstance(store, SnapshotStore) else None
@@ -390,19 +437,55 @@ class Repository(Generic[K, C, E, S]):
     # -- the read side
 
     async def load(self, key: K, consistency: Consistency = LATEST_EVENT) -> Loaded[S]:
-        """The state of ``key``: from the latest snapshot, then (by default) every newer event."""
-        loaded, _ = await self._load(key, consistency)
-        return loaded
+        """The state of ``key``: from the latest snapshot, then (by default) every newer event.
+
+        A load never writes. When the snapshot cannot be read (the store
+        raised), the state is replayed from the first event, for
+        ``LATEST_SNAPSHOT`` too: a snapshot is a shortcut, never the only way.
+        """
+        start, answered = await self._snapshot(key)
+        if consistency is LATEST_SNAPSHOT and answered:
+            return start or Loaded(self.entity.decider_for(key).initial, 0)
+        if start is None:
+            start = Loaded(self.entity.decider_for(key).initial, 0)
+        return await self._replay(key, self.store.read(self.entity.stream(key), after=start.seq), start)
 
     async def state_at(self, key: K, seq: int | None = None, time: datetime | None = None) -> Loaded[S]:
-        """The state of ``key`` after event ``seq`` and/or as of ``time`` (the latest before it)."""
-        snapshot = await self._snapshot(key, at_seq=seq, at_time=time)
-        start = snapshot or Loaded(self.entity.decider_for(key).initial, 0)
+        """The state of ``key`` after event ``seq`` and/or as of ``time``.
+
+        As of ``time`` means the fold of the stream's events *before the first
+        one whose time is later than* ``time``. Event times come from clocks,
+        and a clock can step back: an event stamped at or before ``time`` that
+        comes after one stamped later is not counted, since it was written
+        after the stream had passed ``time`` (with times in order, this is
+        simply every event at or before ``time``). With both ``seq`` and
+        ``time``, the shorter of the two prefixes. ``Loaded.seq`` is the last
+        event folded (0: none).
+
+        The answer is the same with and without snapshots: a snapshot is used
+        only if every event it stands for is at or before ``time``, which is
+        checked against those events' own times (read, not decoded), never
+        against the time the snapshot was saved.
+        """
+        start, _ = await self._snapshot(key, at_seq=seq)
+        stream = self.entity.stream(key)
+        if start is not None and time is not None and start.seq > 0:
+            late = (
+                await self.store.read(stream, limit=start.seq)
+                .filter(lambda e: e.time > time)
+                .take(1)
+                .to_list()
+            )
+            if late:  # the snapshot stands for an event later than ``time``: take one before it
+                seq = late[0].seq - 1
+                start, _ = await self._snapshot(key, at_seq=seq)
+        if start is None:
+            start = Loaded(self.entity.decider_for(key).initial, 0)
 
         def within(e: RecordedEvent) -> bool:
             return (seq is None or e.seq <= seq) and (time is None or e.time <= time)
 
-        events = self.store.read(self.entity.stream(key), after=start.seq)
+        events = self.store.read(stream, after=start.seq)
         if seq is not None:
             events = events.take(max(0, seq - start.seq))
         return await self._replay(key, events.take_while(within), start)
@@ -432,6 +515,17 @@ class Repository(Generic[K, C, E, S]):
     ) -> Result[Saved[E, S], CommandError]:
         """Decide ``command`` against the current state of ``key`` and append the events.
 
+        A short decision loop: load (the latest snapshot, then newer events) →
+        decide → sync (append with ``expected`` = the loaded seq) → on
+        ``WrongExpectedVersion``, resync with only the events missed (read
+        after the loaded seq and folded onto the state in hand) and decide
+        again, with full-jitter backoff, at most ``entity.retry.max_attempts``
+        times (then ``Failure(Conflict)``). After a successful sync a snapshot
+        is saved when the policy says one is due (counting every event since
+        the last snapshot): a side effect, best effort — if it fails, that is
+        logged and counted in :attr:`snapshot_stats`, and the command still
+        returns its ``Success``.
+
         ``if_seq`` is a precondition (an ETag): act only if the entity is at
         exactly that seq, otherwise fail with ``WrongExpectedVersion`` and do
         not retry. ``metadata`` goes on every event written (who, why, ...).
@@ -459,80 +553,34 @@ class Repository(Generic[K, C, E, S]):
         >>> anyio.run(main)  # the second try finds the first's event: nothing new is written
         (1,) (1,) 1
         """
-        entity, store = self.entity, self.store
-        stream = entity.stream(key)
-        decider = entity.decider_for(key)
-        policy = entity.retry
-        applied = None if command_id is None else _Applied(stream, command_id)
-        loaded, snapshot_seq = await self._load(key, LATEST_EVENT, snapshot_when_due=False, applied=applied)
-        if applied is not None and applied.found:  # sent before, and it landed
-            found = applied.found
-            positions = tuple(r.position for r in found)
-            return Success(Saved(found[-1].seq, tuple(applied.events), applied.state, positions, 0))
+        run = _Command(self, key, command, if_seq, metadata, command_id)
+        loaded = await run.load()
+        if isinstance(loaded, Saved):  # sent before, and it landed
+            return Success(loaded)
+        policy = self.entity.retry
         attempt = 0
-        sent: set[Any] = set()  # ids of appends whose outcome we could not know
-        # Whether the events the snapshot stands for still need a look for the command's own.
-        look_before = applied is not None and snapshot_seq > 0
         while True:
-            done: Result[Saved[E, S], CommandError] | None = None
-            events = []
-            if if_seq is not None and loaded.seq != if_seq:
-                done = Failure(WrongExpectedVersion(stream, if_seq, loaded.seq))
-            else:
-                decided = decider.decide(command, loaded.state)
-                if isinstance(decided, Failure):
-                    done = decided
-                else:
-                    events = list(decided.unwrap())
-                    if not events:
-                        done = Success(Saved(loaded.seq, (), loaded.state, (), attempt))
-            if done is not None:
-                if look_before and applied is not None:  # refused or nothing to do: applied long ago?
-                    look_before = False
-                    earlier = await self._applied_earlier(key, applied, attempt, below=snapshot_seq + 1)
-                    if earlier is not None:
-                        return Success(earlier)
-                return done
-            data = [entity.codec.encode(e, metadata) for e in events]
-            if applied is not None:
-                data = [dataclasses.replace(d, id=applied.id(k)) for k, d in enumerate(data)]
-            result = await self._append(stream, data, loaded.seq, sent)
-            if isinstance(result, Success):
-                appended = result.unwrap()
-                state = decider.fold(events, loaded.state)
-                await self._snapshot_if_due(
-                    key, snapshot_seq, appended.last_seq, state, [d.type for d in data]
-                )
-                return Success(Saved(appended.last_seq, tuple(events), state, appended.positions, attempt))
-            error = result.failure()
-            if (
-                applied is not None
-                and isinstance(error, DuplicateEvent)
-                and error.event_id in applied.ids(data)
-            ):
-                # Applied before the snapshot this call loaded, or by a concurrent try of the command.
-                earlier = await self._applied_earlier(key, applied, attempt, below=0)
+            decided = run.decide(loaded)
+            if isinstance(decided, Failure) or not decided.unwrap():  # refused, or nothing to write
+                return await run.settle(decided, loaded, attempt)
+            synced = await run.sync(loaded, decided.unwrap(), attempt)
+            if isinstance(synced, Saved):
+                await run.snapshot(synced)
+                return Success(synced)
+            if run.wrote_before(synced):  # a DuplicateEvent on the key's ids: applied before
+                earlier = await run.earlier(attempt, below=0)
                 if earlier is not None:
                     return Success(earlier)
-            if not isinstance(error, WrongExpectedVersion) or if_seq is not None:
-                return Failure(error)
-            if not policy.should_retry(attempt, error):
-                return Failure(Conflict(attempt + 1, error))
+            if not isinstance(synced, WrongExpectedVersion) or if_seq is not None:
+                return Failure(synced)
+            if not policy.should_retry(attempt, synced):
+                return Failure(Conflict(attempt + 1, synced))
             await anyio.sleep(policy.delay(attempt))
             attempt += 1
-            newer = await store.read(stream, after=loaded.seq).to_list()
-            landed = [r for r in newer if r.id in sent] if applied is None else applied.match(newer)
-            if landed:  # an earlier, ambiguous attempt did go in: that is our result
-                mine = [entity.codec.decode(r) for r in landed]
-                state = decider.fold(
-                    (entity.codec.decode(r) for r in newer if r.seq <= landed[-1].seq), loaded.state
-                )
-                positions = tuple(r.position for r in landed)
-                return Success(Saved(landed[-1].seq, tuple(mine), state, positions, attempt))
-            loaded = Loaded(
-                decider.fold((entity.codec.decode(r) for r in newer), loaded.state),
-                newer[-1].seq if newer else loaded.seq,
-            )
+            resynced = await run.resync(loaded, attempt)
+            if isinstance(resynced, Saved):  # an earlier, ambiguous try did go in: that is our result
+                return Success(resynced)
+            loaded = resynced
 
     # -- internals
 
@@ -573,25 +621,6 @@ class Repository(Generic[K, C, E, S]):
             await anyio.sleep(policy.delay(attempt))
             attempt += 1
 
-    async def _load(
-        self,
-        key: K,
-        consistency: Consistency,
-        snapshot_when_due: bool = True,
-        applied: _Applied | None = None,
-    ) -> tuple[Loaded[S], int]:
-        """The state and the seq of the snapshot it started from (0: none); ``applied`` sees the events."""
-        snapshot = await self._snapshot(key)
-        start = snapshot or Loaded(self.entity.decider_for(key).initial, 0)
-        if consistency is LATEST_SNAPSHOT:
-            return start, start.seq
-        events = self.store.read(self.entity.stream(key), after=start.seq)
-        types: set[str] | None = set() if snapshot_when_due and self._snapshots is not None else None
-        loaded = await self._replay(key, events, start, types, applied)
-        if types and loaded.seq > start.seq:
-            await self._snapshot_if_due(key, start.seq, loaded.seq, loaded.state, sorted(types))
-        return loaded, start.seq
-
     async def _replay(
         self,
         key: K,
@@ -621,35 +650,185 @@ class Repository(Generic[K, C, E, S]):
 
         return await events.chunks().fold(start, page)
 
-    async def _snapshot(
-        self, key: K, at_seq: int | None = None, at_time: datetime | None = None
-    ) -> Loaded[S] | None:
+    async def _snapshot(self, key: K, at_seq: int | None = None) -> tuple[Loaded[S] | None, bool]:
+        """The latest usable snapshot of ``key`` (at or before ``at_seq``), or ``None``; and whether the
+        store answered (``False``: it raised, which is logged and counted, and the caller replays)."""
         entity = self.entity
         if self._snapshots is None:
-            return None
-        found = await self._snapshots.load_snapshot(
-            entity.snapshot_key(key), entity.schema_version, at_seq=at_seq, at_time=at_time
-        )
+            return None, True
+        snapshot_key = entity.snapshot_key(key)
+        try:
+            found = await self._snapshots.load_snapshot(snapshot_key, entity.schema_version, at_seq=at_seq)
+        except Exception as exc:  # best effort: a snapshot is a shortcut (cancellation is not an Exception)
+            self.snapshot_stats.load_failures += 1
+            _log.warning(
+                "snapshot of %s not loaded, replaying its events instead: %r",
+                snapshot_key,
+                exc,
+                exc_info=True,
+                extra=_fields(entity.name, entity.stream(key), at_seq, snapshot_key),
+            )
+            return None, False
         match found:
             case Some(snapshot):
                 try:
                     state = from_json_value(entity.state_type, snapshot.state)
                 except (TypeError, ValueError, KeyError, AttributeError):
-                    return None  # unreadable despite its version: replay from the start
+                    return None, True  # unreadable despite its version: replay from the start
                 if not conforms(entity.state_type, state):
-                    return None  # a field of the wrong type (e.g. a string for an int): replay too
-                return Loaded(state, snapshot.seq)
+                    return None, True  # a field of the wrong type (e.g. a string for an int): replay too
+                return Loaded(state, snapshot.seq), True
             case _:
                 assert found is Nothing
-                return None
+                return None, True
 
-    async def _snapshot_if_due(
-        self, key: K, last_snapshot_seq: int, seq: int, state: S, new_types: Sequence[str]
-    ) -> None:
+    async def _save_snapshot(self, key: K, seq: int, state: S) -> None:
+        """Save a snapshot of ``key`` at ``seq``, best effort: a failure is logged and counted, never raised
+        (cancellation still is)."""
         entity = self.entity
-        if self._snapshots is None or entity.snapshots is None:
-            return
-        if entity.snapshots.due(last_snapshot_seq, seq, new_types):
+        snapshot_key = entity.snapshot_key(key)
+        assert self._snapshots is not None
+        try:
             await self._snapshots.save_snapshot(
-                entity.snapshot_key(key), seq, to_json_value(state), entity.schema_version
+                snapshot_key, seq, to_json_value(state), entity.schema_version
             )
+        except Exception as exc:
+            self.snapshot_stats.save_failures += 1
+            _log.warning(
+                "snapshot of %s at seq %d not saved (the command succeeded): %r",
+                snapshot_key,
+                seq,
+                exc,
+                exc_info=True,
+                extra=_fields(entity.name, entity.stream(key), seq, snapshot_key),
+            )
+        else:
+            self.snapshot_stats.saved += 1
+
+
+def _fields(entity: str, stream: str, seq: int | None, snapshot_key: str) -> dict[str, Any]:
+    """The structured fields of a log record about a snapshot."""
+    return {"entity": entity, "stream": stream, "seq": seq, "snapshot_key": snapshot_key}
+
+
+class _Command(Generic[K, C, E, S]):
+    """One call of :meth:`Repository.handle`: its steps (load, decide, sync, resync, snapshot) and what
+    they carry from one to the next."""
+
+    def __init__(
+        self,
+        repo: Repository[K, C, E, S],
+        key: K,
+        command: C,
+        if_seq: int | None,
+        metadata: dict[str, Any] | None,
+        command_id: str | uuid.UUID | None,
+    ) -> None:
+        self.repo = repo
+        self.key = key
+        self.command = command
+        self.if_seq = if_seq
+        self.metadata = metadata
+        self.stream = repo.entity.stream(key)
+        self.decider = repo.entity.decider_for(key)
+        self.applied = None if command_id is None else _Applied(self.stream, command_id)
+        self.sent: set[Any] = set()  # ids of appends whose outcome we could not know
+        self.snapshot_seq = 0  # the seq of the snapshot the load started from (0: none)
+        # The types of the events since that snapshot, for the snapshot policy (None: no snapshots).
+        self.types: set[str] | None = None if repo._snapshots is None else set()
+        self.written: list[str] = []  # the types of the events written
+        self.last_ids: set[uuid.UUID] = set()  # the ids of the events of the last sync
+        # Whether the events the snapshot stands for still need a look for the command's own.
+        self.look_before = False
+
+    async def load(self) -> Loaded[S] | Saved[E, S]:
+        """The state now (the latest snapshot, then newer events), or what the command wrote before."""
+        repo, applied = self.repo, self.applied
+        start, _ = await repo._snapshot(self.key)
+        if start is None:
+            start = Loaded(self.decider.initial, 0)
+        events = repo.store.read(self.stream, after=start.seq)
+        loaded = await repo._replay(self.key, events, start, self.types, applied)
+        self.snapshot_seq = start.seq
+        if applied is not None:
+            if applied.found:
+                found = applied.found
+                positions = tuple(r.position for r in found)
+                return Saved(found[-1].seq, tuple(applied.events), applied.state, positions, 0)
+            self.look_before = start.seq > 0
+        return loaded
+
+    def decide(self, loaded: Loaded[S]) -> Result[list[E], CommandError]:
+        """The events of the command against ``loaded``: ``Success(events)`` (maybe none), or why not."""
+        if self.if_seq is not None and loaded.seq != self.if_seq:
+            return Failure(WrongExpectedVersion(self.stream, self.if_seq, loaded.seq))
+        return self.decider.decide(self.command, loaded.state)
+
+    async def settle(
+        self, decided: Result[list[E], CommandError], loaded: Loaded[S], attempt: int
+    ) -> Result[Saved[E, S], CommandError]:
+        """The answer to a command refused or with nothing to write: that, unless its key shows it was
+        applied long ago (before the snapshot the load started from)."""
+        if self.look_before and self.applied is not None:
+            self.look_before = False
+            earlier = await self.earlier(attempt, below=self.snapshot_seq + 1)
+            if earlier is not None:
+                return Success(earlier)
+        if isinstance(decided, Failure):
+            return decided
+        return Success(Saved(loaded.seq, (), loaded.state, (), attempt))
+
+    async def sync(self, loaded: Loaded[S], events: list[E], attempt: int) -> Saved[E, S] | StoreError:
+        """Append ``events`` with ``expected`` = ``loaded.seq``: what was saved, or the store's error."""
+        repo, applied = self.repo, self.applied
+        encode = repo.entity.codec.encode
+        data = [encode(e, self.metadata) for e in events]
+        if applied is not None:
+            data = [dataclasses.replace(d, id=applied.id(k)) for k, d in enumerate(data)]
+        self.written = [d.type for d in data]
+        result = await repo._append(self.stream, data, loaded.seq, self.sent)
+        if isinstance(result, Failure):
+            self.last_ids = {d.id for d in data}
+            error: StoreError = result.failure()
+            return error
+        appended = result.unwrap()
+        state = self.decider.fold(events, loaded.state)
+        return Saved(appended.last_seq, tuple(events), state, appended.positions, attempt)
+
+    def wrote_before(self, error: StoreError) -> bool:
+        """Whether ``error`` says an event with one of the ids the command's key gives is already stored."""
+        return (
+            self.applied is not None and isinstance(error, DuplicateEvent) and error.event_id in self.last_ids
+        )
+
+    async def earlier(self, attempt: int, below: int) -> Saved[E, S] | None:
+        """What the command wrote before, read back from the stream (below seq ``below``; 0: the end)."""
+        assert self.applied is not None
+        return await self.repo._applied_earlier(self.key, self.applied, attempt, below)
+
+    async def resync(self, loaded: Loaded[S], attempt: int) -> Loaded[S] | Saved[E, S]:
+        """``loaded`` brought up to date with only the events after it; or, if an earlier try whose
+        outcome we could not know is among them, what it saved."""
+        repo, applied = self.repo, self.applied
+        decode = repo.entity.codec.decode
+        newer = await repo.store.read(self.stream, after=loaded.seq).to_list()
+        landed = [r for r in newer if r.id in self.sent] if applied is None else applied.match(newer)
+        if landed:
+            mine = [decode(r) for r in landed]
+            state = self.decider.fold((decode(r) for r in newer if r.seq <= landed[-1].seq), loaded.state)
+            positions = tuple(r.position for r in landed)
+            return Saved(landed[-1].seq, tuple(mine), state, positions, attempt)
+        if self.types is not None:
+            self.types.update(r.type for r in newer)
+        if not newer:
+            return loaded
+        return Loaded(self.decider.fold((decode(r) for r in newer), loaded.state), newer[-1].seq)
+
+    async def snapshot(self, saved: Saved[E, S]) -> None:
+        """After a successful sync: save a snapshot at ``saved.seq`` if the policy says one is due."""
+        repo = self.repo
+        policy = repo.entity.snapshots
+        if self.types is None or policy is None:
+            return
+        if policy.due(self.snapshot_seq, saved.seq, [*sorted(self.types), *self.written]):
+            await repo._save_snapshot(self.key, saved.seq, saved.state)
