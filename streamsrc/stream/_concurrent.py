@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import anyio
@@ -36,12 +37,137 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-def merge(left: Pull[T], right: Pull[T]) -> Pull[T]:
+def merge(left: Pull[T], right: Pull[T], halt: str = "none") -> Pull[T]:
+    """Both sides at once; end when both end, or once a side ``halt`` names ends (stopping the other)."""
+
     def body(run: Run, helper: Helper[Any]) -> Body[T]:
         async def main(send: MemoryObjectSendStream[list[T]]) -> None:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pump, left, run, send)
-                tg.start_soon(pump, right, run, send)
+
+                async def side(pull: Pull[T], halts: bool) -> None:
+                    await pump(pull, run, send)
+                    if halts:
+                        tg.cancel_scope.cancel()
+
+                tg.start_soon(side, left, halt in ("left", "both"))
+                tg.start_soon(side, right, halt in ("right", "both"))
+
+        return main
+
+    return from_helper(body, urgent=True)
+
+
+def switch_map(outer: Pull[T], f: Callable[[T], Pull[U]]) -> Pull[U]:
+    """For each element, the stream ``f`` makes of it; a new element stops the inner stream still running."""
+
+    def body(run: Run, helper: Helper[Any]) -> Body[U]:
+        async def main(send: MemoryObjectSendStream[list[U]]) -> None:
+            async with anyio.create_task_group() as tg:
+                current: tuple[anyio.CancelScope, anyio.Event] | None = None
+
+                async def inner(pull: Pull[U], scope: anyio.CancelScope, done: anyio.Event) -> None:
+                    try:
+                        with scope:
+                            await pump(pull, run, send)
+                    finally:
+                        done.set()
+
+                async with aclosing(outer(run)) as xs:
+                    async for chunk in xs:
+                        for x in chunk:
+                            pull = f(x)
+                            if current is not None:
+                                current[0].cancel()
+                                await current[1].wait()
+                            current = (anyio.CancelScope(), anyio.Event())
+                            tg.start_soon(inner, pull, *current)
+
+        return main
+
+    return from_helper(body, urgent=True)
+
+
+def debounce(pull: Pull[T], seconds: float) -> Pull[T]:
+    """The last element of each burst: one that no newer element followed within ``seconds``."""
+
+    def body(run: Run, helper: Helper[Any]) -> Body[T]:
+        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
+            latest: list[T] = []
+            arrived = Signal()
+            stamp = 0.0
+            exhausted = False
+
+            async def producer() -> None:
+                nonlocal stamp, exhausted
+                async with aclosing(pull(run)) as up:
+                    async for chunk in up:
+                        latest[:] = chunk[-1:]
+                        stamp = anyio.current_time()
+                        arrived.wake()
+                exhausted = True
+                arrived.wake()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(producer)
+                while True:
+                    if not latest:
+                        if exhausted:
+                            return
+                        await arrived.wait()
+                        continue
+                    wait = stamp + seconds - anyio.current_time()
+                    if exhausted or wait <= 0:
+                        out = latest[:]
+                        latest.clear()
+                        await send.send(out)
+                        continue
+                    with anyio.move_on_after(wait):
+                        await arrived.wait()
+
+        return main
+
+    return from_helper(body)
+
+
+def broadcast_through(pull: Pull[T], pipes: list[Callable[[Pull[T]], Pull[Any]]], emit: bool) -> Pull[Any]:
+    """Every chunk of ``pull`` to each pipe (the slowest sets the pace); their outputs merged.
+
+    With ``emit`` false (``observe``) the pipes' outputs are dropped and the
+    source's chunks go downstream instead, each after every pipe has taken it.
+    """
+
+    def body(run: Run, helper: Helper[Any]) -> Body[Any]:
+        async def main(send: MemoryObjectSendStream[list[Any]]) -> None:
+            channels = [anyio.create_memory_object_stream[list[T]](0) for _ in pipes]
+
+            async def branch(pipe: Callable[[Pull[T]], Pull[Any]], index: int) -> None:
+                receive = channels[index][1]
+
+                async def source(run: Run) -> AsyncGenerator[list[T], None]:
+                    async with receive:
+                        async for chunk in receive:
+                            yield chunk
+
+                if emit:
+                    await pump(pipe(source), run, send)
+                else:
+                    await drain(pipe(source), run)
+                with receive:  # a pipe that stops early stops taking chunks
+                    pass
+
+            async with anyio.create_task_group() as tg:
+                for index, pipe in enumerate(pipes):
+                    tg.start_soon(branch, pipe, index)
+                senders = [s for s, _ in channels]
+                async with aclosing(pull(run)) as up:
+                    async for chunk in up:
+                        for s in senders:
+                            with suppress(anyio.BrokenResourceError):
+                                await s.send(chunk)
+                        if not emit:
+                            await send.send(chunk)
+                for s in senders:
+                    s.close()
 
         return main
 

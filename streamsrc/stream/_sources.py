@@ -114,3 +114,70 @@ def fixed_delay(seconds: float) -> Pull[None]:
             yield [None]
 
     return pull
+
+
+def iterate(start: T, f: Callable[[T], T], chunk_size: int) -> Pull[T]:
+    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
+        x = start
+        while True:
+            chunk = [x]
+            for _ in range(chunk_size - 1):
+                x = f(x)
+                chunk.append(x)
+            x = f(x)
+            yield chunk
+
+    return pull
+
+
+def iterate_eval(start: T, f: Callable[[T], Any]) -> Pull[T]:
+    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
+        x = start
+        while True:
+            yield [x]
+            x = await run_effect(f(x))
+
+    return pull
+
+
+def unfold(state: S, step: Callable[[S], tuple[T, S] | None], chunk_size: int) -> Pull[T]:
+    async def pull(run: Run) -> AsyncGenerator[list[T], None]:
+        current = state
+        while True:
+            chunk: list[T] = []
+            while len(chunk) < chunk_size:
+                nxt = step(current)
+                if nxt is None:
+                    if chunk:
+                        yield chunk
+                    return
+                value, current = nxt
+                chunk.append(value)
+            yield chunk
+
+    return pull
+
+
+def unfold_eval(state: S, step: Callable[[S], Any]) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        current = state
+        while (nxt := await run_effect(step(current))) is not None:
+            value, current = nxt
+            yield [value]
+
+    return pull
+
+
+def awake_every(seconds: float) -> Pull[float]:
+    """Seconds since the start at fixed rate, a tick at ``start + k * seconds`` (late ticks not doubled)."""
+
+    async def pull(run: Run) -> AsyncGenerator[list[float], None]:
+        start = anyio.current_time()
+        k = 1
+        while True:
+            await anyio.sleep(max(0.0, start + k * seconds - anyio.current_time()))
+            now = anyio.current_time()
+            yield [now - start]
+            k = max(k + 1, int((anyio.current_time() - start) / seconds) + 1)
+
+    return pull

@@ -80,6 +80,21 @@ class Stream(Generic[T]):
     # ------------------------------------------------------------------ constructors
 
     @staticmethod
+    def awake_every(seconds: float) -> Stream[float]:
+        """Emit the seconds elapsed since the stream started, every ``seconds``, at a fixed rate.
+
+        Ticks are due at ``start + k * seconds``; a tick that comes late (a
+        slow consumer) is not followed by a burst of the missed ones.
+
+        >>> ticks = anyio.run(Stream.awake_every(0.01).take(3).to_list)
+        >>> [round(t, 1) for t in ticks], ticks == sorted(ticks)
+        ([0.0, 0.0, 0.0], True)
+        """
+        if seconds <= 0:
+            raise ValueError("awake_every needs seconds > 0")
+        return Stream(_sources.awake_every(seconds))
+
+    @staticmethod
     def bracket(acquire: Callable[[], Awaitable[R]], release: Callable[[R], Awaitable[object]]) -> Stream[R]:
         """Emit one resource, released exactly once when the stream that uses it stops.
 
@@ -212,6 +227,26 @@ class Stream(Generic[T]):
         return Stream(_sources.from_async_iterable(source))
 
     @staticmethod
+    def iterate(start: T, f: Callable[[T], T]) -> Stream[T]:
+        """``start``, ``f(start)``, ``f(f(start))``, ... forever (computed a chunk at a time).
+
+        >>> anyio.run(Stream.iterate(1, lambda x: x * 2).take(5).to_list)
+        [1, 2, 4, 8, 16]
+        """
+        return Stream(_sources.iterate(start, f, CHUNK_SIZE))
+
+    @staticmethod
+    def iterate_eval(start: T, f: Callable[[T], Awaitable[T]]) -> Stream[T]:
+        """``start``, then the result of the effect ``f`` on the element before, forever.
+
+        >>> async def double(x):
+        ...     return x * 2
+        >>> anyio.run(Stream.iterate_eval(1, double).take(4).to_list)
+        [1, 2, 4, 8]
+        """
+        return Stream(_sources.iterate_eval(start, f))
+
+    @staticmethod
     def raise_error(exc: BaseException) -> Stream[Any]:
         """A stream that fails with ``exc`` when run.
 
@@ -245,6 +280,24 @@ class Stream(Generic[T]):
         return Stream(_sources.repeat_eval(effect))
 
     @staticmethod
+    def sleep(seconds: float) -> Stream[None]:
+        """Emit one ``None`` after sleeping ``seconds``.
+
+        >>> anyio.run((Stream.sleep(0.01) + Stream.emit("woke")).to_list)
+        [None, 'woke']
+        """
+        return Stream.eval(lambda: anyio.sleep(seconds))
+
+    @staticmethod
+    def unfold(state: S, step: Callable[[S], tuple[U, S] | None]) -> Stream[U]:
+        """Emit values from a state: ``step(state)`` gives ``(value, next_state)``, or ``None`` to end.
+
+        >>> anyio.run(Stream.unfold(1, lambda n: (n, n * 3) if n < 100 else None).to_list)
+        [1, 3, 9, 27, 81]
+        """
+        return Stream(_sources.unfold(state, step, CHUNK_SIZE))
+
+    @staticmethod
     def unfold_chunk_eval(
         state: S, step: Callable[[S], Awaitable[tuple[Sequence[U], S] | None]]
     ) -> Stream[U]:
@@ -260,6 +313,17 @@ class Stream(Generic[T]):
         [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
         """
         return Stream(_sources.unfold_chunk_eval(state, step))
+
+    @staticmethod
+    def unfold_eval(state: S, step: Callable[[S], Awaitable[tuple[U, S] | None]]) -> Stream[U]:
+        """``unfold`` with an effect: ``await step(state)`` gives ``(value, next_state)`` or ``None``.
+
+        >>> async def countdown(n):
+        ...     return (n, n - 1) if n > 0 else None
+        >>> anyio.run(Stream.unfold_eval(3, countdown).to_list)
+        [3, 2, 1]
+        """
+        return Stream(_sources.unfold_eval(state, step))
 
     # ------------------------------------------------------------------ combinators (A-Z)
 
@@ -292,6 +356,22 @@ class Stream(Generic[T]):
         """
         return Stream(_pipes.attempt(self._pull))
 
+    def broadcast_through(self, *pipes: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
+        """Feed every element to each of ``pipes`` (run at once); merge what they emit (``broadcastThrough``).
+
+        Each pipe sees every element, in order; the slowest pipe sets the
+        pace. The output ends when every pipe has ended; an error in any of
+        them fails the stream.
+
+        >>> doubled = lambda s: s.map(lambda x: x * 2)
+        >>> negated = lambda s: s.map(lambda x: -x)
+        >>> sorted(anyio.run(Stream.range(1, 4).broadcast_through(doubled, negated).to_list))
+        [-3, -2, -1, 2, 4, 6]
+        """
+        if not pipes:
+            raise ValueError("broadcast_through needs at least one pipe")
+        return Stream(_concurrent.broadcast_through(self._pull, [_pipe_of(p) for p in pipes], emit=True))
+
     def buffer(self, n: int) -> Stream[T]:
         """Let upstream run ahead of downstream by at most ``n`` chunks, concurrently.
 
@@ -307,6 +387,25 @@ class Stream(Generic[T]):
         [1, 2, 1, 3]
         """
         return Stream(_pipes.changes_by(self._pull, key if key is not None else _identity))
+
+    def chunk_limit(self, n: int) -> Stream[T]:
+        """Split chunks bigger than ``n`` elements; the elements are unchanged.
+
+        >>> anyio.run(Stream.range(0, 5).chunk_limit(2).chunks().to_list)
+        [[0, 1], [2, 3], [4]]
+        """
+        return Stream(_pipes.chunk_limit(self._pull, n))
+
+    def chunk_min(self, n: int, allow_fewer: bool = True) -> Stream[T]:
+        """Join small chunks until each has ``n`` elements or more (the last fewer if ``allow_fewer``).
+
+        >>> s = Stream.range(0, 5, chunk_size=1)
+        >>> anyio.run(s.chunk_min(2).chunks().to_list)
+        [[0, 1], [2, 3], [4]]
+        >>> anyio.run(s.chunk_min(2, allow_fewer=False).to_list)
+        [0, 1, 2, 3]
+        """
+        return Stream(_pipes.chunk_min(self._pull, n, allow_fewer))
 
     def chunk_n(self, n: int, allow_fewer: bool = True) -> Stream[list[T]]:
         """Emit lists of ``n`` elements; the last one is shorter unless ``allow_fewer`` is false.
@@ -349,6 +448,25 @@ class Stream(Generic[T]):
         """
         return Stream(_concurrent.concurrently(self._pull, background._pull))
 
+    def debounce(self, seconds: float) -> Stream[T]:
+        """Emit an element only once ``seconds`` have passed without a newer one (the last one always).
+
+        >>> burst = Stream.emits([1, 2, 3]) + Stream.sleep(0.05).drain_pipe() + Stream.emit(4)
+        >>> anyio.run(burst.debounce(0.02).to_list)
+        [3, 4]
+        """
+        if seconds <= 0:
+            raise ValueError("debounce needs seconds > 0")
+        return Stream(_concurrent.debounce(self._pull, seconds))
+
+    def drain_pipe(self) -> Stream[Never]:
+        """Run the stream for its effects and emit nothing (fs2's ``drain`` as a stage).
+
+        >>> anyio.run((Stream.range(0, 3).drain_pipe() + Stream.emit("done")).to_list)
+        ['done']
+        """
+        return Stream(Chunked(self._node, _nothing))
+
     def drop(self, n: int) -> Stream[T]:
         """Skip the first ``n`` elements.
 
@@ -364,6 +482,16 @@ class Stream(Generic[T]):
         [5, 1]
         """
         return Stream(_pipes.drop_while(self._pull, p))
+
+    def eval_filter(self, p: Callable[[T], Awaitable[object]]) -> Stream[T]:
+        """Keep the elements for which the effect ``p`` returns true (one effect at a time).
+
+        >>> async def is_even(x):
+        ...     return x % 2 == 0
+        >>> anyio.run(Stream.range(0, 6).eval_filter(is_even).to_list)
+        [0, 2, 4]
+        """
+        return Stream(_pipes.eval_filter(self._pull, p))
 
     @overload
     def eval_map(self, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
@@ -406,6 +534,16 @@ class Stream(Generic[T]):
         ['saved 0', 'saved 1', 'saved 2']
         """
         return Stream(_pipes.eval_map_chunks(self._pull, f))
+
+    def eval_scan(self, init: U, f: Callable[[U, T], Awaitable[U]]) -> Stream[U]:
+        """``scan`` with an effect: emit ``init``, then each ``await f(acc, x)``.
+
+        >>> async def add(acc, x):
+        ...     return acc + x
+        >>> anyio.run(Stream.range(1, 4).eval_scan(0, add).to_list)
+        [0, 1, 3, 6]
+        """
+        return Stream(_pipes.eval_scan(self._pull, init, f))
 
     def eval_tap(self, f: Callable[[T], Awaitable[object]]) -> Stream[T]:
         """Run an effect for each element and emit the element unchanged.
@@ -483,6 +621,15 @@ class Stream(Generic[T]):
         """
         return Stream(_pipes.interleave(self._pull, other._pull))
 
+    def interrupt_after(self, seconds: float) -> Stream[T]:
+        """End the stream (normally, running its finalizers) ``seconds`` after it started.
+
+        >>> ticks = anyio.run(Stream.fixed_delay(0.001).interrupt_after(0.05).count)
+        >>> 0 < ticks < 1000
+        True
+        """
+        return self.interrupt_when(lambda: anyio.sleep(seconds))
+
     def interrupt_when(self, signal: anyio.Event | Callable[[], Awaitable[object]]) -> Stream[T]:
         """End the stream (normally, running its finalizers) when ``signal`` is set or returns.
 
@@ -497,6 +644,14 @@ class Stream(Generic[T]):
         wait = signal.wait if isinstance(signal, anyio.Event) else signal
         return Stream(_concurrent.interrupt_when(self._pull, wait))
 
+    def intersperse(self, separator: T) -> Stream[T]:
+        """Put ``separator`` between every two elements.
+
+        >>> anyio.run(Stream.emits("abc").intersperse("-").to_list)
+        ['a', '-', 'b', '-', 'c']
+        """
+        return Stream(_pipes.intersperse(self._pull, separator))
+
     def map(self, f: Callable[[T], U]) -> Stream[U]:
         """Apply ``f`` to each element.
 
@@ -504,6 +659,15 @@ class Stream(Generic[T]):
         [0, 1, 4]
         """
         return Stream(Chunked(self._node, lambda chunk: list(map(f, chunk))))
+
+    def map_accumulate(self, init: S, f: Callable[[S, T], tuple[S, U]]) -> Stream[tuple[S, U]]:
+        """Map with a state: ``f(state, x)`` gives ``(new_state, y)``; emit each ``(new_state, y)``.
+
+        >>> running = lambda total, x: (total + x, f"{x} of {total + x}")
+        >>> anyio.run(Stream.emits([1, 2, 3]).map_accumulate(0, running).to_list)
+        [(1, '1 of 1'), (3, '2 of 3'), (6, '3 of 6')]
+        """
+        return Stream(_pipes.map_accumulate(self._pull, init, f))
 
     def map_chunks(self, f: Callable[[list[T]], Sequence[U]]) -> Stream[U]:
         """Apply ``f`` to each chunk (a list) at once: the fast path for batch work.
@@ -524,6 +688,58 @@ class Stream(Generic[T]):
         [0, 1, 2, 10, 11, 12]
         """
         return Stream(_concurrent.merge(self._pull, other._pull))
+
+    def merge_halt_both(self, other: Stream[T]) -> Stream[T]:
+        """``merge`` that ends as soon as either side ends (the other is stopped).
+
+        >>> anyio.run(Stream.emit(1).merge_halt_both(Stream.fixed_delay(10)).to_list)
+        [1]
+        """
+        return Stream(_concurrent.merge(self._pull, other._pull, halt="both"))
+
+    def merge_halt_l(self, other: Stream[T]) -> Stream[T]:
+        """``merge`` that ends when this (the left) stream ends; ``other`` is stopped then.
+
+        >>> anyio.run(Stream.emits([1, 2]).merge_halt_l(Stream.fixed_delay(10)).to_list)
+        [1, 2]
+        """
+        return Stream(_concurrent.merge(self._pull, other._pull, halt="left"))
+
+    def merge_halt_r(self, other: Stream[T]) -> Stream[T]:
+        """``merge`` that ends when ``other`` (the right) stream ends; this one is stopped then.
+
+        >>> anyio.run(Stream.fixed_delay(10).merge_halt_r(Stream.emits([1, 2])).to_list)
+        [1, 2]
+        """
+        return Stream(_concurrent.merge(self._pull, other._pull, halt="right"))
+
+    def metered(self, seconds: float) -> Stream[T]:
+        """At most one element per ``seconds``, at a fixed rate (the first after ``seconds``).
+
+        Element ``k`` goes no earlier than ``start + (k + 1) * seconds``; a
+        slow upstream does not make later elements come in a burst beyond
+        what is already due.
+
+        >>> anyio.run(Stream.range(0, 3).metered(0.01).to_list)
+        [0, 1, 2]
+        """
+        if seconds <= 0:
+            raise ValueError("metered needs seconds > 0")
+        return Stream(_pipes.metered(self._pull, seconds, immediately=False))
+
+    def observe(self, pipe: Callable[[Stream[T]], Stream[Any]]) -> Stream[T]:
+        """Send every element through ``pipe`` (a sink, say) too; emit each once ``pipe`` has taken it.
+
+        The stream fails if ``pipe`` fails, and ends once ``pipe`` has seen
+        every element.
+
+        >>> seen = []
+        >>> async def record(x):
+        ...     seen.append(x)
+        >>> anyio.run(Stream.range(0, 3).observe(lambda s: s.foreach(record)).to_list), seen
+        ([0, 1, 2], [0, 1, 2])
+        """
+        return Stream(_concurrent.broadcast_through(self._pull, [_pipe_of(pipe)], emit=False))
 
     def on_finalize(self, finalizer: Callable[[], Awaitable[object]]) -> Stream[T]:
         """Run ``finalizer`` once when the stream stops, however it stops (shielded).
@@ -587,6 +803,42 @@ class Stream(Generic[T]):
         """
         return Stream(_concurrent.par_join(self.map(_pull_of)._pull, n))
 
+    def rechunk(self, n: int) -> Stream[T]:
+        """Regroup the elements in chunks of exactly ``n`` (the last may be smaller).
+
+        >>> anyio.run(Stream.range(0, 7, chunk_size=2).rechunk(3).chunks().to_list)
+        [[0, 1, 2], [3, 4, 5], [6]]
+        """
+        return Stream(_pipes.rechunk(self._pull, n))
+
+    def reduce(self, f: Callable[[T, T], T]) -> Stream[T]:
+        """Emit one element, all elements combined with ``f``; nothing if the stream is empty.
+
+        >>> anyio.run(Stream.range(1, 5).reduce(lambda a, b: a * b).to_list)
+        [24]
+        >>> anyio.run(Stream.empty().reduce(max).to_list)
+        []
+        """
+        return Stream(_pipes.reduce(self._pull, f))
+
+    def repeat(self) -> Stream[T]:
+        """This stream's elements, again and again, forever (it runs anew each round).
+
+        >>> anyio.run(Stream.emits([1, 2]).repeat().take(5).to_list)
+        [1, 2, 1, 2, 1]
+        """
+        return Stream(Append(self._node, lambda: self.repeat()._node))
+
+    def repeat_n(self, n: int) -> Stream[T]:
+        """This stream's elements ``n`` times over (it runs anew each round).
+
+        >>> anyio.run(Stream.emits("ab").repeat_n(3).to_list)
+        ['a', 'b', 'a', 'b', 'a', 'b']
+        """
+        if n <= 0:
+            return Stream.empty()
+        return Stream(Append(self._node, lambda: self.repeat_n(n - 1)._node))
+
     def retry(self, policy: RetryPolicy | None = None) -> Stream[T]:
         """Run the stream again from the start when it fails, as ``policy`` allows.
 
@@ -613,6 +865,62 @@ class Stream(Generic[T]):
         [0, 1, 3, 6, 10]
         """
         return Stream(_pipes.scan(self._pull, init, f))
+
+    def scan1(self, f: Callable[[T, T], T]) -> Stream[T]:
+        """``scan`` that starts from the first element: emit it, then each running ``f(acc, x)``.
+
+        >>> anyio.run(Stream.range(1, 5).scan1(lambda acc, x: acc + x).to_list)
+        [1, 3, 6, 10]
+        """
+        return Stream(_pipes.scan1(self._pull, f))
+
+    def sliding(self, n: int, step: int = 1) -> Stream[list[T]]:
+        """Windows of ``n`` elements, a new one every ``step`` elements (Scala's ``List.sliding``).
+
+        The last window is shorter when the stream ends before it is full, and
+        is emitted only if it holds an element no earlier window held.
+
+        >>> anyio.run(Stream.range(0, 5).sliding(3).to_list)
+        [[0, 1, 2], [1, 2, 3], [2, 3, 4]]
+        >>> anyio.run(Stream.range(0, 6).sliding(2, step=3).to_list)
+        [[0, 1], [3, 4]]
+        >>> anyio.run(Stream.range(0, 2).sliding(3).to_list)
+        [[0, 1]]
+        """
+        return Stream(_pipes.sliding(self._pull, n, step))
+
+    def spaced(self, seconds: float) -> Stream[T]:
+        """Emit the first element at once, then wait ``seconds`` before each next one (a fixed delay).
+
+        >>> anyio.run(Stream.range(0, 3).spaced(0.01).to_list)
+        [0, 1, 2]
+        """
+        if seconds < 0:
+            raise ValueError("spaced needs seconds >= 0")
+        return Stream(_pipes.spaced(self._pull, seconds))
+
+    def split(self, p: Callable[[T], object]) -> Stream[list[T]]:
+        """Cut the stream at each element for which ``p`` holds (dropped); emit the pieces as lists.
+
+        Two delimiters in a row give an empty piece; a delimiter at the end
+        gives none after it.
+
+        >>> anyio.run(Stream.range(0, 10).split(lambda x: x % 4 == 0).to_list)
+        [[], [1, 2, 3], [5, 6, 7], [9]]
+        """
+        return Stream(_pipes.split(self._pull, p))
+
+    def switch_map(self, f: Callable[[T], Stream[U]]) -> Stream[U]:
+        """Run the stream ``f`` makes of each element; a newer element stops the one still running.
+
+        The inner stream of the last element runs to its end; the output ends
+        then. Finalizers of a stopped inner stream run before the next one starts.
+
+        >>> slow = lambda x: Stream.sleep(0.05).map(lambda _: x)
+        >>> anyio.run(Stream.emits([1, 2, 3]).switch_map(slow).to_list)
+        [3]
+        """
+        return Stream(_concurrent.switch_map(self._pull, lambda x: f(x)._pull))
 
     def take(self, n: int) -> Stream[T]:
         """The first ``n`` elements; upstream is not pulled further and is closed.
@@ -670,7 +978,23 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("ab").zip(Stream.range(0, 5)).to_list)
         [('a', 0), ('b', 1)]
         """
-        return Stream(_pipes.zip_(self._pull, other._pull))
+        return Stream(_pipes.zip_with(self._pull, other._pull, _pipes.pair))
+
+    def zip_all(self, other: Stream[U], pad_left: T, pad_right: U) -> Stream[tuple[T, U]]:
+        """Pair elements until both streams end, padding the one that ended first.
+
+        >>> anyio.run(Stream.emits("abc").zip_all(Stream.range(0, 1), "-", -1).to_list)
+        [('a', 0), ('b', -1), ('c', -1)]
+        """
+        return Stream(_pipes.zip_all(self._pull, other._pull, pad_left, pad_right))
+
+    def zip_with(self, other: Stream[U], f: Callable[[T, U], V]) -> Stream[V]:
+        """Combine elements of this stream and ``other`` pairwise with ``f``; stop when either ends.
+
+        >>> anyio.run(Stream.range(1, 4).zip_with(Stream.range(10, 20), lambda a, b: a + b).to_list)
+        [11, 13, 15]
+        """
+        return Stream(_pipes.zip_with(self._pull, other._pull, f))
 
     def zip_with_index(self) -> Stream[tuple[T, int]]:
         """Pair each element with its 0-based index.
@@ -679,6 +1003,22 @@ class Stream(Generic[T]):
         [('a', 0), ('b', 1)]
         """
         return Stream(_pipes.zip_with_index(self._pull))
+
+    def zip_with_next(self) -> Stream[tuple[T, Maybe[T]]]:
+        """Pair each element with the next one (``Some(next)``; ``Nothing`` for the last).
+
+        >>> anyio.run(Stream.emits("ab").zip_with_next().to_list)
+        [('a', <Some: b>), ('b', <Nothing>)]
+        """
+        return Stream(_pipes.zip_with_next(self._pull))
+
+    def zip_with_previous(self) -> Stream[tuple[Maybe[T], T]]:
+        """Pair each element with the one before it (``Nothing`` for the first).
+
+        >>> anyio.run(Stream.emits("ab").zip_with_previous().to_list)
+        [(<Nothing>, 'a'), (<Some: a>, 'b')]
+        """
+        return Stream(_pipes.zip_with_previous(self._pull))
 
     # ------------------------------------------------------------------ running the stream
 
@@ -823,6 +1163,15 @@ def _identity(x: T) -> T:
 
 def _pull_of(stream: Stream[U]) -> Pull[U]:
     return stream._pull
+
+
+def _pipe_of(pipe: Callable[[Stream[T]], Stream[U]]) -> Callable[[Pull[T]], Pull[U]]:
+    """A stream pipe as a function between pulls."""
+    return lambda pull: pipe(Stream(pull))._pull
+
+
+def _nothing(chunk: list[Any]) -> list[Any]:
+    return []
 
 
 async def _as_result(run: Awaitable[V]) -> Result[V, Exception]:
