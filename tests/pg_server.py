@@ -28,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -279,6 +280,16 @@ class ThrowawayCluster:
         if self.running:
             self.running = False
             self._run(self.binaries / "pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def restart(self, down_for: float = 1.0, mode: str = "fast") -> float:
+        """Stop the server, leave it down for ``down_for`` seconds, start it again on the same port
+        and data (blocking: run it in a thread from async code); the seconds it was really away,
+        from the stop's start to the start's end."""
+        began = time.monotonic()
+        self.stop(mode)
+        time.sleep(down_for)
+        self.start()
+        return time.monotonic() - began
 
     def remove(self) -> None:
         """Stop the server at once and delete the cluster."""

@@ -29,54 +29,72 @@ Design:
   ``store.appended``, so subscriptions in this process learn of appends made
   by any process (and still poll slowly in case a notification is lost).
 
+* **Riding out a restart.** An operation whose connection fails (the server
+  restarts, a connection is cut) is tried again on a new connection, with an
+  exponential backoff with jitter, for up to ``retry_for`` seconds (each try
+  logged at WARNING on logger ``streamsrc.store.postgres``, with the fields
+  ``store``, ``operation``, ``attempt``, ``delay``, ``elapsed``,
+  ``retry_for`` and ``error``); then it fails with ``StoreUnavailable``
+  saying how long it tried. Every operation is safe to run again: reads,
+  upserts, and appends, whose event ids make a second run of a batch that
+  did commit return the stored result and write nothing. The wait is at
+  most ``retry_for`` plus one try's ``timeout``.
+
+The contract's methods (validation, encoding, the idempotency decisions,
+paging, snapshot decoding, the error rule) are :class:`~streamsrc.store.base.StoreBase`'s;
+this module implements its primitives.
+
 URL options: ``page_size``, ``max_event_size``, ``pool_min``/``pool_max``
-(connections), ``timeout`` (seconds to connect and per command).
+(connections), ``timeout`` (seconds to connect and per command),
+``retry_for`` (seconds to keep trying while the server is away; default 5).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-from functools import partial
-from operator import attrgetter
-from typing import Any, TypeVar
+from functools import lru_cache, partial
+from typing import Any, ClassVar, TypeVar
 
 import anyio
 import asyncpg
-from returns.maybe import Maybe, Nothing, Some
-from returns.result import Failure, Result, Success
 
-from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
-from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
+from streamsrc.errors import IncompatibleSchema, StoreUnavailable
+from streamsrc.events import RecordedEvent
 from streamsrc.store._contract import (
     ANY,
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
     NO_STREAM,
     STREAM_EXISTS,
-    AppendResult,
-    AppendSignal,
     EncodedEvent,
     EventFilter,
     Expected,
-    Snapshot,
-    can_be_stored,
-    check_existing,
-    check_expected,
-    check_key,
-    encode_batch,
-    encode_recorded,
     now_us,
-    paged_reads,
-    to_us,
 )
 from streamsrc.store._url import redact_url
-from streamsrc.stream import Stream
+from streamsrc.store.base import (
+    EventAddress,
+    IdsTaken,
+    Inserted,
+    Page,
+    PageRequest,
+    StoreBase,
+    StoredSnapshot,
+    VersionConflict,
+    Written,
+)
+
+__all__ = ["CHANNEL", "CONNECTION_ERRORS", "DEFAULT_RETRY_FOR", "SCHEMA_VERSION", "PostgresStore", "connect"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 CHANNEL = "streamsrc_events"
@@ -162,6 +180,25 @@ $$;
 """
 
 _COLUMNS = "stream, seq, position, type, data, metadata, uuid_send(id), time"
+_APPEND = "SELECT * FROM streamsrc_append($1, $2, $3, $4, $5, $6, $7)"
+_FIND_IDS = "SELECT id, stream, seq, position FROM events WHERE id = ANY($1::UUID[])"
+_READ_FORWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+_READ_BACKWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+_HEAD = "SELECT max(position) FROM events"
+_STREAMS = "SELECT DISTINCT stream FROM events WHERE stream > $1 ORDER BY stream LIMIT $2"
+_SAVE_SNAPSHOT = (
+    "INSERT INTO snapshots (key, schema_version, seq, state, time) VALUES ($1, $2, $3, $4, $5) "
+    "ON CONFLICT (key, schema_version, seq) DO UPDATE SET state = excluded.state, time = excluded.time"
+)
+_LOAD_SNAPSHOT = (
+    "SELECT seq, state, time FROM snapshots WHERE key = $1 AND schema_version = $2 "
+    "AND seq <= $3 AND time <= $4 ORDER BY seq DESC LIMIT 1"
+)
+_SAVE_CHECKPOINT = (
+    "INSERT INTO checkpoints (name, position, time) VALUES ($1, $2, $3) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
+)
+_LOAD_CHECKPOINT = "SELECT position FROM checkpoints WHERE name = $1"
 
 CONNECTION_ERRORS = (
     OSError,
@@ -174,16 +211,17 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.InternalClientError,  # a connection broken mid-operation, not yet marked closed
     TimeoutError,
 )
-"""asyncpg's errors for a connection that failed or a server that is not there (now)."""
+"""asyncpg's errors for a connection that failed or a server that is not there (now): tried again."""
 
-_RETRY_DELAYS = (0.05, 0.2)
-"""Waits before the second and third try of an operation whose connection failed."""
+DEFAULT_RETRY_FOR = 5.0
+"""Seconds an operation keeps trying while the server is away (a restart takes a second or two)."""
+
+_FIRST_DELAY = 0.05
+_MAX_DELAY = 1.0
+"""The backoff between tries: doubling from the first delay up to the last, each drawn at random
+between half and all of it (so the clients of a restarted server do not come back in step)."""
 
 _as_event: Callable[[Any], RecordedEvent] = partial(tuple.__new__, RecordedEvent)
-
-
-_SEQ = attrgetter("seq")
-_POSITION = attrgetter("position")
 
 
 def _expected_code(expected: Expected) -> int:
@@ -197,12 +235,33 @@ def _expected_code(expected: Expected) -> int:
     return expected
 
 
-class PostgresStore:
+@lru_cache(maxsize=64)
+def _read_all_query(keep: EventFilter) -> tuple[str, tuple[Any, ...]]:
+    """The SQL of a page of the global log kept by ``keep``, and its parameters before the bound and size."""
+    where = ""
+    params: list[Any] = []
+    if keep.types is not None:
+        params.append(sorted(keep.types))
+        where += f" AND type = ANY(${len(params)}::TEXT[])"
+    if keep.stream_prefix is not None:
+        params.append(keep.stream_prefix)
+        where += f" AND left(stream, char_length(${len(params)}::TEXT)) = ${len(params)}"
+    n = len(params)
+    sql = f"SELECT {_COLUMNS} FROM events WHERE position > ${n + 1}{where} ORDER BY position LIMIT ${n + 2}"
+    return sql, tuple(params)
+
+
+class PostgresStore(StoreBase):
     """An event store, snapshot store and checkpoint store in a PostgreSQL database.
 
     >>> PostgresStore("postgresql://app:s3cret@localhost:5432/events", pool_max=20)  # open() connects
     <PostgresStore postgresql://app:***@localhost:5432/events>
     """
+
+    driver_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        *CONNECTION_ERRORS,
+        asyncpg.PostgresError,
+    )
 
     def __init__(
         self,
@@ -213,53 +272,80 @@ class PostgresStore:
         pool_min: int = 1,
         pool_max: int = 10,
         timeout: float = 10.0,
+        retry_for: float = DEFAULT_RETRY_FOR,
     ) -> None:
+        super().__init__(page_size=page_size, max_event_size=max_event_size)
+        if not 0 <= retry_for < float("inf"):
+            raise ValueError(f"retry_for must be a number of seconds >= 0, not {retry_for!r}")
         self._url = url
         self.url = redact_url(url)
-        self.page_size = page_size
-        self.max_event_size = max_event_size
         self._pool_min = pool_min
         self._pool_max = max(pool_min, pool_max)
         self._timeout = timeout
+        self.retry_for = retry_for
+        """Seconds an operation keeps trying while its connections fail (see the module docs)."""
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._own: asyncpg.Connection | None = None
         self._own_busy = False
         self._heard_up_to = 0
-        self.appended = AppendSignal()
-        """Notified when any process appends to this database (LISTEN/NOTIFY)."""
+        self._abandoned: set[asyncio.Future[Any]] = set()
+        """Connection attempts a cancelled caller left to finish (see :func:`connect`)."""
 
     def __repr__(self) -> str:
         return f"<PostgresStore {self.url}>"
 
+    def describe(self, exc: BaseException) -> str:
+        return f"{type(exc).__name__}: {str(exc) or type(exc).__name__}"
+
     async def open(self) -> PostgresStore:
-        """Connect, create or check the schema, and start listening for appends."""
+        """Connect, create or check the schema, and start listening for appends.
+
+        A failed or cancelled open releases every connection it made.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:  # trio, say
             problem = "the PostgreSQL store (asyncpg) runs on asyncio only"
             raise StoreUnavailable(f"{self.url}: {problem}") from None
+        if self._closed:
+            raise StoreUnavailable(f"{self!r} is closed")
         try:
-            self._pool = await asyncpg.create_pool(
+            pool = asyncpg.create_pool(
                 self._url,
                 min_size=self._pool_min,
                 max_size=self._pool_max,
                 timeout=self._timeout,
                 reset=_keep_session,
-                connect=connect,
+                connect=self._connect,
             )
-            async with self._pool.acquire() as conn:
+            self._pool = pool  # before it connects: closing now closes it, even half made
+            await pool
+            conn = await pool.acquire()
+            try:
                 await _create_schema(conn)
+            except BaseException:
+                conn.terminate()  # in the middle of a transaction, maybe: not for the pool again
+                raise
+            finally:
+                await pool.release(conn)
             await self._listen()
             await self._connect_own()
         except IncompatibleSchema:
             await self.aclose()
             raise
-        except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
+        except self.driver_errors as exc:
             await self.aclose()
-            raise StoreUnavailable(f"cannot open {self.url}: {_describe(exc)}") from None
+            raise StoreUnavailable(f"cannot open {self.url}: {self.describe(exc)}") from None
+        except BaseException:  # cancelled, say: release what was made (aclose is shielded)
+            await self.aclose()
+            raise
         return self
+
+    async def _connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """:func:`connect`, keeping the attempts a cancellation leaves behind (the pool's too)."""
+        return await connect(*args, abandoned=self._abandoned, **kwargs)
 
     def _heard(self, connection: object, pid: object, channel: object, payload: object) -> None:
         # The payload is the last position of the append. Appends made through this store have
@@ -273,8 +359,15 @@ class PostgresStore:
             self.appended.notify()
 
     async def _listen(self) -> None:
-        listener = await connect(self._url, timeout=self._timeout)
-        await listener.add_listener(CHANNEL, self._heard)
+        listener = await self._connect(self._url, timeout=self._timeout)
+        try:
+            await listener.add_listener(CHANNEL, self._heard)
+        except BaseException:
+            listener.terminate()
+            raise
+        if self._pool is None:  # closed meanwhile (a listener made again in the background)
+            listener.terminate()
+            return
         listener.add_termination_listener(self._listener_lost)
         self._listener = listener
 
@@ -285,62 +378,69 @@ class PostgresStore:
             self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
 
     async def _listen_again(self) -> None:
-        delay = 0.05
+        delay = _FIRST_DELAY
         while self._pool is not None:
             try:
                 await self._listen()
-            except (*CONNECTION_ERRORS, asyncpg.PostgresError):
-                await asyncio.sleep(delay)
+            except self.driver_errors:
+                await asyncio.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 2.0)
             else:
                 self.appended.notify()
                 return
 
-    async def aclose(self) -> None:
-        """Close the listener, the store's own connection and the pool.
+    async def close(self) -> None:
+        """Close the listener, the store's own connection and the pool (called once, shielded).
 
         Operations running on the pool's connections finish first; one running on the store's
         own connection is cut off (it fails with ``StoreUnavailable``); none starts afterwards.
+        Connection attempts that cancelled callers left behind are waited for (each is closed as
+        it arrives), so no session outlives the store. Interrupted all the same (a bare asyncio
+        cancellation), it terminates every connection.
         """
         pool, self._pool = self._pool, None  # from now on no operation starts, no connection opens
         relisten, self._relisten = self._relisten, None
-        if relisten is not None and not relisten.done():
-            relisten.cancel()
         listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.remove_termination_listener(self._listener_lost)  # closing is not losing it
-            try:
-                await listener.close(timeout=self._timeout)
-            except Exception:
-                listener.terminate()
         own, self._own = self._own, None
-        if own is not None and self._own_busy:
-            own.terminate()  # a graceful close would leave the operation waiting on it for ever
-        elif own is not None:
-            try:
-                await own.close(timeout=self._timeout)
-            except Exception:
-                own.terminate()
-        if pool is not None:
-            try:
-                await pool.close()
-            except Exception:
+        try:
+            if relisten is not None and not relisten.done():
+                relisten.cancel()
+                await asyncio.wait({relisten}, timeout=self._timeout)
+            if listener is not None:
+                listener.remove_termination_listener(self._listener_lost)  # closing is not losing it
+                await _close_connection(listener, self._timeout)
+            if own is not None and self._own_busy:
+                own.terminate()  # a graceful close would leave the operation waiting on it for ever
+            elif own is not None:
+                await _close_connection(own, self._timeout)
+            if pool is not None:
+                try:
+                    await pool.close()
+                except Exception:
+                    pool.terminate()
+            if self._abandoned:  # connections still being made for cancelled callers: closed on arrival
+                await asyncio.wait(set(self._abandoned), timeout=self._timeout)
+        except BaseException:
+            for conn in (listener, own):
+                if conn is not None:
+                    conn.terminate()
+            if pool is not None:
                 pool.terminate()
+            raise
 
     def _get_pool(self) -> asyncpg.Pool:
         if self._pool is None:
             raise StoreUnavailable(f"{self!r} is closed")
         return self._pool
 
-    async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Any]) -> Any:
-        """Run ``fn`` on a connection, retried when the connection fails.
+    async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        """Run ``fn`` on a connection; while connections fail, try again for up to ``retry_for`` seconds.
 
         The store's own connection is used when no other task is using it (a
         pool acquire and release cost about as much as a small query); else
-        one from the pool. Every operation is safe to run again: reads,
-        upserts of snapshots and checkpoints, and appends (their event ids
-        make a second run of a batch that did commit return the stored
-        result, writing nothing).
+        one from the pool, and every try after a connection failed. A
+        statement the server refuses (``asyncpg.PostgresError``) is not tried
+        again: it propagates, and the base reports it as ``StoreUnavailable``.
         """
         own = self._own
         if own is not None and not self._own_busy and not own.is_closed():
@@ -349,29 +449,55 @@ class PostgresStore:
                 return await fn(own)
             except CONNECTION_ERRORS:
                 self._drop_own()  # then try again below, on the pool's connections
-            except asyncpg.PostgresError as exc:  # the statement failed; the connection is fine
-                raise self._failed(what, exc) from None
+            except asyncpg.PostgresError:
+                raise  # the statement failed; the connection is fine
             except BaseException:
                 self._drop_own()  # cancelled mid-statement, say: its state is unknown
                 raise
             finally:
                 self._own_busy = False
+        started = time.monotonic()
+        delay = _FIRST_DELAY
         attempt = 0
         while True:
             try:
                 async with self._get_pool().acquire(timeout=self._timeout) as conn:
                     result = await fn(conn)
             except CONNECTION_ERRORS as exc:
-                if attempt == len(_RETRY_DELAYS):
-                    raise self._failed(what, exc) from None
-            except asyncpg.PostgresError as exc:
-                raise self._failed(what, exc) from None
+                attempt += 1
+                elapsed = time.monotonic() - started
+                left = self.retry_for - elapsed
+                if left <= 0:
+                    tried = f"retried for {self.retry_for:g} s, {attempt} tries"
+                    raise StoreUnavailable(
+                        f"{what} on {self!r} failed: {self.describe(exc)} ({tried})"
+                    ) from exc
+                wait = min(left, random.uniform(delay / 2, delay))
+                log.warning(
+                    "%s on %r: %s; trying again in %.2f s (try %d, %.2f s of %g s)",
+                    what,
+                    self,
+                    self.describe(exc),
+                    wait,
+                    attempt,
+                    elapsed,
+                    self.retry_for,
+                    extra={
+                        "store": self.url,
+                        "operation": what,
+                        "attempt": attempt,
+                        "delay": wait,
+                        "elapsed": elapsed,
+                        "retry_for": self.retry_for,
+                        "error": self.describe(exc),
+                    },
+                )
+                await anyio.sleep(wait)
+                delay = min(delay * 2, _MAX_DELAY)
             else:
                 if self._own is None or self._own.is_closed():
                     await self._connect_own()
                 return result
-            await anyio.sleep(_RETRY_DELAYS[attempt])
-            attempt += 1
 
     async def _connect_own(self) -> None:
         """Open the store's own connection again (after the server came back); quietly give up."""
@@ -379,234 +505,140 @@ class PostgresStore:
             return
         self._own_busy = True  # nobody uses it while it connects
         try:
-            self._own = await connect(self._url, timeout=self._timeout)
-        except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+            self._own = await self._connect(self._url, timeout=self._timeout)
+        except self.driver_errors:
             self._own = None
         finally:
             self._own_busy = False
         if self._pool is None and self._own is not None:  # the store was closed meanwhile
             self._drop_own()
 
-    def _failed(self, what: str, exc: BaseException) -> StoreUnavailable:
-        """The error an operation that failed on the server or its connection ends with."""
-        return StoreUnavailable(f"{what} on {self.url} failed: {_describe(exc)}")
-
     def _drop_own(self) -> None:
         own, self._own = self._own, None
         if own is not None:
             own.terminate()
 
-    # -- events
+    # -- the primitives
 
-    async def append(
-        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
-    ) -> Result[AppendResult, StoreError]:
-        encoded = encode_batch(stream, events, self.max_event_size)
-        if isinstance(encoded, Failure):
-            return encoded
-        check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before writing
-        batch = encoded.unwrap()
-        return await self._append(stream, batch, expected, [now_us()] * len(batch))
-
-    async def import_events(
-        self, stream: str, events: Sequence[RecordedEvent]
-    ) -> Result[AppendResult, StoreError]:
-        """Append events recorded elsewhere, keeping their ids and times (see ``ImportingStore``)."""
-        encoded = encode_recorded(stream, events, self.max_event_size)
-        if isinstance(encoded, Failure):
-            return encoded
-        batch, times = encoded.unwrap()
-        expected = events[0].seq - 1 if events else ANY
-        return await self._append(stream, batch, expected, [to_us(t) for t in times])
-
-    async def _append(
-        self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int]
-    ) -> Result[AppendResult, StoreError]:
-        ids = [e.id for e in batch]
+    async def insert_batch(
+        self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
+    ) -> Inserted:
         args = (
             stream,
             _expected_code(expected),
-            ids,
+            [e.id for e in batch],
             [e.type for e in batch],
             [e.data for e in batch],
             [e.metadata for e in batch],
-            times,
+            [now_us()] * len(batch) if times is None else list(times),
         )
-        sql = "SELECT * FROM streamsrc_append($1, $2, $3, $4, $5, $6, $7)"
-        try:
-            rows = await self._run("append", lambda conn: conn.fetch(sql, *args, timeout=self._timeout))
-        except StoreUnavailable as exc:
-            return Failure(exc)
-        except asyncpg.PostgresError as exc:
-            return Failure(StoreUnavailable(f"append to {stream!r} failed: {_describe(exc)}"))
+        timeout = self._timeout
+        rows = await self._run("append", lambda conn: conn.fetch(_APPEND, *args, timeout=timeout))
         code, last_seq, first = rows[0][0], rows[0][1], rows[0][2]
         if code == 0:
-            if batch:
-                # At once for this process (its own NOTIFY, heard later, is then ignored).
-                self._heard_up_to = max(self._heard_up_to, first + len(batch) - 1)
-                self.appended.notify()
-            return Success(AppendResult(stream, last_seq, tuple(range(first, first + len(batch)))))
+            # The base wakes this process at once; its own NOTIFY, heard later, is then ignored.
+            self._heard_up_to = max(self._heard_up_to, first + len(batch) - 1)
+            return Written(last_seq, tuple(range(first, first + len(batch))))
         if code == 1:
-            found = {uuid.UUID(bytes=r[3].bytes): (r[4], r[5], r[6]) for r in rows}
-            existing = check_existing(stream, ids, expected, found)
-            assert existing is not None
-            return existing
-        wrong = check_expected(stream, expected, last_seq)
-        assert wrong is not None
-        return Failure(wrong)
+            return IdsTaken({uuid.UUID(bytes=r[3].bytes): EventAddress(r[4], r[5], r[6]) for r in rows})
+        return VersionConflict(last_seq)
 
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        if not can_be_stored(stream):  # no stream has such a name (PostgreSQL text cannot hold NUL)
-            return Stream.empty()
-        if backwards:
-            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+    async def find_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:
+        timeout = self._timeout
+        rows = await self._run("append", lambda conn: conn.fetch(_FIND_IDS, list(ids), timeout=timeout))
+        return {uuid.UUID(bytes=r[0].bytes): EventAddress(r[1], r[2], r[3]) for r in rows}
+
+    async def read_page(self, request: PageRequest) -> Page:
+        if request.stream is not None:
+            sql = _READ_BACKWARDS if request.backwards else _READ_FORWARDS
+            params: tuple[Any, ...] = (request.stream, request.bound, request.size)
         else:
-            sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-        start = (1 << 62) if backwards and after == 0 else after
-        return self._paged(sql, (stream,), start, limit, key=1)
+            sql, before = _read_all_query(request.filter)
+            params = (*before, request.bound, request.size)
+        timeout = self._timeout
+        rows = await self._run("read", lambda conn: conn.fetch(sql, *params, timeout=timeout))
+        return Page.of(list(map(_as_event, rows)), request)
 
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        keep = EventFilter.of(types, stream_prefix)
-        if keep.stream_prefix is not None and not can_be_stored(keep.stream_prefix):
-            return Stream.empty()  # no stream has such a name (PostgreSQL text cannot hold NUL)
-        if keep.types is not None:
-            keep = keep._replace(types=frozenset(t for t in keep.types if can_be_stored(t)))
-        where = ""
-        params: list[object] = []
-        if keep.types is not None:
-            params.append(sorted(keep.types))
-            where += f" AND type = ANY(${len(params)}::TEXT[])"
-        if keep.stream_prefix is not None:
-            params.append(keep.stream_prefix)
-            where += f" AND left(stream, char_length(${len(params)}::TEXT)) = ${len(params)}"
-        n = len(params)
-        sql = (
-            f"SELECT {_COLUMNS} FROM events WHERE position > ${n + 1}{where} ORDER BY position LIMIT ${n + 2}"
-        )
-        # _paged binds (params..., bound, page size): put the bound where the SQL expects it.
-        return self._paged(sql, tuple(params), after, limit, key=2)
-
-    def _paged(
-        self, sql: str, params: tuple[Any, ...], start: int, limit: int | None, key: int
-    ) -> Stream[RecordedEvent]:
-        async def fetch(bound: int, n: int) -> list[RecordedEvent]:
-            try:
-                rows = await self._run(
-                    "read", lambda conn: conn.fetch(sql, *params, bound, n, timeout=self._timeout)
-                )
-            except asyncpg.PostgresError as exc:
-                raise StoreUnavailable(f"reading {self.url} failed: {_describe(exc)}") from None
-            return list(map(_as_event, rows))
-
-        return paged_reads(fetch, self.page_size, start, limit, _SEQ if key == 1 else _POSITION)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        if not can_be_stored(stream):
-            return Nothing
-        sql = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 ORDER BY seq DESC LIMIT 1"
-        row = await self._run("latest", lambda conn: conn.fetchrow(sql, stream))
-        return Nothing if row is None else Some(_as_event(row))
-
-    async def head(self) -> int:
-        value = await self._run("head", lambda conn: conn.fetchval("SELECT max(position) FROM events"))
+    async def last_position(self) -> int:
+        value = await self._run("head", lambda conn: conn.fetchval(_HEAD, timeout=self._timeout))
         return int(value or 0)
 
-    def streams(self) -> Stream[str]:
-        sql = "SELECT DISTINCT stream FROM events WHERE stream > $1 ORDER BY stream LIMIT $2"
-        page_size = self.page_size
-
-        async def step(after: str) -> tuple[list[str], str] | None:
-            rows = await self._run("streams", lambda conn: conn.fetch(sql, after, page_size))
-            names = [r[0] for r in rows]
-            return (names, names[-1]) if names else None
-
-        return Stream.unfold_chunk_eval("", step)
-
-    # -- snapshots
-
-    async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
-        sql = (
-            "INSERT INTO snapshots (key, schema_version, seq, state, time) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (key, schema_version, seq) "
-            "DO UPDATE SET state = excluded.state, time = excluded.time"
+    async def stream_names(self, after: str, size: int) -> list[str]:
+        rows = await self._run(
+            "streams", lambda conn: conn.fetch(_STREAMS, after, size, timeout=self._timeout)
         )
-        check_key(key, "snapshot key")
-        row = (key, schema_version, seq, encode_json(state), now_us())
-        await self._run("save_snapshot", lambda conn: conn.execute(sql, *row))
+        return [r[0] for r in rows]
 
-    async def load_snapshot(
-        self,
-        key: str,
-        schema_version: int,
-        at_seq: int | None = None,
-        at_time: datetime | None = None,
-    ) -> Maybe[Snapshot]:
-        sql = (
-            "SELECT seq, state, time FROM snapshots WHERE key = $1 AND schema_version = $2 "
-            "AND seq <= $3 AND time <= $4 ORDER BY seq DESC LIMIT 1"
+    async def write_snapshot(self, key: str, schema_version: int, seq: int, state: str, time_us: int) -> None:
+        row = (key, schema_version, seq, state, time_us)
+        await self._run(
+            "save_snapshot", lambda conn: conn.execute(_SAVE_SNAPSHOT, *row, timeout=self._timeout)
         )
-        params = (
-            key,
-            schema_version,
-            (1 << 62) if at_seq is None else at_seq,
-            (1 << 62) if at_time is None else to_us(at_time),
+
+    async def read_snapshot(
+        self, key: str, schema_version: int, at_seq: int, at_time_us: int
+    ) -> StoredSnapshot | None:
+        params = (key, schema_version, at_seq, at_time_us)
+        row = await self._run(
+            "load_snapshot", lambda conn: conn.fetchrow(_LOAD_SNAPSHOT, *params, timeout=self._timeout)
         )
-        if not can_be_stored(key):
-            return Nothing
-        row = await self._run("load_snapshot", lambda conn: conn.fetchrow(sql, *params))
-        if row is None:
-            return Nothing
-        seq, state, us = row
-        moment = datetime.fromtimestamp(us / 1_000_000, UTC)
-        try:
-            decoded = decode_json(state)
-        except (ValueError, RecursionError):  # a damaged row: a snapshot is only a shortcut, replay instead
-            return Nothing
-        return Some(Snapshot(key, seq, decoded, schema_version, moment))
+        return None if row is None else StoredSnapshot(row[0], row[1], row[2])
 
-    # -- checkpoints
-
-    async def load_checkpoint(self, name: str) -> int:
-        if not can_be_stored(name):
-            return 0
-        sql = "SELECT position FROM checkpoints WHERE name = $1"
-        value = await self._run("load_checkpoint", lambda conn: conn.fetchval(sql, name))
-        return int(value or 0)
-
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        sql = (
-            "INSERT INTO checkpoints (name, position, time) VALUES ($1, $2, $3) "
-            "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
+    async def write_checkpoint(self, name: str, position: int, time_us: int) -> None:
+        await self._run(
+            "save_checkpoint",
+            lambda conn: conn.execute(_SAVE_CHECKPOINT, name, position, time_us, timeout=self._timeout),
         )
-        check_key(name, "checkpoint name")
-        await self._run("save_checkpoint", lambda conn: conn.execute(sql, name, position, now_us()))
+
+    async def read_checkpoint(self, name: str) -> int | None:
+        value = await self._run(
+            "load_checkpoint", lambda conn: conn.fetchval(_LOAD_CHECKPOINT, name, timeout=self._timeout)
+        )
+        return None if value is None else int(value)
+
+    # -- beyond the contract
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, for read models and queries of your own."""
-        async with self._get_pool().acquire(timeout=self._timeout) as conn:
+        """A pooled connection, for read models and queries of your own.
+
+        :raises StoreUnavailable: the store is closed, or no connection can be had.
+        """
+        pool = self._get_pool()
+        conn = await self.guard("connection", pool.acquire(timeout=self._timeout))
+        try:
+            yield conn
+        finally:
             try:
-                yield conn
-            finally:
                 await conn.reset()  # the caller's session state stays with the caller
+            except self.driver_errors:
+                conn.terminate()  # a broken connection: the pool makes a new one
+            except BaseException:
+                conn.terminate()
+                raise
+            finally:
+                await pool.release(conn)
 
 
-async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+async def _close_connection(conn: asyncpg.Connection, seconds: float) -> None:
+    """Close ``conn`` politely (waiting up to ``seconds``), or terminate it if that fails."""
+    try:
+        await conn.close(timeout=seconds)
+    except Exception:
+        conn.terminate()
+
+
+async def connect(
+    *args: Any, abandoned: set[asyncio.Future[Any]] | None = None, **kwargs: Any
+) -> asyncpg.Connection:
     """``asyncpg.connect``, left to finish in a task of its own when the caller is cancelled.
 
     Cancelled during its TLS probe, ``asyncpg.connect`` leaves behind a
     future whose error nobody reads ("unexpected connection_lost() call",
     reported by the event loop). Here the attempt runs to its end, and a
-    connection it makes after the caller has gone is closed.
+    connection it makes after the caller has gone is closed. An attempt left
+    behind is in ``abandoned`` (if given) until it ends: a store waits for
+    them when it closes, so no session outlives it.
 
     >>> asyncio.run(connect("postgresql://app@127.0.0.1:1/events", timeout=5))  # nothing listens on port 1
     Traceback (most recent call last):
@@ -618,6 +650,9 @@ async def connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
         return await asyncio.shield(attempt)
     except asyncio.CancelledError:
         attempt.add_done_callback(_discard_connection)
+        if abandoned is not None:
+            abandoned.add(attempt)
+            attempt.add_done_callback(abandoned.discard)
         raise
 
 
