@@ -283,7 +283,7 @@ class Driver:
             raise error
 
 
-_DRIVER: ContextVar[Driver | None] = ContextVar("streamsrc_stream_driver", default=None)
+DRIVER: ContextVar[Driver | None] = ContextVar("streamsrc_stream_driver", default=None)
 
 
 @asynccontextmanager
@@ -297,7 +297,7 @@ async def running(pull: Pull[T]) -> AsyncIterator[AsyncGenerator[list[T], None]]
     it was given, if any, is raised).
     """
     driver = Driver()
-    token = _DRIVER.set(driver)
+    token = DRIVER.set(driver)
     try:
         async with anyio.create_task_group() as tg, aclosing(pull(Run(tg))) as chunks:
             with driver.scope:
@@ -306,7 +306,7 @@ async def running(pull: Pull[T]) -> AsyncIterator[AsyncGenerator[list[T], None]]
     except BaseExceptionGroup as group:
         reraise_unwrapped(group)
     finally:
-        _DRIVER.reset(token)
+        DRIVER.reset(token)
 
 
 Body: TypeAlias = Callable[[MemoryObjectSendStream[list[T]]], Awaitable[None]]
@@ -345,7 +345,7 @@ class Helper(Generic[T]):
         self._recv = recv
         self._cancel = anyio.CancelScope()
         self._done = anyio.Event()
-        self._driver = _DRIVER.get()
+        self._driver = DRIVER.get()
         self._urgent = urgent
         self._receiving = False
         self._failed: BaseException | None = None
@@ -423,7 +423,7 @@ async def pump(pull: Pull[T], run: Run, send: MemoryObjectSendStream[list[T]]) -
     The task that calls it becomes the stream's driver (see :class:`Driver`).
     """
     driver = Driver()
-    token = _DRIVER.set(driver)
+    token = DRIVER.set(driver)
     try:
         async with aclosing(pull(run)) as chunks:
             with driver.scope:
@@ -431,13 +431,13 @@ async def pump(pull: Pull[T], run: Run, send: MemoryObjectSendStream[list[T]]) -
                     await send.send(chunk)
             driver.check()
     finally:
-        _DRIVER.reset(token)
+        DRIVER.reset(token)
 
 
 async def drain(pull: Pull[Any], run: Run) -> None:
     """Pull every chunk of ``pull`` and drop it (the task that calls it drives the stream)."""
     driver = Driver()
-    token = _DRIVER.set(driver)
+    token = DRIVER.set(driver)
     try:
         async with aclosing(pull(run)) as chunks:
             with driver.scope:
@@ -445,7 +445,7 @@ async def drain(pull: Pull[Any], run: Run) -> None:
                     pass
             driver.check()
     finally:
-        _DRIVER.reset(token)
+        DRIVER.reset(token)
 
 
 def from_helper(body: Callable[[Run, Helper[T]], Body[T]], buffer: int = 0, urgent: bool = False) -> Pull[T]:

@@ -28,7 +28,7 @@ from returns.result import Failure, Result, Success
 
 from streamsrc.effect import RetryPolicy
 from streamsrc.stream import _concurrent, _pipes, _sources
-from streamsrc.stream._core import CHUNK_SIZE, ExitCase, Pull, Run, reraise_unwrapped, running
+from streamsrc.stream._core import CHUNK_SIZE, DRIVER, Driver, ExitCase, Pull, Run, reraise_unwrapped, running
 from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node
 
 T = TypeVar("T")
@@ -327,8 +327,8 @@ class Stream(Generic[T]):
 
     # ------------------------------------------------------------------ combinators (A-Z)
 
-    def __add__(self, other: Stream[T]) -> Stream[T]:
-        """``a + b`` is ``a.append(b)``."""
+    def __add__(self, other: Stream[T] | Callable[[], Stream[T]]) -> Stream[T]:
+        """``a + b`` is ``a.append(b)`` (``b`` may be a thunk: ``s + (lambda: loop())``)."""
         return self.append(other)
 
     def __or__(self, pipe: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
@@ -1184,16 +1184,18 @@ async def _as_result(run: Awaitable[V]) -> Result[V, Exception]:
 class _Opened(Generic[T]):
     """The context manager that ``Stream.open`` returns; iterate what it gives."""
 
-    __slots__ = ("_chunk", "_chunks", "_index", "_pull", "_task_group")
+    __slots__ = ("_chunk", "_chunks", "_driver", "_index", "_pull", "_task_group", "_token")
 
     def __init__(self, pull: Pull[T]) -> None:
         self._pull = pull
         self._chunk: list[T] = []
         self._index = 0
+        self._driver = Driver()
 
     async def __aenter__(self) -> AsyncIterator[T]:
         self._task_group = anyio.create_task_group()
         await self._task_group.__aenter__()
+        self._token = DRIVER.set(self._driver)
         self._chunks = self._pull(Run(self._task_group))
         return self
 
@@ -1206,6 +1208,8 @@ class _Opened(Generic[T]):
         except BaseException as exc:
             close_error = exc
             et, e, tb = type(exc), exc, exc.__traceback__
+        finally:
+            DRIVER.reset(self._token)
         try:
             suppressed = bool(await self._task_group.__aexit__(et, e, tb))
         except BaseExceptionGroup as group:
@@ -1219,8 +1223,18 @@ class _Opened(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        driver = self._driver
         while self._index >= len(self._chunk):
-            chunk = await anext(self._chunks, None)
+            driver.check()
+            if driver.interrupted:
+                raise StopAsyncIteration
+            # Pull under a fresh scope: a stage that must stop this driver cancels it (see Driver).
+            driver.scope = anyio.CancelScope()
+            with driver.scope:
+                chunk = await anext(self._chunks, None)
+            if driver.scope.cancelled_caught:
+                driver.check()
+                raise StopAsyncIteration
             if chunk is None:
                 raise StopAsyncIteration
             self._chunk, self._index = chunk, 0
