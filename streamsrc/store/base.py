@@ -114,9 +114,14 @@ class Written(NamedTuple):
 
 
 class VersionConflict(NamedTuple):
-    """``insert_batch`` wrote nothing: the stream is at ``current``, not where the append expected."""
+    """``insert_batch`` wrote nothing: the stream is at ``current``, not where the append expected.
+
+    ``ids_checked``: the backend found none of the batch's ids stored, in the same
+    round trip (so the base need not ask ``find_ids`` whether this is a retry).
+    """
 
     current: int
+    ids_checked: bool = False
 
 
 class IdsTaken(NamedTuple):
@@ -363,10 +368,11 @@ class StoreBase(ABC):
                     raise StoreUnavailable(f"append to {stream!r}: an id was taken, then not found")
                 return decided
             assert isinstance(outcome, VersionConflict)
-            found = await self.guard("append", self.find_ids(ids))
-            retried = check_existing(stream, ids, expected, found)
-            if retried is not None:
-                return retried
+            if not outcome.ids_checked:
+                found = await self.guard("append", self.find_ids(ids))
+                retried = check_existing(stream, ids, expected, found)
+                if retried is not None:
+                    return retried
             wrong = check_expected(stream, expected, outcome.current)
             if wrong is None:  # a backend said conflict where there is none: tell it as unavailable
                 raise StoreUnavailable(f"append to {stream!r}: a conflict at version {outcome.current}")

@@ -541,7 +541,7 @@ class PostgresStore(StoreBase):
             return Written(last_seq, tuple(range(first, first + len(batch))))
         if code == 1:
             return IdsTaken({uuid.UUID(bytes=r[3].bytes): EventAddress(r[4], r[5], r[6]) for r in rows})
-        return VersionConflict(last_seq)
+        return VersionConflict(last_seq, ids_checked=True)  # the function looked for the ids first
 
     async def find_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:
         timeout = self._timeout
