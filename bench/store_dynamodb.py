@@ -64,7 +64,7 @@ from returns.result import Success
 
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import open_store
-from streamsrc.store.dynamodb import MAX_BATCH, Settings, _client, create_tables, table_names
+from streamsrc.store.dynamodb import MAX_BATCH, Settings, create_tables, store_client, table_names
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from moto_server import REGION, MotoUnavailable, session_endpoint, stop_session_server
@@ -286,7 +286,7 @@ def append_runs(work: Work) -> tuple[Run, Run]:
         return elapsed
 
     async def raw_run(url: str, units: int) -> float:
-        async with _client(Settings.from_url(url)) as client:
+        async with store_client(Settings.from_url(url)) as client:
             raw = Raw(client, url)
             gc.collect()
             t0 = time.perf_counter()
@@ -354,7 +354,7 @@ async def bench_read(endpoint: str, sizes: Sizes, repeat: int, report: Report) -
         return elapsed
 
     async def raw_run(_: str, units: int) -> float:
-        async with _client(Settings.from_url(url)) as client:
+        async with store_client(Settings.from_url(url)) as client:
             gc.collect()
             t0 = time.perf_counter()
             got = await Raw(client, url).read_all_sum()

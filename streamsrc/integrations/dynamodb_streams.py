@@ -48,6 +48,7 @@ from streamsrc.integrations._shards import (
     read_shards,
 )
 from streamsrc.projections import Poll
+from streamsrc.store.dynamodb import event_from_item  # the codec alone: no AWS driver
 from streamsrc.stream import Stream
 
 __all__ = [
@@ -86,8 +87,6 @@ def decode_image(image: Mapping[str, Any], what: str) -> RecordedEvent | Skipped
     """
     if not _claims_event(image):
         return Skipped("not an event item")
-    from streamsrc.store.dynamodb import event_from_item
-
     try:
         return event_from_item(image)
     except ValueError as exc:
