@@ -10,6 +10,7 @@ Each example runs with ``anyio.run`` on asyncio and on trio.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio
@@ -18,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from returns.result import Success
 
+from streamsrc.codec import to_json_value
 from streamsrc.entity import LATEST_SNAPSHOT, EveryN, Loaded, OnEventTypes, Repository, SnapshotPolicy
-from streamsrc.store import open_store
+from streamsrc.events import RecordedEvent
+from streamsrc.store import ImportingStore, open_store
 from streamsrc.testing.conformance import ConformantStore
 from streamsrc.testing.entity import (
     CODEC,
@@ -151,5 +154,52 @@ def test_snapshots_never_change_what_commands_do_or_what_reads_give(
         assert [CODEC.decode(r) for r in await stored(store, "account-s")] == log
         await check_reads(plain, store, "p", log)
         await check_reads(snapshotting, store, "s", log)
+
+    run(backend, page_size, body)
+
+
+@backends
+@law
+@given(data=st.data(), page_size=page_size_st)
+def test_state_at_a_time_is_the_same_with_and_without_snapshots_whatever_the_clocks_did(
+    backend: str, data: st.DataObject, page_size: int
+) -> None:
+    """Events stamped out of order (a clock stepped back), snapshots saved before or after the times of
+    the events they cover: ``state_at(time=T)`` folds the events before the first one stamped later than
+    ``T``, with or without snapshots (issue 19, bug 8)."""
+    events = data.draw(st.lists(event_st, max_size=10), "events")
+    minutes = data.draw(st.lists(st.integers(0, 8), min_size=len(events), max_size=len(events)), "minutes")
+    seqs = data.draw(
+        st.lists(st.integers(1, len(events)), max_size=4) if events else st.just([]), "snapshots"
+    )
+    ahead = data.draw(st.booleans(), "events stamped ahead of the snapshots")
+    base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1 if ahead else -1)
+    times = [base + timedelta(minutes=m) for m in minutes]
+
+    async def body(store: ConformantStore) -> None:
+        assert isinstance(store, ImportingStore)
+        recorded = []
+        for k, (event, moment) in enumerate(zip(events, times, strict=True)):
+            e = CODEC.encode(event)
+            recorded.append(RecordedEvent("account-t", k + 1, 0, e.type, e.data, None, e.id, moment))
+        if recorded:
+            assert isinstance(await store.import_events("account-t", recorded), Success)
+        for seq in seqs:
+            state = to_json_value(account_decider.fold(events[:seq]))
+            await store.save_snapshot("account:t", seq, state, 1)
+        plain = Repository(store, account_entity())
+        snapshotting = Repository(store, account_entity(EveryN(1)))
+        tick = timedelta(seconds=1)
+        moments = {base - tick, base + timedelta(minutes=9), datetime.now(UTC)}
+        moments |= {t + d for t in times for d in (-tick, timedelta(0), tick)}
+        for moment in sorted(moments):
+            count = next((k for k, t in enumerate(times) if t > moment), len(times))
+            expected = Loaded(account_decider.fold(events[:count]), count)
+            assert await plain.state_at("t", time=moment) == expected
+            assert await snapshotting.state_at("t", time=moment) == expected
+            for seq in {0, count // 2, count + 1, len(events)}:
+                both = min(seq, count)
+                at = Loaded(account_decider.fold(events[:both]), both)
+                assert await snapshotting.state_at("t", seq=seq, time=moment) == at
 
     run(backend, page_size, body)
