@@ -15,14 +15,21 @@ needs asyncio.
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from store_urls import DYNAMODB_PAGE_SIZE, DYNAMODB_STORE_URLS, STORE_URLS, fresh_dynamodb_url, opened_store
+from store_urls import (
+    DYNAMODB_PAGE_SIZE,
+    DYNAMODB_STORE_URLS,
+    STORE_URLS,
+    fresh_dynamodb_url,
+    fresh_postgres_database,
+    opened_store,
+)
 
 from streamsrc.store import (
     BatchLimitedStore,
@@ -97,11 +104,50 @@ class TestMemoryErrorRule(ErrorRuleConformance):
         return lambda: ConnectionResetError("connection reset by peer")
 
 
+class TestSqliteErrorRule(ErrorRuleConformance):
+    @pytest.fixture
+    def store_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path}/events.db?page_size=1"
+
+    @pytest.fixture
+    def driver_error(self) -> Callable[[], BaseException]:
+        return lambda: sqlite3.OperationalError("database is locked")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # asyncpg runs on asyncio only
+class TestPostgresErrorRule(ErrorRuleConformance):
+    @pytest.fixture
+    async def store_url(self) -> AsyncIterator[str]:
+        async with fresh_postgres_database() as url:
+            yield f"{url}{'&' if '?' in url else '?'}page_size=1"
+
+    @pytest.fixture
+    def driver_error(self) -> Callable[[], BaseException]:
+        from asyncpg.exceptions import ConnectionDoesNotExistError
+
+        return lambda: ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
+class TestDynamoDBErrorRule(ErrorRuleConformance):
+    @pytest.fixture
+    def store_url(self) -> str:
+        return fresh_dynamodb_url("page_size=2")
+
+    @pytest.fixture
+    def driver_error(self) -> Callable[[], BaseException]:
+        from botocore.exceptions import EndpointConnectionError
+
+        return lambda: EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+
 # ------------------------------------------------------------------------------------ what the suites rely on
 
 
 @pytest.mark.parametrize("name", sorted(STORE_URLS))
-async def test_every_shipped_store_has_every_capability(name: str, tmp_path: Path, anyio_backend: str) -> None:
+async def test_every_shipped_store_has_every_capability(
+    name: str, tmp_path: Path, anyio_backend: str
+) -> None:
     if name in DYNAMODB_STORE_URLS and anyio_backend != "asyncio":
         pytest.skip("aiobotocore runs on asyncio only")
     async with opened_store(name, tmp_path) as store:
@@ -131,8 +177,14 @@ def test_store_conformance_runs_every_capability_suite() -> None:
     assert not [n for n in dir(StoreConformance) if n.startswith("supports_")]
 
 
-def test_memory_is_built_on_store_base() -> None:
-    assert issubclass(MemoryStore, StoreBase)
+def test_every_shipped_store_is_built_on_store_base() -> None:
+    """So that the error rule suite reaches all of them (each has a TestXErrorRule above)."""
+    from streamsrc.store.dynamodb import DynamoDBStore
+    from streamsrc.store.postgres import PostgresStore
+    from streamsrc.store.sqlite import SqliteStore
+
+    for store in (MemoryStore, SqliteStore, PostgresStore, DynamoDBStore):
+        assert issubclass(store, StoreBase), store
     assert MemoryStore.driver_errors == ()
 
 
@@ -164,6 +216,3 @@ def test_streamsrc_does_not_import_testing_or_test_tools() -> None:
     count, bad = done.stdout.split(" ", 1)
     assert int(count) > 5
     assert bad.strip() == "[]"
-
-
-_: Any = None
