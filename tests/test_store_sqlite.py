@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ pytestmark = pytest.mark.anyio
 
 def _url(path: Path, query: str = "") -> str:
     return f"sqlite:///{path}" + (f"?{query}" if query else "")
+
+
+@asynccontextmanager
+async def sqlite_store(url: str) -> AsyncIterator[SqliteStore]:
+    """``open_store(url)``, checked to be the SQLite store (its own methods: ``transaction``...)."""
+    async with open_store(url) as store:
+        assert isinstance(store, SqliteStore)
+        yield store
 
 
 def _query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -215,7 +224,7 @@ async def test_second_store_sees_first_stores_writes(tmp_path: Path) -> None:
 )
 async def test_synchronous_option(tmp_path: Path, query: str, mode: str, pragma: int) -> None:
     path = tmp_path / "sync.db"
-    async with open_store(_url(path, query)) as store:
+    async with sqlite_store(_url(path, query)) as store:
         assert store.synchronous == mode
         # read the setting of the writing connection through a transaction's SQL
         async with store.transaction() as tx:
@@ -228,7 +237,7 @@ async def test_synchronous_option(tmp_path: Path, query: str, mode: str, pragma:
 
 async def test_other_url_options(tmp_path: Path) -> None:
     url = _url(tmp_path / "o.db", "page_size=2&max_event_size=100&readers=1&busy_timeout=0.5")
-    async with open_store(url) as store:
+    async with sqlite_store(url) as store:
         assert (store.page_size, store.max_event_size) == (2, 100)
         await append_ok(store, "s", make_events(5))
         assert [r.seq for r in await store.read("s").to_list()] == [1, 2, 3, 4, 5]
@@ -412,7 +421,7 @@ async def _setup_read_model(store: SqliteStore) -> None:
 
 async def test_transaction_commits_everything_together(tmp_path: Path) -> None:
     path = tmp_path / "tx.db"
-    async with open_store(_url(path)) as store:
+    async with sqlite_store(_url(path)) as store:
         await _setup_read_model(store)
         first = make_events(2, "tx")
         second = make_events(1, "tx2")
@@ -470,7 +479,7 @@ async def test_transaction_rolls_back_when_block_raises(tmp_path: Path) -> None:
         _queue_work(tx)
         raise Boom
 
-    async with open_store(_url(path)) as store:
+    async with sqlite_store(_url(path)) as store:
         await _setup_read_model(store)
         with pytest.raises(Boom):
             await _run_transaction(store, body, [])
@@ -483,7 +492,7 @@ async def test_transaction_rolls_back_when_block_raises(tmp_path: Path) -> None:
 FAILING_STEPS: dict[str, tuple[type[Exception], ...]] = {
     "wrong-version": (WrongExpectedVersion,),
     "duplicate": (DuplicateEvent,),
-    "bad-sql": (sqlite3.Error, StoreUnavailable),  # the read model's own SQL error
+    "bad-sql": (StoreUnavailable,),  # the read model's own SQL error: sqlite3's, told as StoreUnavailable
 }
 
 
@@ -501,7 +510,7 @@ async def test_transaction_rolls_back_when_a_step_fails(tmp_path: Path, failure:
         else:
             tx.execute("INSERT INTO no_such_table VALUES (1)")
 
-    async with open_store(_url(path)) as store:
+    async with sqlite_store(_url(path)) as store:
         await _setup_read_model(store)
         await append_ok(store, "acct", stored)
         opened: list[SqliteTransaction] = []
@@ -522,18 +531,59 @@ async def test_transaction_refuses_invalid_events_at_once(tmp_path: Path) -> Non
         _queue_work(tx)
         tx.append("acct", [EventData("Bad", math.nan)])
 
-    async with open_store(_url(path)) as store:
+    async with sqlite_store(_url(path)) as store:
         await _setup_read_model(store)
         with pytest.raises(InvalidEvent):
             await _run_transaction(store, body, [])
         await _assert_nothing_committed(store, path, 0)
 
 
+# ---------------------------------------------------------------------------------------- life
+
+
+async def test_async_with_opens_and_closes_the_store(tmp_path: Path) -> None:
+    async with SqliteStore(str(tmp_path / "e.db")) as store:
+        await append_ok(store, "s", make_events(2))
+        assert await store.open() is store  # opening an open store does nothing
+    expect_failure(await store.append("s", make_events(1)), StoreUnavailable)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        await store.open()  # a closed store stays closed: open a new one
+    async with SqliteStore(str(tmp_path / "e.db")) as again:
+        assert await again.read("s").count() == 2
+
+
+async def test_a_store_not_opened_refuses_work(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "e.db"))
+    expect_failure(await store.append("s", make_events(1)), StoreUnavailable)
+    with pytest.raises(StoreUnavailable, match="not open"):
+        await store.head()
+    await store.aclose()
+    assert not (tmp_path / "e.db").exists()
+
+
+async def test_on_connect_runs_on_every_connection(tmp_path: Path) -> None:
+    """``on_connect`` gives every connection what an application's own tables need (a function here)."""
+    opened: list[str] = []
+
+    def setup(conn: sqlite3.Connection) -> None:
+        conn.create_function("shout", 1, lambda text: f"{text}!".upper(), deterministic=True)
+        opened.append("connection")
+
+    async with SqliteStore(str(tmp_path / "e.db"), readers=2, on_connect=setup) as store:
+        await append_ok(store, "s", make_events(1))
+        async with store.transaction() as tx:
+            tx.execute("CREATE TABLE said (text TEXT)")
+            tx.execute("INSERT INTO said VALUES (shout(?))", ("hello",))
+        await store.read("s").count()
+    assert await _read_file(tmp_path / "e.db", "SELECT text FROM said") == [("HELLO!",)]
+    assert 2 <= len(opened) <= 3  # the writer's, and the readers' that were used
+
+
 # ---------------------------------------------------------------------------------------- closed store
 
 
 async def test_closed_store_is_unavailable(tmp_path: Path) -> None:
-    async with open_store(_url(tmp_path / "c.db")) as store:
+    async with sqlite_store(_url(tmp_path / "c.db")) as store:
         await append_ok(store, "s", make_events(1))
     error = expect_failure(await store.append("s", make_events(1)), StoreUnavailable)
     assert "closed" in str(error)

@@ -21,8 +21,9 @@ Design:
   that commits late.
 * **The database decides.** ``UNIQUE (stream, seq)`` makes an overwrite
   impossible even for a writer that bypasses this module; ``UNIQUE (id)``
-  catches duplicates, and only then are ids looked up (in the same
-  transaction) to tell an idempotent retry from a real duplicate.
+  catches duplicates, and only then (or on a version conflict) are ids
+  looked up, in the same transaction, to tell an idempotent retry from a
+  real duplicate or conflict.
 * **Failures are typed and leave nothing behind.** Every ``sqlite3`` error
   (a lock held past ``busy_timeout``, a damaged file) is ``StoreUnavailable``;
   a transaction that does not commit, a failed ``COMMIT`` included, is rolled
@@ -57,14 +58,10 @@ from streamsrc.sqlite_threads import ConnectionThreads as ConnectionThreads
 from streamsrc.sqlite_threads import connect, write_transaction
 from streamsrc.store._contract import (
     ANY,
-    DEFAULT_MAX_EVENT_SIZE,
-    DEFAULT_PAGE_SIZE,
     AppendResult,
-    EncodedEvent,
     EventFilter,
     Expected,
     check_existing,
-    check_expected,
     check_key,
     encode_batch,
     encode_recorded_stored,
@@ -72,6 +69,9 @@ from streamsrc.store._contract import (
     to_us,
 )
 from streamsrc.store.base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_PAGE_SIZE,
+    EncodedEvent,
     EventAddress,
     IdsTaken,
     Inserted,
@@ -81,6 +81,7 @@ from streamsrc.store.base import (
     StoredSnapshot,
     VersionConflict,
     Written,
+    check_expected,
 )
 
 SCHEMA_VERSION = 1
@@ -557,7 +558,9 @@ def _insert(
     events' own, in microseconds; ``None``: now); runs inside a write transaction."""
     current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
     if check_expected(stream, expected, current) is not None:
-        return VersionConflict(current)
+        # A retry of a batch written already is a conflict too: tell them apart here, in one trip.
+        found = _find_ids(conn, [e.id for e in batch])
+        return IdsTaken(found) if found else VersionConflict(current, ids_checked=True)
     if times is None:
         now = now_us()
         rows = [
@@ -606,14 +609,12 @@ def _append(
         wrong = check_expected(stream, expected, current)
         return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
     outcome = _insert(conn, stream, batch, expected, times)
-    if type(outcome) is Written:
+    if isinstance(outcome, Written):
         return Success(AppendResult(stream, outcome.last_seq, outcome.positions))
-    ids = [e.id for e in batch]
-    found = outcome.found if isinstance(outcome, IdsTaken) else _find_ids(conn, ids)
-    decided = check_existing(stream, ids, expected, found)
-    if decided is not None:
+    if isinstance(outcome, IdsTaken):
+        decided = check_existing(stream, [e.id for e in batch], expected, outcome.found)
+        assert decided is not None  # found is never empty
         return decided
-    assert isinstance(outcome, VersionConflict)
     wrong = check_expected(stream, expected, outcome.current)
     assert wrong is not None
     return Failure(wrong)
