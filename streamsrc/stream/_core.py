@@ -252,29 +252,41 @@ def current_lease() -> Lease | None:
 
 
 class Driver:
-    """The task that pulls a stream's chunks: a terminal operation, or a helper's pump.
+    """What pulls a stream's chunks: a terminal operation, a helper's pump, or an interpreter's leaf.
 
     It pulls inside :attr:`scope`. A concurrent stage whose work must stop
     everything downstream of it (an interrupt, a failed background stream)
     calls :meth:`stop`, which cancels the scope wherever the driver is
     waiting (an ``eval_map`` on a hung call, say); the driver then ends
-    normally (an interrupt) or raises the error.
+    normally (an interrupt) or raises the error. A driver that is not pulling
+    at that moment (an interpreter leaf whose chunk went downstream of the
+    interpreter) passes the stop on to its ``parent``.
     """
 
-    __slots__ = ("error", "interrupted", "scope")
+    __slots__ = ("active", "error", "frame", "interrupted", "parent", "scope")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Driver | None = None, active: bool = True) -> None:
         self.scope = anyio.CancelScope()
         self.error: BaseException | None = None
         self.interrupted = False
+        self.parent = parent
+        self.active = active
+        self.frame: object = None
 
     def stop(self, error: BaseException | None) -> None:
         """Stop pulling: with ``error`` to raise, or ``None`` to end normally."""
+        if not self.active and self.parent is not None:
+            self.parent.stop(error)
+            return
         if error is None:
             self.interrupted = True
         elif self.error is None:
             self.error = error
         self.scope.cancel()
+
+    @property
+    def stopped(self) -> bool:
+        return self.interrupted or self.error is not None
 
     def check(self) -> None:
         """Raise the error :meth:`stop` was given, if any."""

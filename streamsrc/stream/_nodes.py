@@ -43,7 +43,7 @@ from typing import Any
 
 import anyio
 
-from streamsrc.stream._core import Pull, Run, aclosing, close_because, combine
+from streamsrc.stream._core import DRIVER, Driver, Pull, Run, aclosing, close_because, combine
 
 
 class Node:
@@ -53,10 +53,24 @@ class Node:
 
 
 class Leaf(Node):
-    __slots__ = ("pull",)
+    """A pull; ``scoped`` when it runs a concurrent stage that may stop what runs downstream of it."""
 
-    def __init__(self, pull: Pull[Any]) -> None:
+    __slots__ = ("pull", "scoped")
+
+    def __init__(self, pull: Pull[Any], scoped: bool = False) -> None:
         self.pull = pull
+        self.scoped = scoped
+
+
+def is_scoped(node: Node) -> bool:
+    """Whether running ``node`` runs a scoped leaf where a stage built over it would pull it."""
+    while True:
+        kind = type(node)
+        if kind is Leaf:
+            return node.scoped  # type: ignore[attr-defined, no-any-return]
+        if kind is Chunks:
+            return False
+        node = node.left if kind is Append else node.up  # type: ignore[attr-defined]
 
 
 class Chunks(Node):
@@ -180,12 +194,16 @@ def _interpreted(node: Node) -> Pull[Any]:
 # ------------------------------------------------------------------ the interpreter
 
 
-class _Frame:
-    __slots__ = ("down", "out")
+Drivers = tuple[Driver, ...]
 
-    def __init__(self, down: _Frame | None, out: _Frame | None) -> None:
+
+class _Frame:
+    __slots__ = ("down", "drivers", "out")
+
+    def __init__(self, down: _Frame | None, out: _Frame | None, drivers: Drivers = ()) -> None:
         self.down = down
         self.out = out
+        self.drivers = drivers  # the scoped leaves whose interruption ends what runs here
 
 
 class _Leaf(_Frame):
@@ -195,10 +213,11 @@ class _Leaf(_Frame):
         self,
         down: _Frame | None,
         out: _Frame | None,
+        drivers: Drivers,
         gen: AsyncGenerator[list[Any], None] | None,
         it: Iterator[list[Any]] | None,
     ) -> None:
-        super().__init__(down, out)
+        super().__init__(down, out, drivers)
         self.gen = gen
         self.it = it
 
@@ -214,16 +233,20 @@ class _Map(_Frame):
 class _Then(_Frame):
     __slots__ = ("right",)
 
-    def __init__(self, down: _Frame | None, out: _Frame | None, right: Callable[[], Node]) -> None:
-        super().__init__(down, out)
+    def __init__(
+        self, down: _Frame | None, out: _Frame | None, drivers: Drivers, right: Callable[[], Node]
+    ) -> None:
+        super().__init__(down, out, drivers)
         self.right = right
 
 
 class _Catch(_Frame):
     __slots__ = ("h",)
 
-    def __init__(self, down: _Frame | None, out: _Frame | None, h: Callable[[Exception], Node]) -> None:
-        super().__init__(down, out)
+    def __init__(
+        self, down: _Frame | None, out: _Frame | None, drivers: Drivers, h: Callable[[Exception], Node]
+    ) -> None:
+        super().__init__(down, out, drivers)
         self.h = h
 
 
@@ -246,25 +269,32 @@ class _Failed(Exception):
         self.frame = frame
 
 
-def _enter(node: Node, down: _Frame | None, out: _Frame | None, run: Run) -> _Leaf:
+def _enter(node: Node, down: _Frame | None, out: _Frame | None, run: Run, drivers: Drivers) -> _Leaf:
     """Push the frames of ``node`` (above ``down``, emitting to ``out``); return the top leaf frame."""
     while True:
         kind = type(node)
         if kind is Leaf:
-            return _Leaf(down, out, node.pull(run), None)  # type: ignore[attr-defined]
+            if not node.scoped:  # type: ignore[attr-defined]
+                return _Leaf(down, out, drivers, node.pull(run), None)  # type: ignore[attr-defined]
+            # A scoped leaf gets a driver of its own: stopping it ends this leaf and what
+            # runs on its elements downstream (inner streams of a flat_map on it, say).
+            driver = Driver(DRIVER.get(), active=False)
+            leaf = _Leaf(down, out, (*drivers, driver), node.pull(run), None)  # type: ignore[attr-defined]
+            driver.frame = leaf
+            return leaf
         if kind is Chunks:
-            return _Leaf(down, out, None, iter(node.chunks))  # type: ignore[attr-defined]
+            return _Leaf(down, out, drivers, None, iter(node.chunks))  # type: ignore[attr-defined]
         if kind is Chunked:
             out = _Map(out, node.f)  # type: ignore[attr-defined]
             node = node.up  # type: ignore[attr-defined]
         elif kind is Append:
-            down = _Then(down, out, node.right)  # type: ignore[attr-defined]
+            down = _Then(down, out, drivers, node.right)  # type: ignore[attr-defined]
             node = node.left  # type: ignore[attr-defined]
         elif kind is Bind:
             down = out = _Bind(down, out, node.f)  # type: ignore[attr-defined]
             node = node.up  # type: ignore[attr-defined]
         elif kind is Handle:
-            down = _Catch(down, out, node.h)  # type: ignore[attr-defined]
+            down = _Catch(down, out, drivers, node.h)  # type: ignore[attr-defined]
             node = node.up  # type: ignore[attr-defined]
         else:
             raise TypeError(f"not a stream node: {node!r}")
@@ -279,7 +309,7 @@ def _complete(frame: _Frame | None, run: Run) -> _Leaf | None:
                 node = frame.right()  # type: ignore[attr-defined]
             except Exception as exc:
                 raise _Failed(exc, frame.down) from None
-            return _enter(node, frame.down, frame.out, run)
+            return _enter(node, frame.down, frame.out, run, frame.drivers)
         if kind is _Bind:
             bind: _Bind = frame  # type: ignore[assignment]
             if bind.up is not None:  # an inner stream finished
@@ -290,7 +320,7 @@ def _complete(frame: _Frame | None, run: Run) -> _Leaf | None:
                         node = bind.f(x)
                     except Exception as exc:
                         raise _Failed(exc, bind) from None
-                    return _enter(node, bind, bind.out, run)
+                    return _enter(node, bind, bind.out, run, bind.drivers)
                 up, bind.up, bind.pending = bind.up, None, []
                 return up
         frame = frame.down
@@ -337,7 +367,7 @@ async def _unwind(error: Exception, frame: _Frame | None, run: Run) -> _Leaf:
             except Exception as exc:
                 error = exc
             else:
-                return _enter(node, frame.down, frame.out, run)
+                return _enter(node, frame.down, frame.out, run, frame.drivers)
         elif kind is _Bind and frame.up is not None:  # type: ignore[attr-defined]
             bind: _Bind = frame  # type: ignore[assignment]
             up, bind.up, bind.pending = bind.up, None, []
@@ -349,18 +379,66 @@ async def _unwind(error: Exception, frame: _Frame | None, run: Run) -> _Leaf:
     raise error
 
 
+async def _scoped_anext(leaf: _Leaf) -> tuple[list[Any], Driver | None]:
+    """Pull ``leaf`` under a cancel scope every driver in force shares; say which driver stopped it."""
+    drivers = leaf.drivers
+    scope = anyio.CancelScope()
+    for driver in drivers:
+        driver.scope = scope
+        driver.active = True
+    token = DRIVER.set(drivers[-1])
+    try:
+        with scope:
+            return await leaf.gen.__anext__(), None  # type: ignore[union-attr]
+    finally:
+        for driver in drivers:
+            driver.active = False
+        DRIVER.reset(token)
+    # Only our own cancellation gets here: the outermost driver stopped decides where it ends.
+    return [], next(d for d in drivers if d.stopped)
+
+
+async def _stop(leaf: _Leaf, driver: Driver, run: Run) -> _Leaf | None:
+    """``driver`` was stopped: close everything from ``leaf`` down to its leaf; go on after it (or fail)."""
+    top: _Leaf = driver.frame  # type: ignore[assignment]
+    error = driver.error
+    driver.error, driver.interrupted = None, False
+    errors: list[BaseException] = []
+    if top is not leaf:
+        # ``top`` is suspended in the bind that runs inner streams of its elements: close those first.
+        bind = leaf.down
+        while bind is not None and not (type(bind) is _Bind and bind.up is top):
+            bind = bind.down
+        errors += await _close(leaf, bind, error)
+        if bind is not None:
+            bind.up, bind.pending = None, []
+    errors += await _close(top, top.down, error)
+    if error is not None or errors:
+        failure = combine([e for e in (error, *errors) if e is not None])
+        if not isinstance(failure, Exception):
+            raise failure
+        return await _unwind(failure, top.down, run)
+    try:
+        return _complete(top.down, run)
+    except _Failed as failed:
+        return await _unwind(failed.error, failed.frame, run)
+
+
 async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
     """Run ``node``'s tree: see the module docstring."""
-    cur: _Leaf | None = _enter(node, None, None, run)
+    cur: _Leaf | None = _enter(node, None, None, run, ())
     try:
         while cur is not None:
             leaf = cur
+            stopped: Driver | None = None
             try:
-                if leaf.gen is not None:
-                    chunk = await leaf.gen.__anext__()
-                else:
+                if leaf.gen is None:
                     chunk = next(leaf.it)  # type: ignore[arg-type]
                     chunk = chunk[:]
+                elif not leaf.drivers:
+                    chunk = await leaf.gen.__anext__()
+                else:
+                    chunk, stopped = await _scoped_anext(leaf)
             except (StopAsyncIteration, StopIteration):
                 leaf.gen = leaf.it = None
                 try:
@@ -371,6 +449,9 @@ async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
             except Exception as exc:
                 leaf.gen = leaf.it = None
                 cur = await _unwind(exc, leaf.down, run)
+                continue
+            if stopped is not None:
+                cur = await _stop(leaf, stopped, run)
                 continue
             target = leaf.out
             try:
@@ -383,8 +464,8 @@ async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
                     else:  # a _Bind taking this chunk as elements
                         bind: _Bind = target  # type: ignore[assignment]
                         inner = bind.f(chunk[0])
-                        bind.up, bind.pending, bind.index = leaf, chunk, 1
-                        cur = _enter(inner, bind, bind.out, run)
+                        bind.up, bind.pending, bind.index, bind.drivers = leaf, chunk, 1, leaf.drivers
+                        cur = _enter(inner, bind, bind.out, run, leaf.drivers)
                         break
                 else:
                     yield chunk

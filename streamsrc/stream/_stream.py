@@ -29,7 +29,7 @@ from returns.result import Failure, Result, Success
 from streamsrc.effect import RetryPolicy
 from streamsrc.stream import _concurrent, _pipes, _sources
 from streamsrc.stream._core import CHUNK_SIZE, DRIVER, Driver, ExitCase, Pull, Run, reraise_unwrapped, running
-from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node
+from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node, is_scoped
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -67,6 +67,11 @@ class Stream(Generic[T]):
 
     def __init__(self, pull: Pull[T] | Node) -> None:
         self._node: Node = pull if isinstance(pull, Node) else Leaf(pull)
+
+    def _stage(self, other: Stream[Any] | None, pull: Pull[U]) -> Stream[U]:
+        """A stage over this stream (and ``other``): interruptible if what it runs is (see ``_nodes``)."""
+        scoped = is_scoped(self._node) or (other is not None and is_scoped(other._node))
+        return Stream(Leaf(pull, scoped))
 
     def __repr__(self) -> str:
         node = self._node
@@ -354,7 +359,7 @@ class Stream(Generic[T]):
         >>> anyio.run(s.attempt().to_list)
         [<Success: 1>, <Success: 2>, <Failure: 'k'>]
         """
-        return Stream(_pipes.attempt(self._pull))
+        return self._stage(None, _pipes.attempt(self._pull))
 
     def broadcast_through(self, *pipes: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
         """Feed every element to each of ``pipes`` (run at once); merge what they emit (``broadcastThrough``).
@@ -370,7 +375,9 @@ class Stream(Generic[T]):
         """
         if not pipes:
             raise ValueError("broadcast_through needs at least one pipe")
-        return Stream(_concurrent.broadcast_through(self._pull, [_pipe_of(p) for p in pipes], emit=True))
+        return _concurrent_stage(
+            _concurrent.broadcast_through(self._pull, [_pipe_of(p) for p in pipes], emit=True)
+        )
 
     def buffer(self, n: int) -> Stream[T]:
         """Let upstream run ahead of downstream by at most ``n`` chunks, concurrently.
@@ -378,7 +385,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).buffer(2).to_list)
         [0, 1, 2, 3, 4]
         """
-        return Stream(_concurrent.buffer(self._pull, n))
+        return _concurrent_stage(_concurrent.buffer(self._pull, n))
 
     def changes(self, key: Callable[[T], object] | None = None) -> Stream[T]:
         """Drop each element equal to the one before it (compared by ``key`` if given).
@@ -386,7 +393,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 1, 2, 2, 2, 1, 3, 3]).changes().to_list)
         [1, 2, 1, 3]
         """
-        return Stream(_pipes.changes_by(self._pull, key if key is not None else _identity))
+        return self._stage(None, _pipes.changes_by(self._pull, key if key is not None else _identity))
 
     def chunk_limit(self, n: int) -> Stream[T]:
         """Split chunks bigger than ``n`` elements; the elements are unchanged.
@@ -394,7 +401,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).chunk_limit(2).chunks().to_list)
         [[0, 1], [2, 3], [4]]
         """
-        return Stream(_pipes.chunk_limit(self._pull, n))
+        return self._stage(None, _pipes.chunk_limit(self._pull, n))
 
     def chunk_min(self, n: int, allow_fewer: bool = True) -> Stream[T]:
         """Join small chunks until each has ``n`` elements or more (the last fewer if ``allow_fewer``).
@@ -405,7 +412,7 @@ class Stream(Generic[T]):
         >>> anyio.run(s.chunk_min(2, allow_fewer=False).to_list)
         [0, 1, 2, 3]
         """
-        return Stream(_pipes.chunk_min(self._pull, n, allow_fewer))
+        return self._stage(None, _pipes.chunk_min(self._pull, n, allow_fewer))
 
     def chunk_n(self, n: int, allow_fewer: bool = True) -> Stream[list[T]]:
         """Emit lists of ``n`` elements; the last one is shorter unless ``allow_fewer`` is false.
@@ -415,7 +422,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 7).chunk_n(3, allow_fewer=False).to_list)
         [[0, 1, 2], [3, 4, 5]]
         """
-        return Stream(_pipes.chunk_n(self._pull, n, allow_fewer))
+        return self._stage(None, _pipes.chunk_n(self._pull, n, allow_fewer))
 
     def chunks(self) -> Stream[list[T]]:
         """Emit the chunks this stream is made of, as lists (do not mutate them).
@@ -423,7 +430,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5, chunk_size=2).chunks().to_list)
         [[0, 1], [2, 3], [4]]
         """
-        return Stream(_pipes.chunks(self._pull))
+        return self._stage(None, _pipes.chunks(self._pull))
 
     def collect(self, f: Callable[[T], Maybe[U]]) -> Stream[U]:
         """Map and filter in one step: keep ``x`` for each ``Some(x)``, drop each ``Nothing``.
@@ -446,7 +453,7 @@ class Stream(Generic[T]):
         >>> anyio.run(s.concurrently(bg).to_list), seen
         (['done'], ['tick'])
         """
-        return Stream(_concurrent.concurrently(self._pull, background._pull))
+        return _concurrent_stage(_concurrent.concurrently(self._pull, background._pull))
 
     def debounce(self, seconds: float) -> Stream[T]:
         """Emit an element only once ``seconds`` have passed without a newer one (the last one always).
@@ -457,7 +464,7 @@ class Stream(Generic[T]):
         """
         if seconds <= 0:
             raise ValueError("debounce needs seconds > 0")
-        return Stream(_concurrent.debounce(self._pull, seconds))
+        return _concurrent_stage(_concurrent.debounce(self._pull, seconds))
 
     def drain_pipe(self) -> Stream[Never]:
         """Run the stream for its effects and emit nothing (fs2's ``drain`` as a stage).
@@ -473,7 +480,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).drop(3).to_list)
         [3, 4]
         """
-        return Stream(_pipes.drop(self._pull, n))
+        return self._stage(None, _pipes.drop(self._pull, n))
 
     def drop_while(self, p: Callable[[T], object]) -> Stream[T]:
         """Skip elements while ``p`` holds, then emit the rest.
@@ -481,7 +488,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 2, 5, 1]).drop_while(lambda x: x < 3).to_list)
         [5, 1]
         """
-        return Stream(_pipes.drop_while(self._pull, p))
+        return self._stage(None, _pipes.drop_while(self._pull, p))
 
     def eval_filter(self, p: Callable[[T], Awaitable[object]]) -> Stream[T]:
         """Keep the elements for which the effect ``p`` returns true (one effect at a time).
@@ -491,7 +498,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 6).eval_filter(is_even).to_list)
         [0, 2, 4]
         """
-        return Stream(_pipes.eval_filter(self._pull, p))
+        return self._stage(None, _pipes.eval_filter(self._pull, p))
 
     @overload
     def eval_map(self, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
@@ -519,7 +526,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).eval_map(check).to_list_result).failure()
         EffectFailed('3 is too big')
         """
-        return Stream(_pipes.eval_map(self._pull, f))
+        return self._stage(None, _pipes.eval_map(self._pull, f))
 
     def eval_map_chunks(self, f: Callable[[list[T]], Awaitable[Sequence[U]]]) -> Stream[U]:
         """Run one effect per chunk (a list) and emit the sequence it returns: batch I/O.
@@ -533,7 +540,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 3).eval_map_chunks(save_all).to_list)
         ['saved 0', 'saved 1', 'saved 2']
         """
-        return Stream(_pipes.eval_map_chunks(self._pull, f))
+        return self._stage(None, _pipes.eval_map_chunks(self._pull, f))
 
     def eval_scan(self, init: U, f: Callable[[U, T], Awaitable[U]]) -> Stream[U]:
         """``scan`` with an effect: emit ``init``, then each ``await f(acc, x)``.
@@ -543,7 +550,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(1, 4).eval_scan(0, add).to_list)
         [0, 1, 3, 6]
         """
-        return Stream(_pipes.eval_scan(self._pull, init, f))
+        return self._stage(None, _pipes.eval_scan(self._pull, init, f))
 
     def eval_tap(self, f: Callable[[T], Awaitable[object]]) -> Stream[T]:
         """Run an effect for each element and emit the element unchanged.
@@ -554,7 +561,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 3).eval_tap(record).map(str).to_list), seen
         (['0', '1', '2'], [0, 1, 2])
         """
-        return Stream(_pipes.eval_tap(self._pull, f))
+        return self._stage(None, _pipes.eval_tap(self._pull, f))
 
     def filter(self, p: Callable[[T], object]) -> Stream[T]:
         """Keep the elements for which ``p`` is true.
@@ -581,7 +588,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 3).foreach(record).drain), seen
         (None, [0, 1, 2])
         """
-        return Stream(_pipes.foreach(self._pull, f))
+        return self._stage(None, _pipes.foreach(self._pull, f))
 
     def group_adjacent_by(self, key: Callable[[T], K]) -> Stream[tuple[K, list[T]]]:
         """Emit ``(key, elements)`` for each run of adjacent elements with the same key.
@@ -590,7 +597,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits(words).group_adjacent_by(lambda w: w[0]).to_list)
         [('a', ['apple', 'avocado']), ('b', ['banana']), ('a', ['apricot'])]
         """
-        return Stream(_pipes.group_adjacent_by(self._pull, key))
+        return self._stage(None, _pipes.group_adjacent_by(self._pull, key))
 
     def group_within(self, n: int, seconds: float) -> Stream[list[T]]:
         """Emit lists of ``n`` elements, or fewer once a list is ``seconds`` old.
@@ -602,7 +609,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).group_within(2, 1.0).to_list)
         [[0, 1], [2, 3], [4]]
         """
-        return Stream(_concurrent.group_within(self._pull, n, seconds))
+        return _concurrent_stage(_concurrent.group_within(self._pull, n, seconds))
 
     def handle_error_with(self, handler: Callable[[Exception], Stream[T]]) -> Stream[T]:
         """If the stream fails, go on with the stream ``handler`` makes of the error.
@@ -619,7 +626,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 2, 3]).interleave(Stream.emits([10, 20])).to_list)
         [1, 10, 2, 20]
         """
-        return Stream(_pipes.interleave(self._pull, other._pull))
+        return self._stage(other, _pipes.interleave(self._pull, other._pull))
 
     def interrupt_after(self, seconds: float) -> Stream[T]:
         """End the stream (normally, running its finalizers) ``seconds`` after it started.
@@ -642,7 +649,7 @@ class Stream(Generic[T]):
         True
         """
         wait = signal.wait if isinstance(signal, anyio.Event) else signal
-        return Stream(_concurrent.interrupt_when(self._pull, wait))
+        return _concurrent_stage(_concurrent.interrupt_when(self._pull, wait))
 
     def intersperse(self, separator: T) -> Stream[T]:
         """Put ``separator`` between every two elements.
@@ -650,7 +657,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("abc").intersperse("-").to_list)
         ['a', '-', 'b', '-', 'c']
         """
-        return Stream(_pipes.intersperse(self._pull, separator))
+        return self._stage(None, _pipes.intersperse(self._pull, separator))
 
     def map(self, f: Callable[[T], U]) -> Stream[U]:
         """Apply ``f`` to each element.
@@ -667,7 +674,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 2, 3]).map_accumulate(0, running).to_list)
         [(1, '1 of 1'), (3, '2 of 3'), (6, '3 of 6')]
         """
-        return Stream(_pipes.map_accumulate(self._pull, init, f))
+        return self._stage(None, _pipes.map_accumulate(self._pull, init, f))
 
     def map_chunks(self, f: Callable[[list[T]], Sequence[U]]) -> Stream[U]:
         """Apply ``f`` to each chunk (a list) at once: the fast path for batch work.
@@ -687,7 +694,7 @@ class Stream(Generic[T]):
         >>> sorted(anyio.run(merged.to_list))
         [0, 1, 2, 10, 11, 12]
         """
-        return Stream(_concurrent.merge(self._pull, other._pull))
+        return _concurrent_stage(_concurrent.merge(self._pull, other._pull))
 
     def merge_halt_both(self, other: Stream[T]) -> Stream[T]:
         """``merge`` that ends as soon as either side ends (the other is stopped).
@@ -695,7 +702,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emit(1).merge_halt_both(Stream.fixed_delay(10)).to_list)
         [1]
         """
-        return Stream(_concurrent.merge(self._pull, other._pull, halt="both"))
+        return _concurrent_stage(_concurrent.merge(self._pull, other._pull, halt="both"))
 
     def merge_halt_l(self, other: Stream[T]) -> Stream[T]:
         """``merge`` that ends when this (the left) stream ends; ``other`` is stopped then.
@@ -703,7 +710,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 2]).merge_halt_l(Stream.fixed_delay(10)).to_list)
         [1, 2]
         """
-        return Stream(_concurrent.merge(self._pull, other._pull, halt="left"))
+        return _concurrent_stage(_concurrent.merge(self._pull, other._pull, halt="left"))
 
     def merge_halt_r(self, other: Stream[T]) -> Stream[T]:
         """``merge`` that ends when ``other`` (the right) stream ends; this one is stopped then.
@@ -711,7 +718,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.fixed_delay(10).merge_halt_r(Stream.emits([1, 2])).to_list)
         [1, 2]
         """
-        return Stream(_concurrent.merge(self._pull, other._pull, halt="right"))
+        return _concurrent_stage(_concurrent.merge(self._pull, other._pull, halt="right"))
 
     def metered(self, seconds: float) -> Stream[T]:
         """At most one element per ``seconds``, at a fixed rate (the first after ``seconds``).
@@ -725,7 +732,7 @@ class Stream(Generic[T]):
         """
         if seconds <= 0:
             raise ValueError("metered needs seconds > 0")
-        return Stream(_pipes.metered(self._pull, seconds, immediately=False))
+        return self._stage(None, _pipes.metered(self._pull, seconds, immediately=False))
 
     def observe(self, pipe: Callable[[Stream[T]], Stream[Any]]) -> Stream[T]:
         """Send every element through ``pipe`` (a sink, say) too; emit each once ``pipe`` has taken it.
@@ -739,7 +746,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 3).observe(lambda s: s.foreach(record)).to_list), seen
         ([0, 1, 2], [0, 1, 2])
         """
-        return Stream(_concurrent.broadcast_through(self._pull, [_pipe_of(pipe)], emit=False))
+        return _concurrent_stage(_concurrent.broadcast_through(self._pull, [_pipe_of(pipe)], emit=False))
 
     def on_finalize(self, finalizer: Callable[[], Awaitable[object]]) -> Stream[T]:
         """Run ``finalizer`` once when the stream stops, however it stops (shielded).
@@ -750,7 +757,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 100).on_finalize(bye).take(2).to_list), log
         ([0, 1], ['finalized'])
         """
-        return Stream(_pipes.on_finalize(self._pull, finalizer))
+        return self._stage(None, _pipes.on_finalize(self._pull, finalizer))
 
     @overload
     def par_eval_map(self, n: int, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
@@ -773,7 +780,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).par_eval_map(5, slow_square).to_list)
         [0, 1, 4, 9, 16]
         """
-        return Stream(_concurrent.par_eval_map(self._pull, n, f, ordered=True))
+        return _concurrent_stage(_concurrent.par_eval_map(self._pull, n, f, ordered=True))
 
     @overload
     def par_eval_map_unordered(self, n: int, f: Callable[[T], FutureResult[U, Any]]) -> Stream[U]: ...
@@ -792,7 +799,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 5).par_eval_map_unordered(5, slow_square).to_list)
         [16, 9, 4, 1, 0]
         """
-        return Stream(_concurrent.par_eval_map(self._pull, n, f, ordered=False))
+        return _concurrent_stage(_concurrent.par_eval_map(self._pull, n, f, ordered=False))
 
     def par_join(self: Stream[Stream[U]], n: int) -> Stream[U]:
         """Run up to ``n`` of the inner streams at once, emitting their elements as they come.
@@ -801,7 +808,7 @@ class Stream(Generic[T]):
         >>> sorted(anyio.run(inner.par_join(2).to_list))
         [0, 0, 1, 1, 2, 2]
         """
-        return Stream(_concurrent.par_join(self.map(_pull_of)._pull, n))
+        return _concurrent_stage(_concurrent.par_join(self.map(_pull_of)._pull, n))
 
     def rechunk(self, n: int) -> Stream[T]:
         """Regroup the elements in chunks of exactly ``n`` (the last may be smaller).
@@ -809,7 +816,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 7, chunk_size=2).rechunk(3).chunks().to_list)
         [[0, 1, 2], [3, 4, 5], [6]]
         """
-        return Stream(_pipes.rechunk(self._pull, n))
+        return self._stage(None, _pipes.rechunk(self._pull, n))
 
     def reduce(self, f: Callable[[T, T], T]) -> Stream[T]:
         """Emit one element, all elements combined with ``f``; nothing if the stream is empty.
@@ -819,7 +826,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.empty().reduce(max).to_list)
         []
         """
-        return Stream(_pipes.reduce(self._pull, f))
+        return self._stage(None, _pipes.reduce(self._pull, f))
 
     def repeat(self) -> Stream[T]:
         """This stream's elements, again and again, forever (it runs anew each round).
@@ -856,7 +863,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.eval(flaky).retry(policy).to_list), len(attempts)
         (['ok'], 3)
         """
-        return Stream(_pipes.retry(self._pull, policy or RetryPolicy()))
+        return self._stage(None, _pipes.retry(self._pull, policy or RetryPolicy()))
 
     def scan(self, init: U, f: Callable[[U, T], U]) -> Stream[U]:
         """Emit ``init``, then each running result of ``f(acc, x)``.
@@ -864,7 +871,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(1, 5).scan(0, lambda acc, x: acc + x).to_list)
         [0, 1, 3, 6, 10]
         """
-        return Stream(_pipes.scan(self._pull, init, f))
+        return self._stage(None, _pipes.scan(self._pull, init, f))
 
     def scan1(self, f: Callable[[T, T], T]) -> Stream[T]:
         """``scan`` that starts from the first element: emit it, then each running ``f(acc, x)``.
@@ -872,7 +879,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(1, 5).scan1(lambda acc, x: acc + x).to_list)
         [1, 3, 6, 10]
         """
-        return Stream(_pipes.scan1(self._pull, f))
+        return self._stage(None, _pipes.scan1(self._pull, f))
 
     def sliding(self, n: int, step: int = 1) -> Stream[list[T]]:
         """Windows of ``n`` elements, a new one every ``step`` elements (Scala's ``List.sliding``).
@@ -887,7 +894,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 2).sliding(3).to_list)
         [[0, 1]]
         """
-        return Stream(_pipes.sliding(self._pull, n, step))
+        return self._stage(None, _pipes.sliding(self._pull, n, step))
 
     def spaced(self, seconds: float) -> Stream[T]:
         """Emit the first element at once, then wait ``seconds`` before each next one (a fixed delay).
@@ -897,7 +904,7 @@ class Stream(Generic[T]):
         """
         if seconds < 0:
             raise ValueError("spaced needs seconds >= 0")
-        return Stream(_pipes.spaced(self._pull, seconds))
+        return self._stage(None, _pipes.spaced(self._pull, seconds))
 
     def split(self, p: Callable[[T], object]) -> Stream[list[T]]:
         """Cut the stream at each element for which ``p`` holds (dropped); emit the pieces as lists.
@@ -908,7 +915,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 10).split(lambda x: x % 4 == 0).to_list)
         [[], [1, 2, 3], [5, 6, 7], [9]]
         """
-        return Stream(_pipes.split(self._pull, p))
+        return self._stage(None, _pipes.split(self._pull, p))
 
     def switch_map(self, f: Callable[[T], Stream[U]]) -> Stream[U]:
         """Run the stream ``f`` makes of each element; a newer element stops the one still running.
@@ -920,7 +927,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([1, 2, 3]).switch_map(slow).to_list)
         [3]
         """
-        return Stream(_concurrent.switch_map(self._pull, lambda x: f(x)._pull))
+        return _concurrent_stage(_concurrent.switch_map(self._pull, lambda x: f(x)._pull))
 
     def take(self, n: int) -> Stream[T]:
         """The first ``n`` elements; upstream is not pulled further and is closed.
@@ -928,7 +935,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 10**9).take(3).to_list)
         [0, 1, 2]
         """
-        return Stream(_pipes.take(self._pull, n))
+        return self._stage(None, _pipes.take(self._pull, n))
 
     def take_while(self, p: Callable[[T], object], take_failure: bool = False) -> Stream[T]:
         """Elements while ``p`` holds (and the first that fails it, if ``take_failure``).
@@ -938,7 +945,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(0, 10).take_while(lambda x: x < 3, take_failure=True).to_list)
         [0, 1, 2, 3]
         """
-        return Stream(_pipes.take_while(self._pull, p, take_failure))
+        return self._stage(None, _pipes.take_while(self._pull, p, take_failure))
 
     def through(self, pipe: Callable[[Stream[T]], Stream[U]]) -> Stream[U]:
         """Apply a pipe (a function from stream to stream); also written ``s | pipe``.
@@ -956,7 +963,7 @@ class Stream(Generic[T]):
         >>> type(result.failure())
         <class 'TimeoutError'>
         """
-        return Stream(_concurrent.timeout(self._pull, seconds))
+        return _concurrent_stage(_concurrent.timeout(self._pull, seconds))
 
     @overload
     def unchunks(self: Stream[list[U]]) -> Stream[U]: ...
@@ -970,7 +977,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits([[1, 2], [], [3]]).unchunks().to_list)
         [1, 2, 3]
         """
-        return Stream(_pipes.unchunks(self._pull))
+        return self._stage(None, _pipes.unchunks(self._pull))
 
     def zip(self, other: Stream[U]) -> Stream[tuple[T, U]]:
         """Pair elements of this stream and ``other``; stop when either ends.
@@ -978,7 +985,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("ab").zip(Stream.range(0, 5)).to_list)
         [('a', 0), ('b', 1)]
         """
-        return Stream(_pipes.zip_with(self._pull, other._pull, _pipes.pair))
+        return self._stage(other, _pipes.zip_with(self._pull, other._pull, _pipes.pair))
 
     def zip_all(self, other: Stream[U], pad_left: T, pad_right: U) -> Stream[tuple[T, U]]:
         """Pair elements until both streams end, padding the one that ended first.
@@ -986,7 +993,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("abc").zip_all(Stream.range(0, 1), "-", -1).to_list)
         [('a', 0), ('b', -1), ('c', -1)]
         """
-        return Stream(_pipes.zip_all(self._pull, other._pull, pad_left, pad_right))
+        return self._stage(other, _pipes.zip_all(self._pull, other._pull, pad_left, pad_right))
 
     def zip_with(self, other: Stream[U], f: Callable[[T, U], V]) -> Stream[V]:
         """Combine elements of this stream and ``other`` pairwise with ``f``; stop when either ends.
@@ -994,7 +1001,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.range(1, 4).zip_with(Stream.range(10, 20), lambda a, b: a + b).to_list)
         [11, 13, 15]
         """
-        return Stream(_pipes.zip_with(self._pull, other._pull, f))
+        return self._stage(other, _pipes.zip_with(self._pull, other._pull, f))
 
     def zip_with_index(self) -> Stream[tuple[T, int]]:
         """Pair each element with its 0-based index.
@@ -1002,7 +1009,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("ab").zip_with_index().to_list)
         [('a', 0), ('b', 1)]
         """
-        return Stream(_pipes.zip_with_index(self._pull))
+        return self._stage(None, _pipes.zip_with_index(self._pull))
 
     def zip_with_next(self) -> Stream[tuple[T, Maybe[T]]]:
         """Pair each element with the next one (``Some(next)``; ``Nothing`` for the last).
@@ -1010,7 +1017,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("ab").zip_with_next().to_list)
         [('a', <Some: b>), ('b', <Nothing>)]
         """
-        return Stream(_pipes.zip_with_next(self._pull))
+        return self._stage(None, _pipes.zip_with_next(self._pull))
 
     def zip_with_previous(self) -> Stream[tuple[Maybe[T], T]]:
         """Pair each element with the one before it (``Nothing`` for the first).
@@ -1018,7 +1025,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.emits("ab").zip_with_previous().to_list)
         [(<Nothing>, 'a'), (<Some: a>, 'b')]
         """
-        return Stream(_pipes.zip_with_previous(self._pull))
+        return self._stage(None, _pipes.zip_with_previous(self._pull))
 
     # ------------------------------------------------------------------ running the stream
 
@@ -1163,6 +1170,11 @@ def _identity(x: T) -> T:
 
 def _pull_of(stream: Stream[U]) -> Pull[U]:
     return stream._pull
+
+
+def _concurrent_stage(pull: Pull[U]) -> Stream[U]:
+    """A concurrent stage: it may interrupt or fail what runs downstream of it (see ``_nodes``)."""
+    return Stream(Leaf(pull, scoped=True))
 
 
 def _pipe_of(pipe: Callable[[Stream[T]], Stream[U]]) -> Callable[[Pull[T]], Pull[U]]:
