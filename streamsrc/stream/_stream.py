@@ -466,8 +466,10 @@ class Stream(Generic[T]):
             raise ValueError("debounce needs seconds > 0")
         return _concurrent_stage(_concurrent.debounce(self._pull, seconds))
 
-    def drain_pipe(self) -> Stream[Never]:
+    def drain_pipe(self) -> Stream[Any]:
         """Run the stream for its effects and emit nothing (fs2's ``drain`` as a stage).
+
+        The result is a ``Stream[Any]`` so that it appends to a stream of any type.
 
         >>> anyio.run((Stream.range(0, 3).drain_pipe() + Stream.emit("done")).to_list)
         ['done']
