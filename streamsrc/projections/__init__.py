@@ -10,7 +10,13 @@
   file), :class:`CallbackReadModel` (anything else, at least once).
 * :class:`ProjectionService` — a live projection serving a model, rebuilt
   blue/green into a fresh one; :class:`Progress` and :class:`Status` report
-  how far a projection is and how far behind the log.
+  how far a projection is, how far behind the log, and how many events it
+  has set aside as dead letters.
+
+The error policies (:class:`Stop`, :class:`Retry`, :class:`DeadLetters`)
+judge a projection's handler only: when the read model itself fails (its
+checkpoint save, its commit), the run ends with
+:class:`~streamsrc.errors.StoreUnavailable` and no event is blamed.
 """
 
 from streamsrc.projections._models import CallbackReadModel as CallbackReadModel
