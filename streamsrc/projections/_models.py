@@ -109,8 +109,13 @@ class ReadModel(Protocol[H_contra]):
     ) -> None:
         """Apply ``events`` with ``handler`` and move ``name``'s checkpoint to ``position``.
 
-        If the handler raises, the exception propagates; an exactly-once
-        model then leaves nothing of the batch, nor a moved checkpoint.
+        If the handler raises, the exception propagates *as itself* (not
+        wrapped: the runner tells the handler's failures from the model's by
+        that identity); an exactly-once model then leaves nothing of the
+        batch, nor a moved checkpoint. The model's own failures (its
+        checkpoint, its commit, its connection) should raise
+        :class:`~streamsrc.errors.StoreUnavailable`; the runner wraps anything
+        else in one. With no events, only the checkpoint moves.
         """
         ...
 

@@ -460,10 +460,10 @@ class _Watched:
         self.handler = handler
         self.raised: BaseException | None = None
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.raised = None
         try:
-            result = self.handler(*args)
+            result = self.handler(*args, **kwargs)
         except BaseException as exc:
             self.raised = exc
             raise
