@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import io
 import json
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +53,7 @@ class CommandFailed(click.ClickException):
     """
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"streamsrc: error: {self.format_message()}", err=True)
+        click.echo(f"streamsrc: error: {redact_text(self.format_message())}", err=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -199,8 +201,11 @@ def demo(ctx: click.Context, demo_url: str | None) -> None:
     """Run the account-management example end to end and print what happened."""
     from streamsrc.demo import run_demo
 
+    def say(line: str) -> None:
+        click.echo(redact_text(line))
+
     with _quiet_pipe():
-        _run(functools.partial(run_demo, demo_url or _url(ctx), click.echo))
+        _run(functools.partial(run_demo, demo_url or _url(ctx), say))
 
 
 @cli.command()
@@ -310,7 +315,7 @@ def tail(
     async def main() -> None:
         async with _open(_url(ctx)) as store:
             start = await store.head() if after is None else after
-            click.echo(f"following {store!r} after position {start} (Ctrl-C to stop)", err=True)
+            click.echo(redact_text(f"following {store!r} after position {start} (Ctrl-C to stop)"), err=True)
             printer = _EventPrinter(as_json)
 
             def show(event: RecordedEvent) -> None:
@@ -452,8 +457,9 @@ def copy(source_url: str, target_url: str, batch_size: int, checkpoint: str | No
             )
 
     done = _run(main)
+    where = redact(target_url)
     click.echo(
-        f"copied {done.events:,} events in {done.elapsed:.1f} s; {target_url} is at position {done.position}"
+        f"copied {done.events:,} events in {done.elapsed:.1f} s; {where} is at position {done.position}"
     )
 
 
@@ -644,7 +650,7 @@ def postgres_init(ctx: click.Context, url: str | None) -> None:
         async with _open(target, must_exist=False) as store:
             return repr(store)
 
-    click.echo(f"ready: {_run(main)}")
+    click.echo(f"ready: {redact_text(_run(main))}")
 
 
 @cli.group()
@@ -671,7 +677,7 @@ def dynamodb_create_tables(ctx: click.Context, url: str | None) -> None:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password or secret replaced (for messages).
+    """``url`` with any password or secret replaced (for messages): every URL the CLI prints goes here.
 
     >>> redact("postgresql://app:s3cret@db.example.com/events")
     'postgresql://app:***@db.example.com/events'
@@ -679,6 +685,24 @@ def redact(url: str) -> str:
     from streamsrc.store import redact_url
 
     return redact_url(url)
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>()\[\],;]+")
+_USERINFO_IN_TEXT = re.compile(r"(://[^/?#@:\s'\"]*):(?!\*\*\*@)[^/?#\s]*@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it passed through :func:`redact` (lines that may quote a URL).
+
+    >>> redact_text("ready: <PostgresStore postgresql://app:s3cret@db/events>")
+    'ready: <PostgresStore postgresql://app:***@db/events>'
+    >>> redact_text("Invalid value for '--batch-size': 'postgresql://app:s3cret@db/x' is not a valid integer")
+    "Invalid value for '--batch-size': 'postgresql://app:***@db/x' is not a valid integer"
+    >>> redact_text("got postgresql://app:a(b,c@d@db/x?password=e")  # odd passwords too
+    'got postgresql://app:***@db/x?password=***'
+    """
+    text = _USERINFO_IN_TEXT.sub(r"\1:***@", text)
+    return _URL_IN_TEXT.sub(lambda found: redact(found.group(0)), text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -698,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("aborted", err=True)
         return 1
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()  # a usage error may quote a URL given in the wrong place: redacted
+        exc.show(file=shown)
+        click.echo(redact_text(shown.getvalue()), err=True, nl=False)
         return exc.exit_code
     return 0

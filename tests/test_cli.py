@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -264,6 +267,92 @@ def test_bad_input_is_one_line_and_no_traceback(
 ) -> None:
     line = one_line_error(streamsrc(*[a.format(tmp=tmp_path) for a in args], cwd=demo_dir), fragment)
     assert "secret-pw" not in line
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def assert_hidden(secret: str, results: Sequence[subprocess.CompletedProcess[str]]) -> None:
+    """``secret`` appears nowhere in what the commands printed, and none of them shows a traceback."""
+    for result in results:
+        shown = result.stdout + result.stderr
+        assert secret not in shown, (result.args[3:], shown)
+        assert "Traceback" not in shown, shown
+
+
+def test_a_password_in_a_url_is_never_printed_on_errors(demo_dir: Path, tmp_path: Path) -> None:
+    """Store URLs with passwords, each command failing on them (nothing listens, bad URLs, usage errors)."""
+    secret = "pw-that-must-not-show"
+    pg = f"postgresql://app:{secret}@127.0.0.1:{closed_port()}/events"
+    dynamodb = f"dynamodb://t?region=eu-west-1&aws_secret_access_key={secret}"
+    source = f"sqlite:///{demo_dir}/streamsrc.db"
+    target = f"sqlite:///{tmp_path}/target.db"
+    failing = [
+        ["copy", source, pg],
+        ["copy", pg, target],
+        ["copy", source, dynamodb],
+        ["copy", source, f"ftp://app:{secret}@example.com/x"],
+        ["copy", source, f"postgresql://app:{secret}@127.0.0.1:99999/events"],
+        ["--url", pg, "streams"],
+        ["--url", pg, "read", "user-ada-1"],
+        ["--url", pg, "read-all"],
+        ["--url", pg, "tail"],
+        ["--url", pg, "state", "user-ada-1"],
+        ["--url", pg, "export"],
+        ["export", pg],
+        ["--url", pg, "demo"],
+        ["demo", "--url", pg],
+        ["postgres", "init", pg],
+        ["--url", pg, "projection", "status"],
+        ["dynamodb", "create-tables", pg],
+        ["copy", "--batch-size", pg, source, target],  # usage errors quoting the URL
+        ["copy", source, target, pg],
+        ["--url", pg, "import"],
+    ]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda args: streamsrc(*args, cwd=tmp_path, stdin=""), failing))
+    for args, result in zip(failing, results, strict=True):
+        assert result.returncode in (1, 2), (args, result.returncode, result.stdout, result.stderr)
+    assert_hidden(secret, results)
+
+
+def test_a_password_in_a_url_is_never_printed_by_a_working_command(
+    demo_dir: Path, tmp_path: Path, postgres_server: str
+) -> None:
+    """SQLite → PostgreSQL and back with a password in the URL: success lines, progress, the demo."""
+    from pg_server import LOCKED_USER, create_database, drop_database, run_async
+
+    name = f"streamsrc_cli_secret_{os.getpid()}"
+    url = run_async(lambda: create_database(postgres_server, name))
+    secret = urlsplit(url).password
+    if not secret:
+        pytest.skip("the PostgreSQL server's URL has no password to hide")
+    try:
+        source = f"sqlite:///{demo_dir}/streamsrc.db"
+        results = [streamsrc("postgres", "init", url, cwd=tmp_path)]
+        results.append(streamsrc("copy", source, url, cwd=tmp_path))
+        assert "copied" in ok(results[-1])
+        assert f"{urlsplit(url).username}:***@" in results[-1].stdout
+        results.append(streamsrc("copy", url, f"sqlite:///{tmp_path}/back.db", cwd=tmp_path))
+        results.append(streamsrc("--url", url, "demo", cwd=tmp_path))
+        assert "demo run" in ok(results[-1])
+        results.append(streamsrc("--url", url, "streams", cwd=tmp_path))
+        results.append(streamsrc("--url", url, "import", cwd=tmp_path, stdin=""))
+        wrong = urlsplit(url)._replace(
+            netloc=f"{LOCKED_USER}:{secret}@{urlsplit(url).hostname}:{urlsplit(url).port}"
+        )
+        results.append(streamsrc("--url", wrong.geturl(), "streams", cwd=tmp_path))  # a refused login
+        assert results[-1].returncode == 1, results[-1].stderr
+        for result in results[:-1]:
+            ok(result)
+        assert_hidden(secret, results)
+    finally:
+        run_async(lambda: drop_database(postgres_server, name))
 
 
 def test_a_malformed_import_names_the_line_and_writes_nothing(demo_dir: Path, tmp_path: Path) -> None:
