@@ -42,6 +42,7 @@ ROOT = HERE.parent
 
 SCRIPTS = (
     "stream_pipeline",
+    "stream_stack",
     "store_sqlite",
     "entity_sqlite",
     "projection_sqlite",
@@ -53,6 +54,7 @@ SCRIPTS = (
 )
 TITLES = {
     "stream_pipeline": "Stream core vs raw async generators, sync generators, aiostream",
+    "stream_stack": "Stream core at the default recursion limit: 100,000-deep nesting, 1,000 maps",
     "store_sqlite": "SQLite event store vs raw sqlite3, eventsourcing",
     "entity_sqlite": "Entities (load, handle) on SQLite vs hand-written sqlite3, eventsourcing",
     "projection_sqlite": "Projections on SQLite vs raw paging, eventsourcing; live latency",
