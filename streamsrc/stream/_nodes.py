@@ -382,6 +382,9 @@ async def _unwind(error: Exception, frame: _Frame | None, run: Run) -> _Leaf:
 async def _scoped_anext(leaf: _Leaf) -> tuple[list[Any], Driver | None]:
     """Pull ``leaf`` under a cancel scope every driver in force shares; say which driver stopped it."""
     drivers = leaf.drivers
+    for driver in drivers:
+        if driver.stopped:  # stopped while this leaf was not pulling, and not passed on
+            return [], driver
     scope = anyio.CancelScope()
     for driver in drivers:
         driver.scope = scope
