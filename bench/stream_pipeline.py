@@ -17,8 +17,8 @@ is ``N / wall time``, where ``N`` is the size of the source ``range``.
 Targets:
 
 * pipeline ``range(N) -> map -> filter -> scan -> take(0.6 N) -> fold``:
-  streamsrc >= 0.9x raw async generators passing chunks of 256,
-  >= 20x aiostream, >= 0.5x sync generators (per element);
+  streamsrc >= 1.0x raw async generators passing chunks of 256,
+  >= 25x aiostream, >= 0.5x sync generators (per element);
 * ``par_eval_map(64, f)`` / ``par_eval_map_unordered`` with ``f`` sleeping 1 ms:
   >= 0.6x the ideal 64 / 1 ms = 64,000 elements/s;
 * memory: draining ``Stream.range(0, 10M).map(...).filter(...)`` in a fresh
@@ -405,9 +405,9 @@ def bench_pipeline(sizes: Sizes, repeat: int, backend: str, report: Report) -> N
     anyio.run(measure, variants, repeat, 1_000, backend=backend)
 
     rows = [[*rate_cells(subject), "", "", "", ""]]
-    rows.append(versus(report, subject, raw, 0.9, "pipeline vs raw async generators"))
+    rows.append(versus(report, subject, raw, 1.0, "pipeline vs raw async generators"))
     if aio is not None:
-        rows.append(versus(report, subject, aio, 20, "pipeline vs aiostream"))
+        rows.append(versus(report, subject, aio, 25, "pipeline vs aiostream"))
     rows.append(versus(report, subject, sync, 0.5, "pipeline vs sync generators"))
     TABLE.print(notes, rows)
 
