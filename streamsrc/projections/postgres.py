@@ -235,8 +235,14 @@ class PostgresReadModel:
         """
 
         async def once() -> None:
-            async with self._get_pool().acquire(timeout=self._timeout) as conn, conn.transaction():
-                await body(conn)
+            async with self._get_pool().acquire(timeout=self._timeout) as conn:
+                try:
+                    async with conn.transaction():
+                        await body(conn)
+                except BaseException:
+                    if conn.is_in_transaction():  # cancelled before its rollback finished: not for the pool
+                        conn.terminate()
+                    raise
 
         async def not_committed() -> bool:
             return not await committed()
