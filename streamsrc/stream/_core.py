@@ -1,21 +1,29 @@
-"""The small core under ``Stream``: pulls, runs, helper tasks, and running a pull.
+"""The small core under ``Stream``: pulls, runs, drivers, helper tasks, the error rule, and running a pull.
 
 A *pull* is an async generator function from a :class:`Run` to chunks
-(non-empty lists of elements). A ``Stream`` is a facade over one pull;
-running the stream calls the pull afresh, which is what makes a stream a
+(non-empty lists of elements). A ``Stream`` is a facade over a small tree of
+nodes (``_nodes``) whose leaves are pulls; running the stream compiles the
+tree to one pull and calls it afresh, which is what makes a stream a
 re-runnable value rather than a one-shot generator.
 
-Rules every pull keeps (the combinators in ``_pipes`` and ``_concurrent`` and
-the sources in ``_sources`` are written to them):
+Rules every pull keeps (the combinators in ``_pipes`` and ``_concurrent``, the
+sources in ``_sources`` and the interpreter in ``_nodes`` are written to them):
 
 * It never yields an empty chunk, and never mutates a chunk after yielding it.
 * It closes its upstream pulls before it finishes, however it finishes
-  (``contextlib.aclosing``), and awaits in ``finally`` only under a shielded
-  cancel scope, so finalizers run exactly once, innermost first.
+  (:class:`aclosing`, which tells the brackets it closes why: see
+  :class:`ExitCase`), and awaits in ``finally`` only under a shielded cancel
+  scope, so finalizers run exactly once, innermost first.
 * It never yields while inside a cancel scope or task group. Work that must
   run concurrently is a :class:`Helper`: a task started in the task group of
   the terminal operation (``Run.task_group``), owning its own cancel scope and
   handing chunks over through a memory object stream.
+* Whoever pulls is a :class:`Driver` (the terminal operation, a helper's
+  pump, a scoped leaf of the interpreter): a concurrent stage that must stop
+  the work downstream of it (an interrupt, a failing background stream)
+  stops the driver, which cancels what it is waiting on.
+* Errors follow one rule (:func:`combine`): the first is raised as itself,
+  later ones become notes on it; no group ever reaches a caller.
 """
 
 from __future__ import annotations
