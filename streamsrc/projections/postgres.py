@@ -31,7 +31,7 @@ from streamsrc.errors import StoreUnavailable
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._models import DeadLetter
 from streamsrc.store import redact_url
-from streamsrc.store._contract import now_us
+from streamsrc.store.base import now_us
 from streamsrc.store.postgres import CONNECTION_ERRORS, DEFAULT_RETRY_FOR, connect
 
 __all__ = ["PostgresHandler", "PostgresReadModel"]

@@ -96,6 +96,7 @@ __all__ = [
     "VersionConflict",
     "Written",
     "check_expected",
+    "now_us",
 ]
 
 T = TypeVar("T")

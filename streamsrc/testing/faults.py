@@ -43,7 +43,7 @@ from returns.result import Failure, Result
 
 from streamsrc.errors import StoreError, StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent
-from streamsrc.store._contract import ANY, AppendResult, EventStore, Expected
+from streamsrc.store import ANY, AppendResult, EventStore, Expected
 from streamsrc.stream import Stream
 
 __all__ = ["Call", "Fault", "FaultPlan", "FaultyStore", "ForwardedReads", "Injected", "Timeout"]
