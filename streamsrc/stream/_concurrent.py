@@ -197,8 +197,13 @@ def par_join(outer: Pull[Pull[T]], n: int) -> Pull[T]:
                         for pull in chunk:
                             await slots.acquire()
                             tg.start_soon(inner, pull)
-            finally:
-                await lease.end()
+            except BaseException as exc:
+                try:
+                    await lease.end()
+                except Exception as release_error:
+                    raise combine([exc, release_error]) from None
+                raise
+            await lease.end()
 
         return main
 
