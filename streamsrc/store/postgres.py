@@ -28,7 +28,6 @@ Design:
   the store listens on a connection of its own and wakes
   ``store.appended``, so subscriptions in this process learn of appends made
   by any process (and still poll slowly in case a notification is lost).
-
 * **Riding out a restart.** An operation whose connection fails (the server
   restarts, a connection is cut) is tried again on a new connection, with an
   exponential backoff with jitter, for up to ``retry_for`` seconds (each try
@@ -38,7 +37,8 @@ Design:
   saying how long it tried. Every operation is safe to run again: reads,
   upserts, and appends, whose event ids make a second run of a batch that
   did commit return the stored result and write nothing. The wait is at
-  most ``retry_for`` plus one try's ``timeout``.
+  most ``retry_for`` plus one last try (bounded by ``timeout`` to connect and
+  ``timeout`` to run).
 
 The contract's methods (validation, encoding, the idempotency decisions,
 paging, snapshot decoding, the error rule) are :class:`~streamsrc.store.base.StoreBase`'s;
