@@ -1,5 +1,6 @@
 """The DynamoDB store at the store's border (issue 19): its item codec loads no AWS driver, ``read_all``
-decodes lazily, and closing the store ends every operation in flight.
+decodes lazily, and closing the store ends every operation in flight (the error rule's conformance
+suite runs on DynamoDB in ``test_store_conformance.py``).
 
 Everything runs against moto's real HTTP server; damaged items are written
 with raw ``put_item`` calls through the store's own client, as a hand edit or
@@ -20,7 +21,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import pytest
-from botocore.exceptions import ClientError
 from returns.result import Failure
 from store_urls import fresh_dynamodb_url
 
@@ -28,7 +28,6 @@ from streamsrc.errors import CorruptEvent, StoreUnavailable
 from streamsrc.events import EventData
 from streamsrc.store import open_store
 from streamsrc.store.dynamodb import DynamoDBStore
-from streamsrc.testing import ErrorRuleConformance
 from streamsrc.testing.conformance import append_ok, make_events
 
 pytestmark = [pytest.mark.anyio]
@@ -128,30 +127,6 @@ async def test_read_all_after_a_position_inside_a_commit(store: DynamoDBStore) -
     await append_ok(store, "s", make_events(4))
     assert [e.position for e in await store.read_all(after=2).to_list()] == [3, 4]
     assert [e.position for e in await store.read_all(after=1, limit=2).to_list()] == [2, 3]
-
-
-# ------------------------------------------------------------------------------ the error rule
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
-class TestDynamoDBErrorRule(ErrorRuleConformance):
-    """Every operation of the DynamoDB store, with each of its primitive calls failing with a botocore
-    ``ClientError`` (one page per event, so every page of a read fails in turn)."""
-
-    @pytest.fixture
-    def store_url(self, moto_endpoint: str) -> str:
-        return fresh_dynamodb_url("page_size=1")
-
-    @pytest.fixture
-    async def store(self, store_url: str) -> AsyncIterator[DynamoDBStore]:
-        async with open_store(store_url) as opened:
-            assert isinstance(opened, DynamoDBStore)
-            yield opened
-
-    @pytest.fixture
-    def driver_error(self) -> Callable[[], BaseException]:
-        error = {"Error": {"Code": "InternalServerError", "Message": "internal server error"}}
-        return lambda: ClientError(error, "Query")
 
 
 # ------------------------------------------------------------------------------ closing with work in flight
