@@ -56,7 +56,7 @@ def test_group_within_is_chunk_n_when_no_timeouts_trigger(backend: str, xs: list
 
 async def test_group_within_accumulation_and_splitting() -> None:
     # fs2 StreamCombinatorsSuite "groupWithin" / "accumulation and splitting"
-    t = 0.05
+    t = 0.2  # long enough that a loaded machine moves a chunk between the two tasks within it
     source = Stream.range(1, 4) + pause(4 * t) + Stream.range(4, 16) + Stream.range(16, 23)
     expected = [[1, 2, 3], [4, 5, 6, 7, 8], [9, 10, 11, 12, 13], [14, 15, 16, 17, 18], [19, 20, 21, 22]]
     with anyio.fail_after(LIMIT):
