@@ -545,3 +545,29 @@ async def _iterate(s: Stream[Any]) -> None:
     async with s.open() as it:
         async for _ in it:
             pass
+
+
+async def _fail_soon() -> int:
+    await anyio.sleep(0.02)
+    raise Err("side")
+
+
+@pytest.mark.parametrize("stage", ["merge", "par_join", "timeout", "merge then flat_map"])
+async def test_a_failing_concurrent_stage_stops_a_hung_stage_after_it(stage: str) -> None:
+    # The "an error anywhere stops everything" (fs2 StreamMergeSuite "left/right failure",
+    # StreamParJoinSuite "outer failed", withTimeout "timeout never-ending stream"): the failure
+    # reaches a downstream stage that is waiting on a hung call
+    s = Stream.range(0, 3)
+    failing: Stream[int]
+    if stage == "merge":
+        failing = s.merge(Stream.eval(_fail_soon)).eval_map(hang)
+    elif stage == "par_join":
+        failing = Stream.emits([s, Stream.eval(_fail_soon)]).par_join(2).eval_map(hang)
+    elif stage == "timeout":
+        failing = s.timeout(0.02).eval_map(hang)
+    else:
+        failing = s.merge(Stream.eval(_fail_soon)).flat_map(lambda x: Stream.eval(lambda: hang(x)))
+    with anyio.fail_after(LIMIT):
+        result = await failing.to_list_result()
+    assert isinstance(result, Failure)
+    assert isinstance(result.failure(), TimeoutError if stage == "timeout" else Err)

@@ -427,11 +427,10 @@ def interrupt_when(pull: Pull[T], signal: Callable[[], Awaitable[object]]) -> Pu
 
 
 def timeout(pull: Pull[T], seconds: float) -> Pull[T]:
-    def body(run: Run, helper: Helper[Any]) -> Body[T]:
-        async def main(send: MemoryObjectSendStream[list[T]]) -> None:
-            with anyio.fail_after(seconds):
-                await pump(pull, run, send)
+    """Fail with ``TimeoutError`` once ``seconds`` have passed, unless downstream has closed this stage."""
 
-        return main
+    async def watch(helper: Helper[T]) -> None:
+        await anyio.sleep(seconds)
+        raise TimeoutError(f"the stream did not end within {seconds:g} s")
 
-    return from_helper(body, urgent=True)
+    return watched(pull, watch)
