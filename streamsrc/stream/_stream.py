@@ -445,6 +445,10 @@ class Stream(Generic[T]):
     def concurrently(self, background: Stream[Any]) -> Stream[T]:
         """Run ``background`` while this stream runs; stop it when this one ends; fail if it fails.
 
+        A failure of ``background`` also stops a stage after this one that
+        is still working on one of its elements (an ``eval_map`` on a hung
+        call): the stream fails at once.
+
         >>> seen = []
         >>> async def note():
         ...     seen.append("tick")
@@ -643,7 +647,10 @@ class Stream(Generic[T]):
         """End the stream (normally, running its finalizers) when ``signal`` is set or returns.
 
         ``signal`` is an ``anyio.Event`` or an async function that returns
-        when it is time to stop.
+        when it is time to stop. The interrupt also ends what works on this
+        stream's elements after it (an ``eval_map`` waiting on a hung call,
+        the inner streams of a ``flat_map``), as fs2's interruption scopes
+        do; a stream appended after it (``+``) still runs.
 
         >>> stop = lambda: anyio.sleep(0.05)
         >>> ticks = anyio.run(Stream.fixed_delay(0.001).interrupt_when(stop).count)
@@ -960,6 +967,9 @@ class Stream(Generic[T]):
 
     def timeout(self, seconds: float) -> Stream[T]:
         """Fail with ``TimeoutError`` if the stream has not ended ``seconds`` after it started.
+
+        As in fs2, the time covers what works on its elements after it too
+        (an interrupt with an error, see ``interrupt_when``).
 
         >>> result = anyio.run(Stream.fixed_delay(0.01).timeout(0.05).drain_result)
         >>> type(result.failure())
