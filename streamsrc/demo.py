@@ -16,7 +16,7 @@ from streamsrc.examples import account_views as views
 from streamsrc.examples.accounts import Accounts
 from streamsrc.projections import Projector
 from streamsrc.projections.sqlite import SqliteReadModel
-from streamsrc.store import open_store
+from streamsrc.store import open_store, redact_url
 from streamsrc.store.sqlite import SqliteStore
 
 
@@ -46,7 +46,7 @@ async def run_demo(url: str, say: Callable[[str], object]) -> None:
         last_run = await store.latest("demo-runs")
         run = last_run.map(lambda e: e.seq).value_or(0) + 1
         await store.append("demo-runs", [EventData("DemoRun", {"run": run})], expected=run - 1)
-        say(f"demo run {run} on {url}")
+        say(f"demo run {run} on {redact_url(url)}")
         accounts = Accounts(store)
         ada, bob = f"ada-{run}", f"bob-{run}"
 

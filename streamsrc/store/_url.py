@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from streamsrc.errors import InvalidStoreURL
 
@@ -25,6 +25,8 @@ def redact_url(url: str) -> str:
     'postgresql://app:***@db:99999/events'
     >>> redact_url("dynamodb://events?endpoint_url=http://u:pw@localhost:8000&aws_secret_access_key=abc")
     'dynamodb://events?endpoint_url=http://u:***@localhost:8000&aws_secret_access_key=***'
+    >>> redact_url("sqlite:////data/events.db?password=abc#x")  # the path kept as written
+    'sqlite:////data/events.db?password=***#x'
     >>> redact_url("://app:s3cret@db/events")  # no scheme: not a URL to urlsplit, hidden all the same
     '://app:***@db/events'
     """
@@ -40,10 +42,13 @@ def redact_url(url: str) -> str:
             hidden = [(k, _redact_value(k, v)) for k, v in pairs]
             if hidden != pairs:
                 query = urlencode(hidden, safe=":/@*")
-        if netloc == parts.netloc and query == parts.query:
-            shown = url
-        else:
-            shown = urlunsplit(parts._replace(netloc=netloc, query=query))
+        shown = url
+        if netloc != parts.netloc:  # the address as written, once, after the scheme
+            shown = shown.replace(parts.netloc, netloc, 1)
+        if query != parts.query:  # the query as written, between '?' and any '#'
+            head, _, rest = shown.partition("?")
+            fragment = rest[len(parts.query) :]
+            shown = f"{head}?{query}{fragment}"
     except ValueError:
         return "<unparseable URL>"
     # What urlsplit did not see as an address (no scheme, say: '://user:password@host'): hidden all the same.
