@@ -555,7 +555,8 @@ async def test_postgres_appends_through_a_proxy_that_loses_connections(postgres_
     assert server.hostname is not None
     assert server.port is not None
     with FaultProxy((server.hostname, server.port), postgres_reply_done) as proxy:
-        async with open_store(through(postgres_database, proxy)) as store:
+        # The store rides out a short outage for retry_for seconds; the "then down" cases need it short.
+        async with open_store(through(postgres_database, proxy) + "?retry_for=0.5") as store:
             await appends_through_proxy(store, proxy, seed=20261128, count=30)
         assert proxy.refused > 0
 
