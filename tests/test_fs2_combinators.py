@@ -245,7 +245,7 @@ def test_timed_combinators_keep_every_element_in_order(backend: str) -> None:
 def test_debounce(backend: str) -> None:
     # fs2 StreamCombinatorsSuite "debounce": a burst gives its last element; the end gives the last
     async def check() -> None:
-        pause = Stream.sleep(0.1).drain_pipe()
+        pause = Stream.sleep(0.3).drain_pipe()
         burst = Stream.emits([1, 2, 3]) + pause + Stream.emits([4, 5])
         assert await burst.debounce(0.02).to_list() == [3, 5]
 
