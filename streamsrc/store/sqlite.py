@@ -13,12 +13,20 @@ Design:
   while the writer writes). A call is handed over through a queue and its
   result comes back through the event loop's thread-safe wake-up, which costs
   about a third of ``anyio.to_thread.run_sync``'s hop.
-* **One writer.** Appends are serialised by the writer thread and each runs,
-  whole, as one call in ``BEGIN IMMEDIATE`` (which also holds off writers in
-  other processes): a stream's version is checked and its events inserted
-  with no race, and global positions (the table's ``INTEGER PRIMARY KEY``) are
-  given in commit order: a reader tailing ``read_all`` cannot skip an event
-  that commits late.
+* **One writer, group commit.** Appends (and imports) are serialised by the
+  writer thread, in ``BEGIN IMMEDIATE`` (which also holds off writers in other
+  processes): a stream's version is checked and its events inserted with no
+  race, and global positions (the table's ``INTEGER PRIMARY KEY``) are given
+  in commit order: a reader tailing ``read_all`` cannot skip an event that
+  commits late. Appends that arrive while a transaction is in flight wait in
+  a queue; the next transaction takes them all (the *group*), each in its own
+  ``SAVEPOINT``: an append that fails (a version conflict, a taken id, an
+  error of its own statements) is rolled back alone and gets its own answer,
+  the others commit together, and each caller's ``Success`` comes after that
+  one ``COMMIT`` (with ``synchronous=full``, after its ``fsync``). Concurrent
+  writers thus share commits (and fsyncs) instead of queueing for one each.
+  An error that ends the whole transaction (a failed ``COMMIT``, a full disk)
+  fails every append of the group; none of it was written.
 * **The database decides.** ``UNIQUE (stream, seq)`` makes an overwrite
   impossible even for a writer that bypasses this module; ``UNIQUE (id)``
   catches duplicates, and only then (or on a version conflict) are ids
@@ -44,7 +52,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Self
@@ -55,7 +63,7 @@ from returns.result import Failure, Result, Success
 from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent, encode_json, uuid_from_bytes
 from streamsrc.sqlite_threads import ConnectionThreads as ConnectionThreads
-from streamsrc.sqlite_threads import connect, write_transaction
+from streamsrc.sqlite_threads import connect, rollback, write_transaction
 from streamsrc.store._contract import (
     ANY,
     AppendResult,
@@ -192,6 +200,8 @@ class SqliteStore(StoreBase):
         self._readers_count = readers
         self._writer: ConnectionThreads | None = None
         self._readers: ConnectionThreads | None = None
+        self._queue: list[_Waiting] = []  # appends waiting for the next group commit
+        self._leading = False  # a group is in flight, or its successor leader is being woken
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -258,12 +268,56 @@ class SqliteStore(StoreBase):
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
-        return await self._writes().call(
-            lambda conn: write_transaction(
-                conn, lambda: _insert(conn, stream, batch, expected, times), _wrote
-            ),
-            shield=True,
-        )
+        """Queue the append for the next group commit (see the module docs) and wait for its outcome.
+
+        The first caller to find no group in flight leads: it takes every append queued so far
+        (its own included) to the writer thread as one transaction; callers arriving meanwhile
+        queue, and when the group is committed the first of them leads the next one.
+        """
+        self._writes()  # refuse at once when the store is not open
+        item = _Waiting((stream, batch, expected, times))
+        self._queue.append(item)
+        if not self._leading:
+            self._leading = True
+            await self._lead()
+            return item.answer()
+        try:
+            await item.done.wait()
+        except anyio.get_cancelled_exc_class():
+            if not item.taken and not item.lead:  # never sent: nothing written, nothing to wait for
+                self._queue.remove(item)
+                raise
+            with anyio.CancelScope(shield=True):  # sent (or made leader): settle its outcome first
+                if not item.taken:
+                    await self._lead()
+                else:
+                    await item.done.wait()
+            raise
+        if not item.taken:  # woken to lead the next group, its own in it
+            await self._lead()
+        return item.answer()
+
+    async def _lead(self) -> None:
+        """Commit every queued append as one group, hand each its outcome, pass the lead on."""
+        with anyio.CancelScope(shield=True):
+            group, self._queue = self._queue, []
+            for item in group:
+                item.taken = True
+            outcomes: Sequence[Inserted | BaseException]
+            try:
+                args = [item.args for item in group]
+                outcomes = await self._writes().call(partial(_insert_group, args=args))
+            except Exception as exc:  # the group failed as a whole: nothing of it was committed
+                outcomes = [exc] * len(group)
+            for item, outcome in zip(group, outcomes, strict=True):
+                item.outcome = outcome
+                item.done.set()
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.done.set()
+            else:
+                self._leading = False
 
     async def find_ids(self, ids: Sequence[uuid.UUID]) -> Mapping[uuid.UUID, EventAddress]:
         return await self._reads().call(lambda conn: _find_ids(conn, ids))
@@ -342,6 +396,66 @@ class SqliteStore(StoreBase):
 
 def _wrote(outcome: Inserted) -> bool:
     return type(outcome) is Written
+
+
+_AppendArgs = tuple[str, Sequence[EncodedEvent], Expected, Sequence[int] | None]
+
+
+class _Waiting:
+    """An append waiting in the group-commit queue, and then its outcome."""
+
+    __slots__ = ("args", "done", "lead", "outcome", "taken")
+
+    def __init__(self, args: _AppendArgs) -> None:
+        self.args = args
+        self.done = anyio.Event()
+        self.taken = False  # sent to the writer thread in a group
+        self.lead = False  # woken to lead the next group
+        self.outcome: Inserted | BaseException | None = None
+
+    def answer(self) -> Inserted:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+
+def _insert_group(conn: sqlite3.Connection, args: list[_AppendArgs]) -> list[Inserted | BaseException]:
+    """Run a group of appends in one transaction, each in its own savepoint (writer thread).
+
+    An append that fails (its version, its ids, or a statement of its own) is rolled back to
+    its savepoint and gets its own outcome; the others commit together. An error that ends
+    the whole transaction (SQLite rolls back on a full disk or an I/O error), a failed
+    ``BEGIN`` or ``COMMIT`` included, is raised: nothing of the group is written.
+    """
+    if len(args) == 1:  # alone: no savepoint needed
+        stream, batch, expected, times = args[0]
+        return [write_transaction(conn, lambda: _insert(conn, stream, batch, expected, times), _wrote)]
+    outcomes: list[Inserted | BaseException] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stream, batch, expected, times in args:
+            conn.execute("SAVEPOINT one")
+            try:
+                outcome = _insert(conn, stream, batch, expected, times)
+            except sqlite3.Error as exc:
+                if not conn.in_transaction:  # SQLite rolled the whole transaction back
+                    raise
+                conn.execute("ROLLBACK TO one")
+                conn.execute("RELEASE one")
+                outcomes.append(exc)
+                continue
+            if type(outcome) is not Written:
+                conn.execute("ROLLBACK TO one")
+            conn.execute("RELEASE one")
+            outcomes.append(outcome)
+        conn.execute("COMMIT")
+    except BaseException:
+        with suppress(sqlite3.Error):  # the first error is the one to tell
+            rollback(conn)
+        raise
+    return outcomes
 
 
 def _filtered(keep: EventFilter, bound: int, size: int) -> tuple[str, tuple[Any, ...]]:
