@@ -56,7 +56,10 @@ class Stream(Generic[T]):
     * ``(a + b) + c == a + (b + c)`` and ``Stream.empty() + a == a == a + Stream.empty()``;
     * ``s.map(f).map(g) == s.map(lambda x: g(f(x)))``;
     * ``Stream.emit(x).flat_map(f) == f(x)``, ``s.flat_map(Stream.emit) == s``;
-    * an error anywhere reaches the terminal operation; finalizers run exactly once.
+    * an error anywhere reaches the terminal operation (as itself, never inside an
+      ``ExceptionGroup``); finalizers run exactly once;
+    * ``+``, ``flat_map`` and ``handle_error_with`` nest to any depth (a stream may
+      append itself) in constant Python stack.
 
     >>> s = Stream.range(0, 10).filter(lambda x: x % 2 == 0).map(lambda x: x * 10)
     >>> anyio.run(s.to_list)
