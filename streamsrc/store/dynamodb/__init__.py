@@ -72,9 +72,12 @@ Limits (checked before anything is sent; nothing is ever split):
   ``EventTooLarge``.
 
 Reads are strongly consistent unless ``consistent=false``; appends always
-read consistently. Throttling and transient errors (and lost connections)
-are retried with jittered exponential backoff, ``retries`` times, then the
-operation fails with ``StoreUnavailable`` naming the cause.
+read consistently (but an append of no events, which only checks the
+expected version, reads as ``consistent`` says). Throttling and transient
+errors (and lost connections) are retried with jittered exponential backoff,
+``retries`` times, then the operation fails with ``StoreUnavailable`` naming
+the cause. Closing the store ends every operation in flight at once with
+``StoreUnavailable``.
 
 URL options: ``region``, ``endpoint_url``, ``consistent`` (``true``),
 ``create`` (``false``: make missing tables on open), ``streams`` (``true``:
