@@ -154,6 +154,7 @@ async def test_a_batch_over_4_mb_is_refused_before_sending(store: DynamoDBStore)
 async def test_reads_are_strongly_consistent_unless_the_url_says_otherwise(url: str) -> None:
     for option, consistent in (("", True), ("&consistent=false", False)):
         async with open_store(url + option) as store:
+            assert isinstance(store, DynamoDBStore)
             assert store.consistent is consistent
             await append_ok(store, f"s{option}", make_events(2))
             queries = observe(store, "Query")
@@ -174,6 +175,7 @@ async def test_reads_are_strongly_consistent_unless_the_url_says_otherwise(url: 
 
 async def test_paging_follows_last_evaluated_key_through_empty_pages(url: str) -> None:
     async with open_store(url + "&page_size=3") as store:
+        assert isinstance(store, DynamoDBStore)
         # 6 events: moto's last full page has no LastEvaluatedKey (DynamoDB's would, then an empty page)
         batch = make_events(6)
         await append_ok(store, "six", batch)
@@ -369,6 +371,7 @@ async def test_create_tables_is_idempotent_and_turns_streams_on(moto_endpoint: s
     assert sorted(await create_tables(base)) == sorted(names.values())
     assert await create_tables(base) == []  # again: nothing to do
     async with open_store(base) as store:
+        assert isinstance(store, DynamoDBStore)
         await append_ok(store, "s", make_events(1))
         described = await store._client.describe_table(TableName=names["events"])
         spec = described["Table"]["StreamSpecification"]
