@@ -6,19 +6,35 @@ Design:
   function ``streamsrc_append`` (created with the schema), run in its own
   transaction: it takes the append lock, looks for the batch's ids, checks
   the expected version, inserts the rows and sends a notification.
-* **Gap-free global order by serialising appends.** A sequence would hand
-  out positions that commit out of order (transaction A takes 5, B takes 6,
-  B commits first: a reader that saw 6 would skip 5 for ever). Instead every
-  append takes a transaction-scoped advisory lock before it gives positions
-  (``max(position) + 1``) and holds it until after its commit is visible, so
-  commit order is position order and positions have no holes — what
-  eventsourcing does with a table lock. The cost: appends to *different*
-  streams are serialised on the server, one transaction at a time (each
-  holds the lock for the few hundred microseconds of its insert and commit);
-  reads never take it. A commit-ordered high-water mark over in-flight
-  transactions would let writers overlap, at the price of readers waiting
-  on ``pg_snapshot_xmin`` bookkeeping; at the rates of one region's
-  PostgreSQL the lock is the simpler and safe choice.
+* **Gap-free global order by serialising appends; group commit so that
+  writers share the serialised part.** A sequence would hand out positions
+  that commit out of order (transaction A takes 5, B takes 6, B commits
+  first: a reader that saw 6 would skip 5 for ever). Instead every append
+  transaction takes a transaction-scoped advisory lock before it gives
+  positions (``max(position) + 1``) and holds it until after its commit is
+  visible, so commit order is position order and positions have no holes —
+  what eventsourcing does with a table lock. To keep that lock from
+  serialising concurrent writers one commit (and one fsync) each, the store
+  groups them on the client: the first caller to find no group in flight
+  sends its append alone (``streamsrc_append``); callers arriving meanwhile
+  wait in a queue, and when the call returns the first of them sends every
+  waiting append in *one* call of ``streamsrc_append_group`` — one
+  transaction, one lock, one commit, one ``NOTIFY``. The function decides each
+  append alone (ids first, then the stream's version, in the database, under
+  the lock): one that fails writes nothing and gets its own answer
+  (``WrongExpectedVersion``, ``DuplicateEvent``, an idempotent retry), the
+  others commit. Without per-append sub-transactions (``BEGIN ... EXCEPTION``
+  would cost a subtransaction each, and more than 64 in one transaction slow
+  every reader's snapshot): if the server refuses a statement of the group
+  (a row breaking a constraint the function did not check), each append is
+  sent again alone, so only the bad one fails. Alternatives weighed: recording
+  each row's ``xid8`` and reading only below the visibility horizon
+  (``pg_snapshot_xmin``) lets writers overlap fully, but positions stop being
+  dense, totally ordered integers — the order key becomes ``(xid, position)``
+  and every checkpoint in every consumer (projections, migrate, the CLI,
+  notebooks) would change type; a commit-ordered high-water mark makes readers
+  wait on bookkeeping; ``commit_delay`` groups fsyncs but not the lock. Group
+  commit keeps positions as they are and takes the lock once per group.
 * **The database decides.** ``UNIQUE (stream, seq)`` and ``UNIQUE (id)`` make
   an overwrite or a duplicate impossible even for a writer that bypasses
   this module; the function checks ids and versions under the lock, so the
@@ -96,7 +112,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: streamsrc_append_group (group commit)
 CHANNEL = "streamsrc_events"
 _LOCK_KEY = 0x5E7A_5C_01  # the advisory lock every append takes
 
@@ -177,10 +193,65 @@ BEGIN
     RETURN QUERY SELECT 0, current + n, head + 1, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
 END
 $$;
+-- A group of appends in one transaction (version 3): append i is p_streams[i], p_expected[i] and
+-- the p_counts[i] events that follow the previous appends' in the flattened event arrays. Each is
+-- decided alone as streamsrc_append decides one (its rows carry idx = i); those that fail write
+-- nothing and the others commit together; one lock, one commit, one notification per group.
+CREATE OR REPLACE FUNCTION streamsrc_append_group(
+    p_streams TEXT[], p_expected BIGINT[], p_counts INT[],
+    p_ids UUID[], p_types TEXT[], p_data TEXT[], p_meta TEXT[], p_times BIGINT[]
+) RETURNS TABLE (idx INT, code INT, last_seq BIGINT, first_position BIGINT,
+                 found_id UUID, found_stream TEXT, found_seq BIGINT, found_position BIGINT)
+LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+AS $$
+DECLARE
+    i INT;
+    first_k INT := 1;
+    n INT;
+    batch_ids UUID[];
+    current BIGINT;
+    head BIGINT;
+    head_before BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock({_LOCK_KEY});
+    head := coalesce((SELECT e.position FROM events e ORDER BY e.position DESC LIMIT 1), 0);
+    head_before := head;
+    FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
+        n := p_counts[i];
+        batch_ids := p_ids[first_k : first_k + n - 1];
+        IF EXISTS (SELECT 1 FROM events e WHERE e.id = ANY(batch_ids)) THEN
+            RETURN QUERY SELECT i, 1, 0::BIGINT, 0::BIGINT, e.id, e.stream, e.seq, e.position
+                FROM events e WHERE e.id = ANY(batch_ids);
+        ELSE
+            current := coalesce((SELECT e.seq FROM events e WHERE e.stream = p_streams[i]
+                                 ORDER BY e.seq DESC LIMIT 1), 0);
+            IF (p_expected[i] >= 0 AND current <> p_expected[i]) OR (p_expected[i] = -3 AND current = 0) THEN
+                RETURN QUERY SELECT i, 2, current, 0::BIGINT,
+                    NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
+            ELSE
+                INSERT INTO events (position, stream, seq, id, type, data, metadata, time)
+                SELECT head + k, p_streams[i], current + k, p_ids[first_k + k - 1], p_types[first_k + k - 1],
+                       p_data[first_k + k - 1], p_meta[first_k + k - 1], p_times[first_k + k - 1]
+                FROM generate_series(1, n) AS k;
+                RETURN QUERY SELECT i, 0, current + n, head + 1,
+                    NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
+                head := head + n;
+            END IF;
+        END IF;
+        first_k := first_k + n;
+    END LOOP;
+    IF head > head_before THEN
+        PERFORM pg_notify('{CHANNEL}', head::TEXT);
+    END IF;
+END
+$$;
 """
 
 _COLUMNS = "stream, seq, position, type, data, metadata, uuid_send(id), time"
 _APPEND = "SELECT * FROM streamsrc_append($1, $2, $3, $4, $5, $6, $7)"
+_APPEND_GROUP = "SELECT * FROM streamsrc_append_group($1, $2, $3, $4, $5, $6, $7, $8)"
 _FIND_IDS = "SELECT id, stream, seq, position FROM events WHERE id = ANY($1::UUID[])"
 _READ_FORWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 _READ_BACKWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
@@ -222,6 +293,29 @@ _MAX_DELAY = 1.0
 between half and all of it (so the clients of a restarted server do not come back in step)."""
 
 _as_event: Callable[[Any], RecordedEvent] = partial(tuple.__new__, RecordedEvent)
+
+
+_AppendArgs = tuple[str, Sequence[EncodedEvent], Expected, Sequence[int] | None]
+
+
+class _Waiting:
+    """An append waiting in the group-commit queue, and then its outcome."""
+
+    __slots__ = ("args", "done", "lead", "outcome", "taken")
+
+    def __init__(self, args: _AppendArgs) -> None:
+        self.args = args
+        self.done = anyio.Event()
+        self.taken = False  # sent to the server in a group
+        self.lead = False  # woken to lead the next group
+        self.outcome: Inserted | BaseException | None = None
+
+    def answer(self) -> Inserted:
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome
 
 
 def _expected_code(expected: Expected) -> int:
@@ -290,6 +384,8 @@ class PostgresStore(StoreBase):
         self._own: asyncpg.Connection | None = None
         self._own_busy = False
         self._heard_up_to = 0
+        self._queue: list[_Waiting] = []  # appends waiting for the next group
+        self._leading = False  # a group is in flight, or its successor leader is being woken
         self._abandoned: set[asyncio.Future[Any]] = set()
         """Connection attempts a cancelled caller left to finish (see :func:`connect`)."""
 
@@ -523,6 +619,118 @@ class PostgresStore(StoreBase):
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
+        """Queue the append for the next group commit (see the module docs) and wait for its outcome.
+
+        The first caller to find no group in flight leads: it sends every append queued so far
+        (its own included) in one call; callers arriving meanwhile queue, and when the group is
+        committed the first of them leads the next one.
+        """
+        self._get_pool()  # refuse at once when the store is closed
+        item = _Waiting((stream, batch, expected, times))
+        self._queue.append(item)
+        if not self._leading:
+            self._leading = True
+            await self._lead()
+            return item.answer()
+        try:
+            await item.done.wait()
+        except anyio.get_cancelled_exc_class():
+            if not item.taken and not item.lead:  # never sent: nothing written, nothing to wait for
+                self._queue.remove(item)
+                raise
+            with anyio.CancelScope(shield=True):  # sent (or made leader): settle its outcome first
+                if not item.taken:
+                    await self._lead()
+                else:
+                    await item.done.wait()
+            raise
+        if not item.taken:  # woken to lead the next group, its own in it
+            await self._lead()
+        return item.answer()
+
+    async def _lead(self) -> None:
+        """Send every queued append as one group, hand each its outcome, pass the lead on."""
+        with anyio.CancelScope(shield=True):
+            group, self._queue = self._queue, []
+            for item in group:
+                item.taken = True
+            outcomes: list[Inserted | BaseException]
+            try:
+                if len(group) == 1:
+                    outcomes = [await self._insert_one(*group[0].args)]
+                else:
+                    outcomes = await self._insert_group([item.args for item in group])
+            except Exception as exc:  # the group failed as a whole: nothing of it was committed
+                outcomes = [exc] * len(group)
+            for item, outcome in zip(group, outcomes, strict=True):
+                item.outcome = outcome
+                item.done.set()
+            if self._queue:
+                successor = self._queue[0]
+                successor.lead = True
+                successor.done.set()
+            else:
+                self._leading = False
+
+    async def _insert_group(self, group: list[_AppendArgs]) -> list[Inserted | BaseException]:
+        """A group of appends in one call of ``streamsrc_append_group``; if the server refuses
+        a statement of it (a row that breaks a constraint the function did not check), each
+        append is sent again alone, so only the bad one fails."""
+        now = now_us()
+        ids: list[uuid.UUID] = []
+        types: list[str] = []
+        data: list[str] = []
+        meta: list[str | None] = []
+        times: list[int] = []
+        for _, batch, _, own in group:
+            for e in batch:
+                ids.append(e.id)
+                types.append(e.type)
+                data.append(e.data)
+                meta.append(e.metadata)
+            times.extend([now] * len(batch) if own is None else own)
+        args = (
+            [a[0] for a in group],
+            [_expected_code(a[2]) for a in group],
+            [len(a[1]) for a in group],
+            ids,
+            types,
+            data,
+            meta,
+            times,
+        )
+        timeout = self._timeout
+        try:
+            rows = await self._run("append", lambda conn: conn.fetch(_APPEND_GROUP, *args, timeout=timeout))
+        except asyncpg.PostgresError:
+            alone: list[Inserted | BaseException] = []
+            for one in group:
+                try:
+                    alone.append(await self._insert_one(*one))
+                except Exception as exc:
+                    alone.append(exc)
+            return alone
+        by_index: dict[int, list[Any]] = {}
+        for r in rows:
+            by_index.setdefault(r[0], []).append(r)
+        outcomes: list[Inserted | BaseException] = []
+        for i, (_, batch, _, _) in enumerate(group, 1):
+            outcomes.append(self._outcome([r[1:] for r in by_index[i]], len(batch)))
+        return outcomes
+
+    def _outcome(self, rows: Sequence[Any], n: int) -> Inserted:
+        code, last_seq, first = rows[0][0], rows[0][1], rows[0][2]
+        if code == 0:
+            # The base wakes this process at once; its own NOTIFY, heard later, is then ignored.
+            self._heard_up_to = max(self._heard_up_to, first + n - 1)
+            return Written(last_seq, tuple(range(first, first + n)))
+        if code == 1:
+            return IdsTaken({uuid.UUID(bytes=r[3].bytes): EventAddress(r[4], r[5], r[6]) for r in rows})
+        return VersionConflict(last_seq, ids_checked=True)  # the function looked for the ids first
+
+    async def _insert_one(
+        self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
+    ) -> Inserted:
         args = (
             stream,
             _expected_code(expected),
@@ -534,14 +742,7 @@ class PostgresStore(StoreBase):
         )
         timeout = self._timeout
         rows = await self._run("append", lambda conn: conn.fetch(_APPEND, *args, timeout=timeout))
-        code, last_seq, first = rows[0][0], rows[0][1], rows[0][2]
-        if code == 0:
-            # The base wakes this process at once; its own NOTIFY, heard later, is then ignored.
-            self._heard_up_to = max(self._heard_up_to, first + len(batch) - 1)
-            return Written(last_seq, tuple(range(first, first + len(batch))))
-        if code == 1:
-            return IdsTaken({uuid.UUID(bytes=r[3].bytes): EventAddress(r[4], r[5], r[6]) for r in rows})
-        return VersionConflict(last_seq, ids_checked=True)  # the function looked for the ids first
+        return self._outcome(rows, len(batch))
 
     async def find_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:
         timeout = self._timeout
