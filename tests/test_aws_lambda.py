@@ -1,10 +1,14 @@
 """The Lambda handler adapter, fed envelopes built as AWS documents them (DynamoDB Streams and Kinesis
-events, partial batch responses), and end to end from the DynamoDB store on moto."""
+events, partial batch responses, tumbling windows, KPL aggregated records made by AWS's aggregation library,
+the context's remaining time), and end to end from the DynamoDB store on moto."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import logging
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -13,14 +17,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
+from aws_kinesis_agg.aggregator import RecordAggregator  # type: ignore[import-untyped]
 from returns.result import Failure, Result, Success
 
 from streamsrc.events import EventData, RecordedEvent, encode_json, recorded_to_json
 from streamsrc.integrations.aws_lambda import (
+    DEFAULT_SAFETY_MARGIN,
+    LambdaHandler,
+    Window,
     event_handler,
     pipe_handler,
     projection_handler,
+    window_handler,
 )
 from streamsrc.projections import MemoryReadModel, Projection, ReadModel, each
 from streamsrc.stream import Stream
@@ -338,6 +348,337 @@ def test_the_handler_decodes_the_events_unchanged() -> None:
     assert failures(event_handler(keep)(dynamodb_event(sent), None)) == []
     assert failures(event_handler(keep)(kinesis_event(sent), None)) == []
     assert got == sent + sent
+
+
+# ---------------------------------------------------------------------- tumbling windows
+
+WINDOW = {"start": "2026-11-27T12:00:00Z", "end": "2026-11-27T12:02:00Z"}
+
+
+def windowed(
+    envelope: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    final: bool = False,
+    early: bool = False,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """A batch of a mapping with TumblingWindowInSeconds (AWS Lambda Developer Guide, "KinesisTimeWindowEvent"
+    and "DynamodbTimeWindowEvent"): the records with the window, its state so far and the shard."""
+    kinesis = source == "kinesis" if source else "kinesis" in envelope["Records"][0]
+    return {
+        **envelope,
+        "window": dict(WINDOW),
+        "state": state,
+        "shardId": "shardId-000000000006" if kinesis else "shard123456789",
+        "eventSourceARN": KINESIS_ARN if kinesis else TABLE_STREAM_ARN,
+        "isFinalInvokeForWindow": final,
+        "isWindowTerminatedEarly": early,
+    }
+
+
+def window_answer(response: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The state and the failures of a TimeWindowEventResponse, which must carry both."""
+    assert list(response) == ["state", "batchItemFailures"]
+    json.dumps(response)  # Lambda sends it back as JSON
+    return response["state"], [f["itemIdentifier"] for f in response["batchItemFailures"]]
+
+
+def count_streams(state: dict[str, Any], e: RecordedEvent) -> dict[str, Any]:
+    if e.type == "Boom":
+        raise RuntimeError("cannot count a Boom")
+    return {**state, e.stream: state.get(e.stream, 0) + 1}
+
+
+def test_a_handler_on_a_windowed_mapping_answers_the_state_aws_requires() -> None:
+    projection, model = new_projection()
+    handler = projection_handler(projection, model)
+    sent = [event("a", 1, 1), event("a", 2, 2)]
+    for envelope in (kinesis_event(sent), dynamodb_event(sent)):
+        assert window_answer(handler(windowed(envelope, {"kept": 1}), None)) == ({"kept": 1}, [])
+    assert applied(model) == ["a#1", "a#2"]
+
+
+@pytest.mark.parametrize("source", ["kinesis", "dynamodb"])
+def test_a_window_folds_its_batches_into_its_state_and_ends_with_the_final_invocation(source: str) -> None:
+    ended: list[tuple[Window, dict[str, Any]]] = []
+
+    async def end(window: Window, state: dict[str, Any]) -> None:
+        ended.append((window, state))
+
+    envelope = kinesis_event if source == "kinesis" else dynamodb_event
+    handler = window_handler(count_streams, end)
+    first = handler(windowed(envelope([event("a", 1, 1), event("b", 1, 2)]), {}), None)
+    assert window_answer(first) == ({"a": 1, "b": 1}, [])
+    second = handler(windowed(envelope([event("a", 2, 3)]), first["state"]), None)
+    assert window_answer(second) == ({"a": 2, "b": 1}, [])
+    assert ended == []
+
+    final = handler(windowed({"Records": []}, second["state"], final=True, source=source), None)
+    assert window_answer(final) == ({"a": 2, "b": 1}, [])
+    [(window, state)] = ended
+    assert state == {"a": 2, "b": 1}
+    assert (window.start, window.end) == (T0, T0 + timedelta(minutes=2))
+    assert window.final
+    assert not window.terminated_early
+    assert window.shard_id == ("shardId-000000000006" if source == "kinesis" else "shard123456789")
+
+
+def test_a_final_invocation_without_records_and_a_window_ended_early() -> None:
+    ended: list[Window] = []
+    handler = window_handler(count_streams, lambda window, state: ended.append(window))
+    envelope = windowed({"Records": []}, {"a": 3}, final=True, early=True, source="dynamodb")
+    del envelope["Records"]
+    assert window_answer(handler(envelope, None)) == ({"a": 3}, [])
+    assert [w.terminated_early for w in ended] == [True]
+
+
+def test_a_failed_event_in_a_window_keeps_the_state_before_its_record() -> None:
+    handler = window_handler(count_streams)
+    sent = [event("a", 1, 1), event("b", 1, 2), event("a", 2, 3, "Boom"), event("b", 2, 4)]
+    assert window_answer(handler(windowed(kinesis_event(sent), {"a": 5}), None)) == (
+        {"a": 6, "b": 1},
+        [sequence_number(2)],
+    )
+
+
+def test_a_failing_window_end_fails_the_final_invocation_so_that_aws_calls_it_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def end(window: Window, state: dict[str, Any]) -> Result[None, str]:
+        calls.append(state)
+        return Failure("the report store is down") if len(calls) == 1 else Success(None)
+
+    handler = window_handler(count_streams, end)
+    envelope = windowed(kinesis_event([event("a", 1, 1)]), {"a": 1}, final=True)
+    with caplog.at_level(logging.ERROR, "streamsrc.integrations.aws_lambda"):
+        assert window_answer(handler(envelope, None)) == ({"a": 1}, [""])  # all of it again, from its state
+    assert "final callback" in caplog.text
+    assert window_answer(handler(envelope, None)) == ({"a": 2}, [])
+    assert calls == [{"a": 2}, {"a": 2}]
+
+
+def test_a_window_handler_refuses_a_mapping_without_windows() -> None:
+    with pytest.raises(ValueError, match="TumblingWindowInSeconds"):
+        window_handler(count_streams)(kinesis_event([event("a", 1, 1)]), None)
+
+
+def test_a_fold_that_does_not_return_a_json_object_fails_its_event() -> None:
+    handler = window_handler(lambda state, e: [state, e.seq])
+    envelope = windowed(kinesis_event([event("a", 1, 1)]), {})
+    assert window_answer(handler(envelope, None)) == ({}, [sequence_number(0)])
+
+
+# ---------------------------------------------------------------------- KPL aggregated Kinesis records
+
+
+def aggregated(events: Sequence[RecordedEvent | bytes]) -> bytes:
+    """One Kinesis record's data holding ``events``, made by AWS's aggregation library (aws_kinesis_agg)."""
+    aggregator = RecordAggregator()
+    for e in events:
+        data = e if isinstance(e, bytes) else encode_json(recorded_to_json(e)).encode()
+        assert aggregator.add_user_record(e.stream if isinstance(e, RecordedEvent) else "raw", data) is None
+    _, _, data = aggregator.clear_and_get().get_contents()
+    assert isinstance(data, bytes)
+    return data
+
+
+def plain(e: RecordedEvent) -> bytes:
+    return encode_json(recorded_to_json(e)).encode()
+
+
+def test_the_user_records_of_a_kpl_aggregated_record_are_applied_in_order() -> None:
+    got: list[tuple[str, int]] = []
+
+    async def keep(e: RecordedEvent) -> None:
+        got.append((e.stream, e.seq))
+
+    envelope = {
+        "Records": [
+            kinesis_record(0, plain(event("a", 1, 1))),
+            kinesis_record(1, aggregated([event("a", 2, 2), event("b", 1, 3), event("a", 3, 4)])),
+            kinesis_record(2, plain(event("b", 2, 5))),
+        ]
+    }
+    assert failures(event_handler(keep)(envelope, None)) == []
+    assert got == [("a", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)]
+
+
+def test_a_failing_user_record_reports_its_kinesis_record_and_nothing_after_it_is_applied(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    projection, model = new_projection()
+    envelope = {
+        "Records": [
+            kinesis_record(0, aggregated([event("a", 1, 1), event("a", 2, 2)])),
+            kinesis_record(1, aggregated([event("a", 3, 3), event("a", 4, 4, "Boom"), event("a", 5, 5)])),
+            kinesis_record(2, plain(event("a", 6, 6))),
+        ]
+    }
+    assert failures(projection_handler(projection, model)(envelope, None)) == [sequence_number(1)]
+    assert applied(model) == ["a#1", "a#2", "a#3"]  # AWS sends record 1 again: a#3 comes twice
+
+    bad = {"Records": [kinesis_record(3, aggregated([event("a", 7, 7), b"not json"]))]}
+    with caplog.at_level(logging.ERROR, "streamsrc.integrations.aws_lambda"):
+        assert failures(projection_handler(projection, model)(bad, None)) == [sequence_number(3)]
+    assert f"user record 1 of KPL aggregated Kinesis record {sequence_number(3)}" in caplog.text
+
+
+def test_a_window_does_not_fold_twice_the_user_records_aws_sends_again() -> None:
+    handler = window_handler(count_streams)
+    envelope = {
+        "Records": [
+            kinesis_record(0, aggregated([event("a", 1, 1)])),
+            kinesis_record(1, aggregated([event("b", 1, 2), event("b", 2, 3, "Boom")])),
+        ]
+    }
+    assert window_answer(handler(windowed(envelope, {}), None)) == ({"a": 1}, [sequence_number(1)])
+
+
+def damaged(data: bytes) -> list[tuple[str, bytes]]:
+    message = data[4:-16]
+    cut = message[:-3]
+    return [
+        ("MD5", data[:-1] + bytes([data[-1] ^ 1])),
+        ("MD5", data[:-5]),  # truncated in transit
+        ("truncated", data[:4] + cut + hashlib.md5(cut).digest()),  # cut inside the last user record's data
+        ("too short", data[:10]),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_a_damaged_aggregated_record_is_a_failure_of_that_record(
+    case: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    projection, model = new_projection()
+    reason, data = damaged(aggregated([event("a", 2, 2), event("a", 3, 3)]))[case]
+    envelope = {"Records": [kinesis_record(0, plain(event("a", 1, 1))), kinesis_record(1, data)]}
+    with caplog.at_level(logging.ERROR, "streamsrc.integrations.aws_lambda"):
+        assert failures(projection_handler(projection, model)(envelope, None)) == [sequence_number(1)]
+    assert applied(model) == ["a#1"]
+    assert f"Kinesis record {sequence_number(1)} is a KPL aggregated record that does not read" in caplog.text
+    assert reason in caplog.text
+
+
+# ---------------------------------------------------------------------- the deadline from the context
+
+
+class LambdaContext:
+    """The part of Lambda's context object the handler reads: ``get_remaining_time_in_millis()``.
+
+    The time left is set by the test (``remaining_ms``), as a function's work would use it up.
+    """
+
+    function_name = "streamsrc-projection"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_the_handler_stops_at_the_deadline_and_reports_the_rest(caplog: pytest.LogCaptureFixture) -> None:
+    context = LambdaContext(remaining_ms=30_000)
+    seen: list[int] = []
+
+    async def slow(e: RecordedEvent) -> None:
+        seen.append(e.seq)
+        if e.seq == 2:
+            context.remaining_ms = 900  # the first two took nearly all the time: 0.9 s left, margin 1 s
+
+    sent = [event("a", seq, seq) for seq in range(1, 6)]
+    with caplog.at_level(logging.WARNING, "streamsrc.integrations.aws_lambda"):
+        assert failures(event_handler(slow)(kinesis_event(sent), context)) == [sequence_number(2)]
+    assert seen == [1, 2]
+    assert "3 of 5 records not processed" in caplog.text
+
+    # With a margin of 0.5 s there is time for all of them.
+    context.remaining_ms = 30_000
+    seen.clear()
+    assert failures(event_handler(slow, safety_margin=0.5)(kinesis_event(sent), context)) == []
+    assert seen == [1, 2, 3, 4, 5]
+
+
+def test_a_record_still_running_at_the_deadline_is_cancelled_and_reported() -> None:
+    done: list[int] = []
+
+    async def hangs_on_3(e: RecordedEvent) -> None:
+        if e.seq == 3:
+            await anyio.sleep(60)  # far past the deadline (and it ends, if the handler did not stop it)
+        done.append(e.seq)
+
+    context = LambdaContext(remaining_ms=int(DEFAULT_SAFETY_MARGIN * 1000) + 200)  # 0.2 s to work
+    sent = [event("a", seq, seq) for seq in range(1, 5)]
+    assert failures(event_handler(hangs_on_3)(kinesis_event(sent), context)) == [sequence_number(2)]
+    assert done == [1, 2]
+
+
+def test_a_batch_still_running_at_the_deadline_is_reported_whole() -> None:
+    done: list[int] = []
+
+    async def hang(e: RecordedEvent) -> RecordedEvent:
+        if e.seq == 2:
+            await anyio.sleep(60)  # far past the deadline
+        done.append(e.seq)
+        return e
+
+    handler = pipe_handler(lambda events: events.eval_map(hang), safety_margin=0.5)
+    sent = [event("a", seq, seq) for seq in range(1, 4)]
+    assert failures(handler(dynamodb_event(sent), LambdaContext(remaining_ms=700))) == ["111"]
+    assert done == [1]
+
+
+def test_no_time_left_at_the_start_processes_nothing() -> None:
+    projection, model = new_projection()
+    handler = projection_handler(projection, model)
+    sent = [event("a", 1, 1), event("a", 2, 2)]
+    assert failures(handler(kinesis_event(sent), LambdaContext(remaining_ms=800))) == [sequence_number(0)]
+    assert applied(model) == []
+    assert failures(handler(kinesis_event(sent), LambdaContext(remaining_ms=60_000))) == []
+    assert applied(model) == ["a#1", "a#2"]
+
+
+def test_a_window_stopped_at_the_deadline_answers_the_state_of_the_records_done() -> None:
+    context = LambdaContext(remaining_ms=30_000)
+
+    def count_then_run_late(state: dict[str, Any], e: RecordedEvent) -> dict[str, Any]:
+        if e.seq == 2:
+            context.remaining_ms = 10
+        return count_streams(state, e)
+
+    handler = window_handler(count_then_run_late)
+    sent = [event("a", seq, seq) for seq in range(1, 5)]
+    assert window_answer(handler(windowed(kinesis_event(sent), {}), context)) == (
+        {"a": 2},
+        [sequence_number(2)],
+    )
+
+
+def test_the_safety_margin_is_seconds_zero_or_more() -> None:
+    with pytest.raises(ValueError, match="safety_margin"):
+        event_handler(lambda e: anyio.lowlevel.checkpoint(), safety_margin=-1)
+
+
+# ---------------------------------------------------------------------- inside a running event loop
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_called_inside_a_running_event_loop_the_error_says_what_to_await(backend: str) -> None:
+    projection, model = new_projection()
+    handler: LambdaHandler = projection_handler(projection, model)
+    envelope = kinesis_event([event("a", 1, 1)])
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match=re.escape("await handler.handle(event, context)")):
+            handler(envelope, LambdaContext(remaining_ms=60_000))
+        assert failures(await handler.handle(envelope, LambdaContext(remaining_ms=60_000))) == []
+
+    anyio.run(main, backend=backend)
+    assert applied(model) == ["a#1"]
 
 
 # ---------------------------------------------------------------------- end to end, on moto
