@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +41,21 @@ MAX_NAME_LENGTH = 512
 
 
 def new_event_id() -> uuid.UUID:
-    """A fresh random (version 4) UUID.
+    """A fresh time-ordered (version 7) UUID: the milliseconds since the epoch, then 74 random bits.
 
-    >>> new_event_id().version
-    4
+    Still unique (74 random bits per millisecond) and a valid RFC 9562 UUID; ids made later sort
+    after ids made earlier (to the millisecond), so a database's unique index of event ids grows
+    at its end instead of at random places (fewer pages touched per insert).
+
+    >>> a = new_event_id()
+    >>> a.version, a.variant == uuid.RFC_4122, uuid.UUID(str(a)) == a
+    (7, True, True)
     """
-    return uuid_from_bytes(os.urandom(16), version4=True)
+    n = (_time_ns() // 1_000_000) << 80 | _from_bytes(_urandom(10), "big")
+    u = _new(_UUID)
+    _set_int(u, n & _V7_CLEAR | _V7_SET)
+    _set_safe(u, _UNKNOWN)
+    return u
 
 
 def uuid_from_bytes(raw: bytes, version4: bool = False) -> uuid.UUID:
@@ -66,6 +76,10 @@ _from_bytes = int.from_bytes
 _set_int = uuid.UUID.__dict__["int"].__set__
 _set_safe = uuid.UUID.__dict__["is_safe"].__set__
 _UNKNOWN = uuid.SafeUUID.unknown
+_time_ns = time.time_ns
+_urandom = os.urandom
+_V7_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # the version and variant bits
+_V7_SET = (7 << 76) | (0x8000 << 48)  # version 7, variant RFC 4122
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +91,7 @@ class EventData:
 
     >>> e = EventData("UserRegistered", {"email": "ada@example.com"})
     >>> e.type, e.data, e.metadata, e.id.version
-    ('UserRegistered', {'email': 'ada@example.com'}, None, 4)
+    ('UserRegistered', {'email': 'ada@example.com'}, None, 7)
     """
 
     type: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,11 +31,15 @@ from streamsrc.events import (
 from streamsrc.testing.conformance import append_ok
 
 
-def test_event_ids_are_fresh_version_4_uuids() -> None:
-    ids = {new_event_id() for _ in range(1000)}
+def test_event_ids_are_fresh_time_ordered_version_7_uuids() -> None:
+    made = [new_event_id() for _ in range(1000)]
+    ids = set(made)
     assert len(ids) == 1000
+    stamps = [i.int >> 80 for i in made]  # the milliseconds since the epoch
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] - time.time_ns() // 1_000_000) < 60_000
     for i in ids:
-        assert i.version == 4
+        assert i.version == 7
         assert i.variant == uuid.RFC_4122
         assert uuid.UUID(str(i)) == i
 
