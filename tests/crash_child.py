@@ -1,8 +1,8 @@
 """Programs run in child processes by ``test_crash.py``, which kills them with SIGKILL.
 
-``python tests/crash_child.py append URL SEED ROUND BACKEND`` opens the store at
+``python tests/crash_child.py append URL SEED ROUND BACKEND [WRITERS]`` opens the store at
 ``URL`` and appends batches of 1 to :data:`MAX_BATCH` events to random streams
-for ever, from :data:`WRITERS` concurrent tasks, each with the expected version
+for ever, from :data:`WRITERS` (or ``WRITERS``) concurrent tasks, each with the expected version
 it last saw (re-read after a ``WrongExpectedVersion``). It prints ``ready``,
 then one JSON line per acknowledged append (see :func:`acknowledged`).
 
@@ -138,12 +138,12 @@ async def writer(store: EventStore, seed: int, round_: int, task: int, versions:
         await anyio.sleep(rng.uniform(0, 0.002))
 
 
-async def append(url: str, seed: int, round_: int) -> None:
+async def append(url: str, seed: int, round_: int, writers: int = WRITERS) -> None:
     async with open_store(url) as store:
         print("ready", flush=True)
         versions: dict[str, int] = {}
         async with anyio.create_task_group() as tg:
-            for task in range(WRITERS):
+            for task in range(writers):
                 tg.start_soon(writer, store, seed, round_, task, versions)
 
 
@@ -193,8 +193,8 @@ async def project(store_url: str, model_kind: str, where: str, mode: str) -> Non
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "append":
-        url, seed, round_, backend = args
-        anyio.run(append, url, int(seed), int(round_), backend=backend)
+        url, seed, round_, backend, *writers = args  # writers: WRITERS unless given
+        anyio.run(append, url, int(seed), int(round_), *map(int, writers), backend=backend)
     elif command == "project":
         store_url, model_kind, where, mode, backend = args
         anyio.run(project, store_url, model_kind, where, mode, backend=backend)
