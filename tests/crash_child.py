@@ -194,7 +194,8 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "append":
         url, seed, round_, backend, *writers = args  # writers: WRITERS unless given
-        anyio.run(append, url, int(seed), int(round_), *map(int, writers), backend=backend)
+        count = int(writers[0]) if writers else WRITERS
+        anyio.run(append, url, int(seed), int(round_), count, backend=backend)
     elif command == "project":
         store_url, model_kind, where, mode, backend = args
         anyio.run(project, store_url, model_kind, where, mode, backend=backend)
