@@ -658,6 +658,17 @@ def test_a_window_stopped_at_the_deadline_answers_the_state_of_the_records_done(
     )
 
 
+def test_a_window_end_still_running_at_the_deadline_fails_the_final_invocation() -> None:
+    async def slow_report(window: Window, state: dict[str, Any]) -> None:
+        await anyio.sleep(60)  # far past the deadline
+
+    handler = window_handler(count_streams, slow_report, safety_margin=0.5)
+    envelope = windowed(kinesis_event([event("a", 1, 1)]), {"a": 1}, final=True)
+    assert window_answer(handler(envelope, LambdaContext(remaining_ms=700))) == ({"a": 1}, [""])
+    no_records = windowed({"Records": []}, {"a": 1}, final=True, source="kinesis")
+    assert window_answer(handler(no_records, LambdaContext(remaining_ms=400))) == ({"a": 1}, [""])  # no time
+
+
 def test_the_safety_margin_is_seconds_zero_or_more() -> None:
     with pytest.raises(ValueError, match="safety_margin"):
         event_handler(lambda e: anyio.lowlevel.checkpoint(), safety_margin=-1)
