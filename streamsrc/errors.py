@@ -13,6 +13,7 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
     ├── Rejection               a decider refused a command (domain reasons); never retried
     ├── Conflict                a command lost every retry to concurrent writers
     ├── ProjectionFailed        a projection's handler failed on an event (the stop policy)
+    ├── ProjectionOwnedElsewhere    another runner moved the checkpoint, or took the lease (fencing)
     └── StoreError              an append, read or write was refused or failed
         ├── WrongExpectedVersion    the stream is not at the version the caller expected
         ├── DuplicateEvent          an event id is already in the store elsewhere
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidStoreURL",
     "ProjectionFailed",
+    "ProjectionOwnedElsewhere",
     "Rejection",
     "StoreError",
     "StoreUnavailable",
@@ -331,3 +333,34 @@ class ProjectionFailed(StreamsrcError):
         self.seq = seq
         self.type = type
         self.cause = cause
+
+
+class ProjectionOwnedElsewhere(StreamsrcError):
+    """Another runner owns this projection (or partition): the batch was rolled back, nothing applied.
+
+    A read model that commits its checkpoint with its writes moves the
+    checkpoint only from the position the batch started at (a compare-and-set),
+    and only while the runner still holds its lease (the fencing token). When
+    the checkpoint is elsewhere (``found``, not ``expected``) or the lease
+    went to another worker, the whole batch rolls back and the run ends with
+    this error: two runners on one projection never apply an event twice, and
+    a checkpoint never goes backwards.
+
+    >>> print(ProjectionOwnedElsewhere("emails", 10, 25))
+    projection 'emails': the checkpoint is at 25, not at 10 where this batch started: another runner owns ...
+    >>> print(ProjectionOwnedElsewhere("emails[0/4]", 10, None, token=3))
+    projection 'emails[0/4]': the lease (fencing token 3) was taken by another worker: another runner owns ...
+    """
+
+    def __init__(
+        self, projection: str, expected: int, found: int | None, *, token: int | None = None
+    ) -> None:
+        if token is not None:
+            what = f"the lease (fencing token {token}) was taken by another worker"
+        else:
+            what = f"the checkpoint is at {found}, not at {expected} where this batch started"
+        super().__init__(f"projection {projection!r}: {what}: another runner owns this projection")
+        self.projection = projection
+        self.expected = expected
+        self.found = found
+        self.token = token

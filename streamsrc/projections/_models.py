@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from streamsrc.effect import run_effect
+from streamsrc.errors import ProjectionOwnedElsewhere
 from streamsrc.events import RecordedEvent
+from streamsrc.projections._leases import Fence
 from streamsrc.store import CheckpointStore
 
 __all__ = [
@@ -105,9 +107,24 @@ class ReadModel(Protocol[H_contra]):
         ...
 
     async def apply(
-        self, name: str, handler: H_contra, events: Sequence[RecordedEvent], position: int
+        self,
+        name: str,
+        handler: H_contra,
+        events: Sequence[RecordedEvent],
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
     ) -> None:
         """Apply ``events`` with ``handler`` and move ``name``'s checkpoint to ``position``.
+
+        The checkpoint is a compare-and-set: it moves only from ``expected``
+        (the position the batch started at, when given), never backwards,
+        and only while ``fence`` (a partition's lease token, when given) is
+        still current; otherwise nothing of the batch is applied and
+        :class:`~streamsrc.errors.ProjectionOwnedElsewhere` is raised. (A
+        model written before these keywords existed still works: the runner
+        passes them only to models that accept them.)
 
         If the handler raises, the exception propagates *as itself* (not
         wrapped: the runner tells the handler's failures from the model's by
@@ -119,8 +136,16 @@ class ReadModel(Protocol[H_contra]):
         """
         ...
 
-    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
-        """Keep ``letter`` among the dead letters and move the checkpoint to ``position``."""
+    async def park(
+        self,
+        name: str,
+        letter: DeadLetter,
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Keep ``letter`` among the dead letters and move the checkpoint to ``position`` (as ``apply``)."""
         ...
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
@@ -167,6 +192,7 @@ class MemoryReadModel(Generic[S]):
     def __init__(self, initial: S) -> None:
         self.state = initial
         self._positions: dict[str, int] = {}
+        self._marks: dict[str, dict[str, int]] = {}
         self._dead: list[DeadLetter] = []
 
     def __repr__(self) -> str:
@@ -175,16 +201,66 @@ class MemoryReadModel(Generic[S]):
     async def load_position(self, name: str) -> int:
         return self._positions.get(name, 0)
 
+    def _claim(self, name: str, position: int, expected: int | None, fence: Fence | None) -> None:
+        if fence is not None and fence.leases is not None:
+            holds_now = getattr(fence.leases, "holds_now", None)
+            if holds_now is not None and not holds_now(fence):
+                raise ProjectionOwnedElsewhere(name, 0, None, token=fence.token)
+        current = self._positions.get(name, 0)
+        if (expected is not None and current != expected) or position < current:
+            raise ProjectionOwnedElsewhere(name, current if expected is None else expected, current)
+
     async def apply(
-        self, name: str, handler: MemoryHandler[S], events: Sequence[RecordedEvent], position: int
+        self,
+        name: str,
+        handler: MemoryHandler[S],
+        events: Sequence[RecordedEvent],
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
     ) -> None:
+        self._claim(name, position, expected, fence)
         state = handler(self.state, events) if events else self.state
         self.state = state
         self._positions[name] = position
+        marks = self._marks.get(name)
+        if marks:
+            self._marks[name] = {s: p for s, p in marks.items() if p > position}
 
-    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+    async def park(
+        self,
+        name: str,
+        letter: DeadLetter,
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        self._claim(name, position, expected, fence)
         self._dead.append(letter)
         self._positions[name] = position
+
+    async def apply_stream(
+        self,
+        name: str,
+        handler: MemoryHandler[S],
+        events: Sequence[RecordedEvent],
+        *,
+        letter: DeadLetter | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Apply one stream's ``events`` (or keep ``letter``) and record how far that stream got."""
+        self._claim(name, self._positions.get(name, 0), None, fence)
+        if letter is not None:
+            self._dead.append(letter)
+        else:
+            self.state = handler(self.state, events)
+        self._marks.setdefault(name, {})[events[-1].stream] = events[-1].position
+
+    async def load_marks(self, name: str) -> dict[str, int]:
+        """How far each stream was applied past the checkpoint (by :meth:`apply_stream`)."""
+        return dict(self._marks.get(name, {}))
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         return [d for d in self._dead if name is None or d.projection == name]
@@ -243,7 +319,14 @@ class CallbackReadModel:
         return await self.checkpoints.load_checkpoint(name)
 
     async def apply(
-        self, name: str, handler: CallbackHandler, events: Sequence[RecordedEvent], position: int
+        self,
+        name: str,
+        handler: CallbackHandler,
+        events: Sequence[RecordedEvent],
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
     ) -> None:
         done = self._unsaved.get(name)
         if done is not None:  # handled already, then the checkpoint's save failed
@@ -251,18 +334,56 @@ class CallbackReadModel:
         if events:
             await run_effect(handler(events))
             self._unsaved[name] = max(position, done or 0)
-        await self._save(name, position)
+        await self._save(name, position, expected, fence)
 
-    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+    async def park(
+        self,
+        name: str,
+        letter: DeadLetter,
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
+    ) -> None:
         done = self._unsaved.get(name)
         if done is None or letter.position > done:
             self._dead.append(letter)
             if self.on_dead_letter is not None:
                 await run_effect(self.on_dead_letter(letter))
             self._unsaved[name] = max(position, done or 0)
-        await self._save(name, position)
+        await self._save(name, position, expected, fence)
 
-    async def _save(self, name: str, position: int) -> None:
+    async def apply_stream(
+        self,
+        name: str,
+        handler: CallbackHandler,
+        events: Sequence[RecordedEvent],
+        *,
+        letter: DeadLetter | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Hand one stream's ``events`` to the handler (or keep ``letter``); the checkpoint stays."""
+        if fence is not None:
+            await fence.check(name)
+        if letter is not None:
+            self._dead.append(letter)
+            if self.on_dead_letter is not None:
+                await run_effect(self.on_dead_letter(letter))
+        else:
+            await run_effect(handler(events))
+
+    async def load_marks(self, name: str) -> dict[str, int]:
+        """Nothing: the handler's side is not ours to record (at least once)."""
+        return {}
+
+    async def _save(self, name: str, position: int, expected: int | None, fence: Fence | None) -> None:
+        # The store's checkpoint has no compare-and-set yet: check, then save (a narrow race remains).
+        if fence is not None:
+            await fence.check(name)
+        if expected is not None:
+            current = await self.checkpoints.load_checkpoint(name)
+            if current != expected:
+                raise ProjectionOwnedElsewhere(name, expected, current)
         await self.checkpoints.save_checkpoint(name, position)
         if self._unsaved.get(name, position) <= position:
             self._unsaved.pop(name, None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import inspect
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -11,8 +13,9 @@ from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
 import anyio
 
 from streamsrc.effect import RetryPolicy
-from streamsrc.errors import EffectFailed, ProjectionFailed, StoreUnavailable
+from streamsrc.errors import EffectFailed, ProjectionFailed, ProjectionOwnedElsewhere, StoreUnavailable
 from streamsrc.events import RecordedEvent
+from streamsrc.projections._leases import Fence, partition_name, partition_of
 from streamsrc.projections._models import DeadLetter, ReadModel
 from streamsrc.projections._subscription import DEFAULT_POLL, Poll, Tick, subscribe_with_ticks
 from streamsrc.store import EventFilter, EventStore
@@ -265,11 +268,21 @@ class Projector(Generic[H]):
         max_wait: float = 0.0,
         on_error: OnError = Stop(),
         poll: Poll = DEFAULT_POLL,
+        concurrency: int = 1,
+        partition: int = 0,
+        partitions: int = 1,
+        fence: Fence | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if max_wait < 0:
             raise ValueError("max_wait must be >= 0")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not 0 <= partition < partitions:
+            raise ValueError("need 0 <= partition < partitions")
+        if concurrency > 1 and not hasattr(model, "apply_stream"):
+            raise ValueError(f"{model!r} cannot apply streams concurrently (it has no apply_stream)")
         self.store = store
         self.projection = projection
         self.model = model
@@ -277,14 +290,32 @@ class Projector(Generic[H]):
         self.max_wait = max_wait
         self.on_error = on_error
         self.poll = poll
+        self.concurrency = concurrency
+        self.partition = partition
+        self.partitions = partitions
+        self.fence = fence
+        self._cas = _accepts_cas(model)
 
     def __repr__(self) -> str:
-        return f"<Projector {self.projection.name!r} into {self.model!r}>"
+        return f"<Projector {self.name!r} into {self.model!r}>"
 
     @property
     def name(self) -> str:
-        """The projection's name (the key of its checkpoint)."""
-        return self.projection.name
+        """The key of the checkpoint: the projection's name, ``name[i/P]`` for partition ``i`` of ``P``."""
+        return partition_name(self.projection.name, self.partition, self.partitions)
+
+    def _mine(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """The events of this runner's partition."""
+        if self.partitions == 1:
+            return events
+        i, n = self.partition, self.partitions
+        return [e for e in events if partition_of(e.stream, n) == i]
+
+    def _cas_options(self, expected: int) -> dict[str, Any]:
+        """The compare-and-set keywords for a model that takes them (none for an older one)."""
+        if not self._cas:
+            return {}
+        return {"expected": expected, "fence": self.fence}
 
     async def status(self) -> Status:
         """The projection's checkpoint, the head of the log, the lag and the dead letters kept."""
@@ -301,19 +332,54 @@ class Projector(Generic[H]):
         the last batch applied).
         """
 
+        if self.concurrency > 1:
+            return Stream.from_async_iterable(self._parallel_progress(live))
+
         async def start() -> Stream[Progress]:
             return self._run(await self.model.load_position(self.name), live)
 
         return Stream.eval(start).flat_map(lambda s: s)
 
+    async def _parallel_progress(self, live: bool) -> Any:
+        send, receive = anyio.create_memory_object_stream[Progress](16)
+
+        async def produce() -> None:
+            async with send:
+                await _Parallel(self, live, send.send).run()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                async with receive:
+                    async for p in receive:
+                        yield p
+        except BaseExceptionGroup as group:
+            _reraise_unwrapped(group)
+
     async def run(self, on_progress: Callable[[Progress], object] | None = None) -> None:
         """Follow the log for ever (until cancelled), calling ``on_progress`` after each batch."""
+        if self.concurrency > 1:
+            await self._run_parallel(True, on_progress)
+            return
         await self._report(self.progress(live=True), on_progress)
 
     async def catch_up(self, on_progress: Callable[[Progress], object] | None = None) -> Status:
         """Apply everything up to the head of the log, then return the status."""
-        await self._report(self.progress(live=False), on_progress)
+        if self.concurrency > 1:
+            await self._run_parallel(False, on_progress)
+        else:
+            await self._report(self.progress(live=False), on_progress)
         return await self.status()
+
+    async def _run_parallel(self, live: bool, on_progress: Callable[[Progress], object] | None) -> None:
+        async def tell(p: Progress) -> None:
+            if on_progress is not None:
+                on_progress(p)
+
+        try:
+            await _Parallel(self, live, tell).run()
+        except BaseExceptionGroup as group:
+            _reraise_unwrapped(group)
 
     async def _report(
         self, progress: Stream[Progress], on_progress: Callable[[Progress], object] | None
@@ -367,6 +433,8 @@ class _Run:
             events = [x for x in items if type(x) is not Tick]  # type: ignore[misc]
         position = last.position
         caught_up = type(last) is Tick and last.caught_up
+        if self.projector.partitions > 1:
+            events = self.projector._mine(events)
         if events or position > self.position:
             await self.apply(events, position)
             self.position = position
@@ -412,11 +480,12 @@ class _Run:
         p = self.projector
         self.watch.raised = None
         try:
-            await p.model.apply(p.name, self.watch, events, position)
+            await p.model.apply(p.name, self.watch, events, position, **p._cas_options(self.position))
         except Exception as exc:
             if exc is self.watch.raised or isinstance(exc, EffectFailed):
                 return exc  # the handler's own error, or the Failure it returned
             _model_failed(p, f"could not apply the batch up to position {position}", exc)
+        self.position = position
         return None
 
     async def poison(self, event: RecordedEvent, exc: Exception, position: int, tries: int = 1) -> None:
@@ -435,13 +504,221 @@ class _Run:
             policy = policy.then
         if isinstance(policy, DeadLetters):
             try:
-                await p.model.park(p.name, DeadLetter.of(p.name, event, exc), position)
+                letter = DeadLetter.of(p.name, event, exc)
+                await p.model.park(p.name, letter, position, **p._cas_options(self.position))
             except Exception as failed:
                 where = f"could not keep the dead letter at position {event.position}"
                 _model_failed(p, where, failed)
+            self.position = position
             self.dead += 1
             return
         raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
+
+
+class _Parallel:
+    """One run of a projector with ``concurrency > 1`` (Propulsion's model).
+
+    A reader task reads the log ahead (up to a bound) and queues each event
+    behind its stream; ``concurrency`` workers each take a stream that is not
+    being handled, apply its queued events (up to ``batch_size``) in order
+    with the model's ``apply_stream`` (the events and how far the stream got,
+    in one transaction for an exactly-once model), and give the stream back.
+    The checkpoint moves, in a transaction of its own, to just before the
+    lowest position read and not yet handled; on a restart from it the
+    streams' marks say which events past it were handled already, so an
+    exactly-once model stays exactly once. The error policy is judged per
+    stream: a failing event holds up its own stream only (a ``Stop`` ends
+    the run; the checkpoint stays before that event).
+    """
+
+    def __init__(
+        self, projector: Projector[Any], live: bool, tell: Callable[[Progress], Awaitable[object]]
+    ) -> None:
+        self.p = projector
+        self.live = live
+        self.tell = tell
+        self.pending: dict[str, collections.deque[RecordedEvent]] = {}
+        self.busy: set[str] = set()
+        self.outstanding: collections.deque[int] = collections.deque()
+        self.done: set[int] = set()
+        self.buffered = 0
+        self.limit = max(2 * projector.batch_size, 32 * projector.concurrency)
+        self.read_to = 0
+        self.caught_up = False
+        self.finished_reading = False
+        self.committed = 0
+        self.head = 0
+        self.events = 0
+        self.dead = 0
+        self.started = time.perf_counter()
+        self.space = anyio.Event()
+        self.moved = anyio.Event()
+        send, receive = anyio.create_memory_object_stream[str](math.inf)
+        self.ready_send, self.ready_receive = send, receive
+
+    async def run(self) -> None:
+        p = self.p
+        self.committed = self.read_to = self.head = await p.model.load_position(p.name)
+        loader = getattr(p.model, "load_marks", None)
+        self.marks: dict[str, int] = await loader(p.name) if loader is not None else {}
+        async with anyio.create_task_group() as tg:
+            self.tg = tg
+            tg.start_soon(self.read)
+            for _ in range(p.concurrency):
+                tg.start_soon(self.work)
+            await self.checkpoints()
+            tg.cancel_scope.cancel()
+
+    async def read(self) -> None:
+        p = self.p
+        items = subscribe_with_ticks(
+            p.store,
+            self.committed,
+            types=p.projection.types,
+            stream_prefix=p.projection.stream_prefix,
+            live=self.live,
+            page_size=p.batch_size,
+            poll=p.poll,
+        )
+        await items.chunks().foreach(self.page).drain()
+        self.finished_reading = True
+        self.moved.set()
+
+    async def page(self, chunk: list[RecordedEvent | Tick]) -> None:
+        """Queue a page's events behind their streams; wait while too many are queued."""
+        p, marks = self.p, self.marks
+        for x in chunk:
+            if type(x) is Tick:
+                self.read_to = x.position
+                self.caught_up = x.caught_up
+                if x.caught_up:
+                    self.head = max(self.head, x.position)
+                continue
+            e: RecordedEvent = x  # type: ignore[assignment]
+            if p.partitions > 1 and partition_of(e.stream, p.partitions) != p.partition:
+                continue
+            if marks and e.position <= marks.get(e.stream, 0):
+                continue  # applied before a restart, past the checkpoint
+            self.outstanding.append(e.position)
+            queue = self.pending.get(e.stream)
+            if queue is None:
+                queue = self.pending[e.stream] = collections.deque()
+            queue.append(e)
+            self.buffered += 1
+            if e.stream not in self.busy:
+                self.busy.add(e.stream)
+                self.ready_send.send_nowait(e.stream)
+        self.moved.set()
+        while self.buffered >= self.limit:
+            self.space = anyio.Event()
+            await self.space.wait()
+
+    async def work(self) -> None:
+        size = self.p.batch_size
+        async for stream in self.ready_receive:
+            queue = self.pending[stream]
+            n = min(size, len(queue))
+            batch = [queue.popleft() for _ in range(n)]
+            await self.handle(batch)
+            self.events += n
+            for e in batch:
+                self.done.add(e.position)
+            self.buffered -= n
+            if queue:
+                self.ready_send.send_nowait(stream)
+            else:
+                del self.pending[stream]
+                self.busy.discard(stream)
+            self.space.set()
+            self.moved.set()
+
+    def low_water(self) -> int:
+        out, done = self.outstanding, self.done
+        while out and out[0] in done:
+            done.discard(out.popleft())
+        return out[0] - 1 if out else self.read_to
+
+    async def checkpoints(self) -> None:
+        p = self.p
+        watch = _Watched(p.projection.handler)
+        while True:
+            await self.moved.wait()
+            self.moved = anyio.Event()
+            low = self.low_water()
+            if low > self.committed:
+                try:
+                    await p.model.apply(p.name, watch, [], low, **p._cas_options(self.committed))
+                except Exception as exc:
+                    _model_failed(p, f"could not move the checkpoint to {low}", exc)
+                self.committed = low
+                now = time.perf_counter()
+                if not self.caught_up and now - self.started > 0:
+                    self.head = max(self.head, low, await p.store.head())
+                self.head = max(self.head, low)
+                await self.tell(
+                    Progress(
+                        p.name, low, self.head, self.events, now - self.started, self.caught_up, self.dead
+                    )
+                )
+            if self.finished_reading and not self.outstanding and self.committed >= self.read_to:
+                return
+
+    async def handle(self, events: list[RecordedEvent]) -> None:
+        exc = await self.attempt(events)
+        if exc is None:
+            return
+        if len(events) == 1:
+            await self.poison(events[0], exc)
+            return
+        tries = 2
+        for event in events:
+            failed = await self.attempt([event])
+            if failed is not None:
+                await self.poison(event, failed, tries)
+                tries = 1
+
+    async def attempt(
+        self, events: list[RecordedEvent], letter: DeadLetter | None = None
+    ) -> Exception | None:
+        p = self.p
+        watch = _Watched(p.projection.handler)
+        try:
+            await p.model.apply_stream(p.name, watch, events, letter=letter, fence=p.fence)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if letter is None and (exc is watch.raised or isinstance(exc, EffectFailed)):
+                return exc
+            _model_failed(p, f"could not apply stream {events[-1].stream!r} up to {events[-1].position}", exc)
+        return None
+
+    async def poison(self, event: RecordedEvent, exc: Exception, tries: int = 1) -> None:
+        p = self.p
+        policy = p.on_error
+        if isinstance(policy, Retry):
+            attempt = tries
+            while policy.policy.should_retry(attempt - 1, exc):
+                await anyio.sleep(policy.policy.delay(attempt - 1))
+                again = await self.attempt([event])
+                if again is None:
+                    return
+                exc = again
+                attempt += 1
+            policy = policy.then
+        if isinstance(policy, DeadLetters):
+            await self.attempt([event], DeadLetter.of(p.name, event, exc))
+            self.dead += 1
+            return
+        raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
+
+
+def _accepts_cas(model: object) -> bool:
+    """Whether ``model.apply`` takes the compare-and-set keywords (``expected``, ``fence``)."""
+    try:
+        parameters = inspect.signature(model.apply).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return "expected" in parameters or any(
+        x.kind is inspect.Parameter.VAR_KEYWORD for x in parameters.values()
+    )
 
 
 class _Watched:
@@ -484,7 +761,7 @@ def _model_failed(projector: Projector[Any], what: str, exc: Exception) -> NoRet
     raises (a driver's error that a checkpoint store let out, say) is wrapped
     in one, with the model's error as ``__cause__``.
     """
-    if isinstance(exc, StoreUnavailable):
+    if isinstance(exc, (StoreUnavailable, ProjectionOwnedElsewhere)):
         raise exc
     model, name = projector.model, projector.name
     raise StoreUnavailable(

@@ -6,6 +6,12 @@ inside a transaction that also moves the projection's checkpoint (table
 every event is applied exactly once. The database may be the event store's
 own or another one.
 
+The checkpoint is a compare-and-set (the row locked ``FOR UPDATE`` in the
+batch's transaction): a batch moves it only from the position it started at,
+and only while the runner's fencing token (table ``streamsrc_leases``, see
+:class:`PostgresLeases`) is the partition's; otherwise the batch rolls back
+with :class:`~streamsrc.errors.ProjectionOwnedElsewhere`.
+
 The error rule is the stores': what the handler raises goes through as it is
 (the projector blames the events for it); every failure of the model's own
 work (its connections, its statements, the commit) is ``StoreUnavailable``,
@@ -27,14 +33,15 @@ from typing import Any, TypeVar
 import anyio
 import asyncpg
 
-from streamsrc.errors import StoreUnavailable
+from streamsrc.errors import ProjectionOwnedElsewhere, StoreUnavailable
 from streamsrc.events import RecordedEvent
+from streamsrc.projections._leases import Fence, Lease
 from streamsrc.projections._models import DeadLetter
 from streamsrc.store import redact_url
 from streamsrc.store.base import now_us
 from streamsrc.store.postgres import CONNECTION_ERRORS, DEFAULT_RETRY_FOR, connect
 
-__all__ = ["PostgresHandler", "PostgresReadModel"]
+__all__ = ["PostgresHandler", "PostgresLeases", "PostgresReadModel"]
 
 PostgresHandler = Callable[[asyncpg.Connection, Sequence[RecordedEvent]], Awaitable[object]]
 """Writes a batch into the read model's tables through the connection (inside the transaction)."""
@@ -55,6 +62,26 @@ CREATE TABLE IF NOT EXISTS streamsrc_dead_letters (
     error TEXT NOT NULL,
     time BIGINT NOT NULL,
     PRIMARY KEY (projection, position)
+);
+CREATE TABLE IF NOT EXISTS streamsrc_projection_streams (
+    name TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    PRIMARY KEY (name, stream)
+);
+CREATE TABLE IF NOT EXISTS streamsrc_leases (
+    projection TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    owner TEXT,
+    expires BIGINT NOT NULL,
+    token BIGINT NOT NULL,
+    PRIMARY KEY (projection, part)
+);
+CREATE TABLE IF NOT EXISTS streamsrc_lease_members (
+    projection TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires BIGINT NOT NULL,
+    PRIMARY KEY (projection, owner)
 );
 """
 
@@ -261,35 +288,83 @@ class PostgresReadModel:
         return int(rows[0][0]) if rows else 0
 
     async def apply(
-        self, name: str, handler: PostgresHandler, events: Sequence[RecordedEvent], position: int
+        self,
+        name: str,
+        handler: PostgresHandler,
+        events: Sequence[RecordedEvent],
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
     ) -> None:
         async def run(conn: asyncpg.Connection) -> None:
+            await _claim(conn, name, position, expected, fence)
             if events:
-                try:
-                    await handler(conn, events)
-                except CONNECTION_ERRORS:
-                    raise  # the connection failed under the handler: the model tries again
-                except Exception as exc:
-                    raise _HandlerFailed(exc) from exc
-            await conn.execute(_SAVE_POSITION, name, position, now_us())
+                await _handle(handler, conn, events)
+            await _move(conn, name, position)
 
         await self._transaction(run, partial(self._reached, name, position))
 
     async def _reached(self, name: str, position: int) -> bool:
         return await self.load_position(name) >= position
 
-    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+    async def park(
+        self,
+        name: str,
+        letter: DeadLetter,
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
+    ) -> None:
         row = letter.to_row()
 
         async def run(conn: asyncpg.Connection) -> None:
-            await conn.execute(
-                "INSERT INTO streamsrc_dead_letters VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-                "ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error",
-                *row,
-            )
-            await conn.execute(_SAVE_POSITION, name, position, now_us())
+            await _claim(conn, name, position, expected, fence)
+            await conn.execute(_SAVE_LETTER, *row)
+            await _move(conn, name, position)
 
         await self._transaction(run, partial(self._reached, name, position))
+
+    async def apply_stream(
+        self,
+        name: str,
+        handler: PostgresHandler,
+        events: Sequence[RecordedEvent],
+        *,
+        letter: DeadLetter | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Apply one stream's ``events`` (or park ``letter``) and record how far that stream got,
+        in one transaction, without moving the checkpoint (the concurrent runner's step)."""
+        last = events[-1]
+        row = letter.to_row() if letter is not None else None
+
+        async def run(conn: asyncpg.Connection) -> None:
+            await _fenced(conn, name, fence)
+            if row is not None:
+                await conn.execute(_SAVE_LETTER, *row)
+            else:
+                await _handle(handler, conn, events)
+            await conn.execute(_SAVE_MARK, name, last.stream, last.position)
+
+        async def done() -> bool:
+            return (await self.load_marks(name)).get(last.stream, 0) >= last.position or (
+                await self.load_position(name) >= last.position
+            )
+
+        await self._transaction(run, done)
+
+    async def load_marks(self, name: str) -> dict[str, int]:
+        """How far each stream was applied past the checkpoint (by :meth:`apply_stream`)."""
+        rows = await self.query(
+            "SELECT stream, position FROM streamsrc_projection_streams WHERE name = $1", name
+        )
+        return {stream: int(position) for stream, position in rows}
+
+    def leases(self) -> PostgresLeases:
+        """The leases of partitioned projections, kept in this database (the tokens this model checks)."""
+        return PostgresLeases(self)
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         sql = "SELECT * FROM streamsrc_dead_letters"
@@ -319,3 +394,188 @@ class PostgresReadModel:
 
 async def _yes() -> bool:
     return True
+
+
+_SAVE_LETTER = (
+    "INSERT INTO streamsrc_dead_letters VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+    "ON CONFLICT (projection, position) DO UPDATE SET error = excluded.error"
+)
+
+_SAVE_MARK = (
+    "INSERT INTO streamsrc_projection_streams (name, stream, position) VALUES ($1, $2, $3) "
+    "ON CONFLICT (name, stream) DO UPDATE SET position = excluded.position"
+)
+
+
+async def _handle(
+    handler: PostgresHandler, conn: asyncpg.Connection, events: Sequence[RecordedEvent]
+) -> None:
+    try:
+        await handler(conn, events)
+    except CONNECTION_ERRORS:
+        raise  # the connection failed under the handler: the model tries again
+    except Exception as exc:
+        raise _HandlerFailed(exc) from exc
+
+
+async def _fenced(conn: asyncpg.Connection, name: str, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    token = await conn.fetchval(
+        "SELECT token FROM streamsrc_leases WHERE projection = $1 AND part = $2 FOR SHARE",
+        fence.projection,
+        fence.partition,
+    )
+    if token != fence.token:
+        raise ProjectionOwnedElsewhere(name, 0, None, token=fence.token)
+
+
+async def _claim(
+    conn: asyncpg.Connection, name: str, position: int, expected: int | None, fence: Fence | None
+) -> None:
+    """Check, inside the batch's transaction (the checkpoint's row locked), that this runner may move it."""
+    await _fenced(conn, name, fence)
+    await conn.execute(
+        "INSERT INTO streamsrc_projections (name, position, time) VALUES ($1, 0, $2) "
+        "ON CONFLICT (name) DO NOTHING",
+        name,
+        now_us(),
+    )
+    current = int(
+        await conn.fetchval("SELECT position FROM streamsrc_projections WHERE name = $1 FOR UPDATE", name)
+    )
+    if (expected is not None and current != expected) or position < current:
+        raise ProjectionOwnedElsewhere(name, current if expected is None else expected, current)
+
+
+async def _move(conn: asyncpg.Connection, name: str, position: int) -> None:
+    await conn.execute(_SAVE_POSITION, name, position, now_us())
+    await conn.execute(
+        "DELETE FROM streamsrc_projection_streams WHERE name = $1 AND position <= $2", name, position
+    )
+
+
+class PostgresLeases:
+    """Leases of partitioned projections in a :class:`PostgresReadModel`'s database (``streamsrc_leases``).
+
+    Each step is one transaction (the lease's row locked), so workers on
+    several machines agree; the read model checks the fencing token in each
+    batch's transaction (``FOR SHARE``: a takeover waits for a batch in flight).
+    """
+
+    def __init__(self, model: PostgresReadModel) -> None:
+        self.model = model
+
+    async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async def once() -> T:
+            pool = self.model._get_pool()
+            async with pool.acquire(timeout=self.model._timeout) as conn, conn.transaction():
+                return await fn(conn)
+
+        return await self.model._retrying(what, once, _yes)  # type: ignore[return-value]
+
+    async def acquire(self, projection: str, partition: int, owner: str, ttl: float) -> Fence | None:
+        async def run(conn: asyncpg.Connection) -> int | None:
+            now = now_us()
+            await conn.execute(
+                "INSERT INTO streamsrc_leases VALUES ($1, $2, NULL, 0, 0) ON CONFLICT DO NOTHING",
+                projection,
+                partition,
+            )
+            row = await conn.fetchrow(
+                "SELECT owner, expires, token FROM streamsrc_leases "
+                "WHERE projection = $1 AND part = $2 FOR UPDATE",
+                projection,
+                partition,
+            )
+            assert row is not None
+            if row[0] == owner and row[1] > now:
+                token = int(row[2])
+            elif row[0] is None or row[1] <= now:
+                token = int(row[2]) + 1
+            else:
+                return None
+            await conn.execute(
+                "UPDATE streamsrc_leases SET owner = $3, expires = $4, token = $5 "
+                "WHERE projection = $1 AND part = $2",
+                projection,
+                partition,
+                owner,
+                now + int(ttl * 1e6),
+                token,
+            )
+            return token
+
+        token = await self._run("acquire lease", run)
+        return None if token is None else Fence(projection, partition, token, self)
+
+    async def renew(self, fence: Fence, owner: str, ttl: float) -> bool:
+        async def run(conn: asyncpg.Connection) -> bool:
+            status = await conn.execute(
+                "UPDATE streamsrc_leases SET expires = $1 "
+                "WHERE projection = $2 AND part = $3 AND token = $4 AND owner = $5",
+                now_us() + int(ttl * 1e6),
+                fence.projection,
+                fence.partition,
+                fence.token,
+                owner,
+            )
+            return bool(status == "UPDATE 1")
+
+        return await self._run("renew lease", run)
+
+    async def release(self, fence: Fence, owner: str) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "UPDATE streamsrc_leases SET owner = NULL, expires = 0 "
+                "WHERE projection = $1 AND part = $2 AND token = $3 AND owner = $4",
+                fence.projection,
+                fence.partition,
+                fence.token,
+                owner,
+            )
+
+        await self._run("release lease", run)
+
+    async def holds(self, fence: Fence) -> bool:
+        rows = await self.model.query(
+            "SELECT token FROM streamsrc_leases WHERE projection = $1 AND part = $2",
+            fence.projection,
+            fence.partition,
+        )
+        return bool(rows) and rows[0][0] == fence.token
+
+    async def leases(self, projection: str) -> list[Lease]:
+        rows = await self.model.query(
+            "SELECT part, owner, expires, token FROM streamsrc_leases WHERE projection = $1 ORDER BY part",
+            projection,
+        )
+        return [Lease(projection, int(p), o, e / 1e6, int(t)) for p, o, e, t in rows]
+
+    async def heartbeat(self, projection: str, owner: str, ttl: float) -> list[str]:
+        async def run(conn: asyncpg.Connection) -> list[str]:
+            now = now_us()
+            await conn.execute(
+                "INSERT INTO streamsrc_lease_members VALUES ($1, $2, $3) "
+                "ON CONFLICT (projection, owner) DO UPDATE SET expires = excluded.expires",
+                projection,
+                owner,
+                now + int(ttl * 1e6),
+            )
+            rows = await conn.fetch(
+                "SELECT owner FROM streamsrc_lease_members "
+                "WHERE projection = $1 AND expires > $2 ORDER BY owner",
+                projection,
+                now,
+            )
+            return [r[0] for r in rows]
+
+        return await self._run("heartbeat", run)
+
+    async def leave(self, projection: str, owner: str) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            await conn.execute(
+                "DELETE FROM streamsrc_lease_members WHERE projection = $1 AND owner = $2", projection, owner
+            )
+
+        await self._run("leave", run)

@@ -9,6 +9,13 @@ SQLite file or another one.
 
 Queries go through reader threads (``await model.query(sql, params)``), so
 serving reads never waits for the projection's writes (WAL).
+
+The checkpoint is a compare-and-set: a batch moves it only from the position
+the batch started at, and only while the runner's lease (its fencing token,
+table ``streamsrc_leases``, see :class:`SqliteLeases`) is still the
+partition's; otherwise the batch rolls back with
+:class:`~streamsrc.errors.ProjectionOwnedElsewhere`. Two processes running
+one projection into one file therefore never apply an event twice.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from streamsrc.errors import StoreUnavailable
+from streamsrc.errors import ProjectionOwnedElsewhere, StoreUnavailable
 from streamsrc.events import RecordedEvent
+from streamsrc.projections._leases import Fence, Lease
 from streamsrc.projections._models import DeadLetter
 from streamsrc.sqlite_threads import ConnectionThreads, connect, read_transaction, write_transaction
 
-__all__ = ["SqliteHandler", "SqliteReadModel"]
+__all__ = ["SqliteHandler", "SqliteLeases", "SqliteReadModel"]
 
 T = TypeVar("T")
 
@@ -46,6 +54,26 @@ CREATE TABLE IF NOT EXISTS streamsrc_dead_letters (
     error TEXT NOT NULL,
     time INTEGER NOT NULL,
     PRIMARY KEY (projection, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streamsrc_projection_streams (
+    name TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    PRIMARY KEY (name, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streamsrc_leases (
+    projection TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    owner TEXT,
+    expires INTEGER NOT NULL,
+    token INTEGER NOT NULL,
+    PRIMARY KEY (projection, part)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS streamsrc_lease_members (
+    projection TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires INTEGER NOT NULL,
+    PRIMARY KEY (projection, owner)
 ) WITHOUT ROWID;
 """
 
@@ -175,23 +203,77 @@ class SqliteReadModel:
         return int(rows[0][0]) if rows else 0
 
     async def apply(
-        self, name: str, handler: SqliteHandler, events: Sequence[RecordedEvent], position: int
+        self,
+        name: str,
+        handler: SqliteHandler,
+        events: Sequence[RecordedEvent],
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
+            _claim(conn, name, position, expected, fence)
             if events:
                 handler(conn, events)
-            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
+            _move(conn, name, position)
 
         await self._write(run)
 
-    async def park(self, name: str, letter: DeadLetter, position: int) -> None:
+    async def park(
+        self,
+        name: str,
+        letter: DeadLetter,
+        position: int,
+        *,
+        expected: int | None = None,
+        fence: Fence | None = None,
+    ) -> None:
         row = letter.to_row()
 
         def run(conn: sqlite3.Connection) -> None:
+            _claim(conn, name, position, expected, fence)
             conn.execute("INSERT OR REPLACE INTO streamsrc_dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
-            conn.execute(_SAVE_POSITION, (name, position, _now_us()))
+            _move(conn, name, position)
 
         await self._write(run)
+
+    async def apply_stream(
+        self,
+        name: str,
+        handler: SqliteHandler,
+        events: Sequence[RecordedEvent],
+        *,
+        letter: DeadLetter | None = None,
+        fence: Fence | None = None,
+    ) -> None:
+        """Apply one stream's ``events`` (or park ``letter``) and record how far that stream got,
+        in one transaction, without moving the checkpoint (the concurrent runner's step)."""
+        last = events[-1]
+        row = letter.to_row() if letter is not None else None
+
+        def run(conn: sqlite3.Connection) -> None:
+            _fenced(conn, name, fence)
+            if row is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO streamsrc_dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row
+                )
+            else:
+                handler(conn, events)
+            conn.execute(_SAVE_MARK, (name, last.stream, last.position))
+
+        await self._write(run)
+
+    async def load_marks(self, name: str) -> dict[str, int]:
+        """How far each stream was applied past the checkpoint (by :meth:`apply_stream`)."""
+        rows = await self.query(
+            "SELECT stream, position FROM streamsrc_projection_streams WHERE name = ?", (name,)
+        )
+        return {stream: int(position) for stream, position in rows}
+
+    def leases(self) -> SqliteLeases:
+        """The leases of partitioned projections, kept in this file (the tokens this model checks)."""
+        return SqliteLeases(self)
 
     async def dead_letters(self, name: str | None = None) -> list[DeadLetter]:
         sql = "SELECT * FROM streamsrc_dead_letters"
@@ -234,6 +316,134 @@ def _transaction(conn: sqlite3.Connection, body: Callable[[], T], path: str) -> 
         return StoreUnavailable(f"read model {path!r} cannot {doing}: {exc}")
 
     return write_transaction(conn, body, failed=failed)
+
+
+_SAVE_MARK = (
+    "INSERT INTO streamsrc_projection_streams (name, stream, position) VALUES (?, ?, ?) "
+    "ON CONFLICT (name, stream) DO UPDATE SET position = excluded.position"
+)
+
+
+def _fenced(conn: sqlite3.Connection, name: str, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    row = conn.execute(
+        "SELECT token FROM streamsrc_leases WHERE projection = ? AND part = ?",
+        (fence.projection, fence.partition),
+    ).fetchone()
+    if row is None or row[0] != fence.token:
+        raise ProjectionOwnedElsewhere(name, 0, None, token=fence.token)
+
+
+def _claim(
+    conn: sqlite3.Connection, name: str, position: int, expected: int | None, fence: Fence | None
+) -> None:
+    """Check, inside the batch's transaction, that this runner may move ``name`` to ``position``."""
+    _fenced(conn, name, fence)
+    row = conn.execute("SELECT position FROM streamsrc_projections WHERE name = ?", (name,)).fetchone()
+    current = int(row[0]) if row else 0
+    if (expected is not None and current != expected) or position < current:
+        raise ProjectionOwnedElsewhere(name, current if expected is None else expected, current)
+
+
+def _move(conn: sqlite3.Connection, name: str, position: int) -> None:
+    conn.execute(_SAVE_POSITION, (name, position, _now_us()))
+    conn.execute(
+        "DELETE FROM streamsrc_projection_streams WHERE name = ? AND position <= ?", (name, position)
+    )
+
+
+class SqliteLeases:
+    """Leases of partitioned projections in a :class:`SqliteReadModel`'s file (table ``streamsrc_leases``).
+
+    Each step is one ``BEGIN IMMEDIATE`` transaction, so workers in several
+    processes agree; the read model checks the fencing token in each batch's
+    transaction.
+    """
+
+    def __init__(self, model: SqliteReadModel) -> None:
+        self.model = model
+
+    async def acquire(self, projection: str, partition: int, owner: str, ttl: float) -> Fence | None:
+        def run(conn: sqlite3.Connection) -> int | None:
+            now = _now_us()
+            row = conn.execute(
+                "SELECT owner, expires, token FROM streamsrc_leases WHERE projection = ? AND part = ?",
+                (projection, partition),
+            ).fetchone()
+            if row is not None and row[0] == owner and row[1] > now:
+                token = int(row[2])
+            elif row is None or row[0] is None or row[1] <= now:
+                token = (int(row[2]) if row else 0) + 1
+            else:
+                return None
+            conn.execute(
+                "INSERT OR REPLACE INTO streamsrc_leases VALUES (?, ?, ?, ?, ?)",
+                (projection, partition, owner, now + int(ttl * 1e6), token),
+            )
+            return token
+
+        token = await self.model._write(run)
+        return None if token is None else Fence(projection, partition, token, self)
+
+    async def renew(self, fence: Fence, owner: str, ttl: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE streamsrc_leases SET expires = ? "
+                "WHERE projection = ? AND part = ? AND token = ? AND owner = ?",
+                (_now_us() + int(ttl * 1e6), fence.projection, fence.partition, fence.token, owner),
+            )
+            return cursor.rowcount == 1
+
+        return await self.model._write(run)
+
+    async def release(self, fence: Fence, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE streamsrc_leases SET owner = NULL, expires = 0 "
+                "WHERE projection = ? AND part = ? AND token = ? AND owner = ?",
+                (fence.projection, fence.partition, fence.token, owner),
+            )
+
+        await self.model._write(run)
+
+    async def holds(self, fence: Fence) -> bool:
+        rows = await self.model.query(
+            "SELECT token FROM streamsrc_leases WHERE projection = ? AND part = ?",
+            (fence.projection, fence.partition),
+        )
+        return bool(rows) and rows[0][0] == fence.token
+
+    async def leases(self, projection: str) -> list[Lease]:
+        rows = await self.model.query(
+            "SELECT part, owner, expires, token FROM streamsrc_leases WHERE projection = ? ORDER BY part",
+            (projection,),
+        )
+        return [Lease(projection, int(p), o, e / 1e6, int(t)) for p, o, e, t in rows]
+
+    async def heartbeat(self, projection: str, owner: str, ttl: float) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            now = _now_us()
+            conn.execute(
+                "INSERT OR REPLACE INTO streamsrc_lease_members VALUES (?, ?, ?)",
+                (projection, owner, now + int(ttl * 1e6)),
+            )
+            rows = conn.execute(
+                "SELECT owner FROM streamsrc_lease_members "
+                "WHERE projection = ? AND expires > ? ORDER BY owner",
+                (projection, now),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.model._write(run)
+
+    async def leave(self, projection: str, owner: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM streamsrc_lease_members WHERE projection = ? AND owner = ?", (projection, owner)
+            )
+
+        await self.model._write(run)
 
 
 def _now_us() -> int:
