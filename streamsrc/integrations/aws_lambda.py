@@ -126,6 +126,10 @@ class BatchItem(NamedTuple):
     index of the user record in its aggregate otherwise (the KCL's
     sub-sequence number). AWS knows only the record's ``sequence``: a failure
     is reported with it, and AWS retries from the whole record.
+
+    >>> item = BatchItem("49590338271490256608559692538361571095921575989136588898", 3, Skipped("example"))
+    >>> print(item)  # as logs name it
+    49590338271490256608559692538361571095921575989136588898/3
     """
 
     sequence: str | None
