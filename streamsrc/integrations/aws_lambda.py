@@ -25,7 +25,7 @@ The handler accepts the envelopes AWS sends:
   :func:`~streamsrc.integrations.kinesis.kinesis_sink` publishes it; or a
   record aggregated by the Kinesis Producer Library (KPL: the magic number
   ``F3 89 9A C2``, a protobuf message, an MD5), whose user records are
-  each such an object, applied in order (see :mod:`._kpl`).
+  each such an object, applied in order (see :mod:`streamsrc.integrations._kpl`).
 * Either of them with a tumbling window (``window``, ``state``,
   ``isFinalInvokeForWindow``): the answer then carries the window's
   ``state``, as AWS requires (unchanged, unless :func:`window_handler`
