@@ -7,6 +7,7 @@ fails to stop fails its test instead of hanging the run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -571,3 +572,43 @@ async def test_a_failing_concurrent_stage_stops_a_hung_stage_after_it(stage: str
         result = await failing.to_list_result()
     assert isinstance(result, Failure)
     assert isinstance(result.failure(), TimeoutError if stage == "timeout" else Err)
+
+
+async def _release_fails(_: int) -> None:
+    raise Err("release")
+
+
+async def _one() -> int:
+    return 1
+
+
+async def _identity(x: int) -> int:
+    return x
+
+
+CONCURRENT_STAGES: dict[str, Callable[[Stream[int]], Stream[int]]] = {
+    "buffer": lambda s: s.buffer(1),
+    "merge": lambda s: s.merge(Stream.empty()),
+    "par_eval_map": lambda s: s.par_eval_map(1, _identity),
+    "par_eval_map_unordered": lambda s: s.par_eval_map_unordered(2, _identity),
+    "concurrently": lambda s: s.concurrently(Stream.empty()),
+    "interrupt_after": lambda s: s.interrupt_after(10),
+    "timeout": lambda s: s.timeout(10),
+    "observe": lambda s: s.observe(lambda o: o),
+    "broadcast_through": lambda s: s.broadcast_through(lambda o: o),
+    "par_join": lambda s: Stream.emit(s).par_join(1),
+    "switch_map": lambda s: Stream.emit(0).switch_map(lambda _: s),
+    "debounce": lambda s: s.debounce(0.001),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(CONCURRENT_STAGES))
+@pytest.mark.parametrize("take", [True, False])
+async def test_a_failing_release_is_never_lost_behind_a_concurrent_stage(stage: str, take: bool) -> None:
+    # fs2 BracketSuite "propagate error from closing the root scope", through each concurrent stage
+    # (the issue: bracket(release raises).buffer(1).take(1) ended in Success)
+    s = CONCURRENT_STAGES[stage](Stream.bracket(_one, _release_fails))
+    with anyio.fail_after(LIMIT):
+        result = await (s.take(1) if take else s).to_list_result()
+    assert isinstance(result, Failure)
+    assert isinstance(result.failure(), Err)
