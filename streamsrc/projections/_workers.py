@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -20,6 +21,8 @@ from streamsrc.projections._runner import Projection, Projector, _reraise_unwrap
 from streamsrc.store import EventStore
 
 __all__ = ["PartitionStatus", "ProjectionWorker", "partition_status"]
+
+log = logging.getLogger(__name__)
 
 H = TypeVar("H")
 
@@ -197,6 +200,14 @@ class ProjectionWorker(Generic[H]):
         share = self.partitions // n + (1 if me < self.partitions % n else 0)
         for i, claim in list(self._claims.items()):
             if claim.lost or not await self.leases.renew(claim.fence, self.owner, ttl):
+                log.warning(
+                    "worker %s lost the lease of partition %d of projection %r (fencing token %d): "
+                    "another worker took it over; this one no longer writes it",
+                    self.owner,
+                    i,
+                    name,
+                    claim.fence.token,
+                )
                 await self._drop(i, release=False)
         for i in sorted(self._claims, reverse=True)[: max(0, len(self._claims) - share)]:
             await self._drop(i, release=True)
