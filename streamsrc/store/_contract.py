@@ -401,7 +401,22 @@ class BatchLimitedStore(Protocol):
 
 class StoreTransaction(Protocol):
     """Work queued in one transaction of a :class:`TransactionalStore`: it commits whole when the
-    ``async with`` block ends, or not at all if anything in it fails."""
+    ``async with`` block ends, or not at all if anything in it fails.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.sqlite import SqliteStore
+    >>> async def main(folder: str) -> None:
+    ...     async with SqliteStore(os.path.join(folder, "events.db")) as store:
+    ...         async with store.transaction() as tx:
+    ...             tx.append("order-1", [EventData("OrderPlaced", {})])
+    ...             tx.save_checkpoint("orders-view", 1)
+    ...         print(await store.load_checkpoint("orders-view"))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    1
+    """
 
     def append(self, stream: str, events: Sequence[EventData], expected: Expected = ...) -> None:
         """Queue an append; if it fails, the whole transaction is rolled back."""
@@ -498,7 +513,11 @@ class EventFilter(NamedTuple):
 
 
 def now_us() -> int:
-    """The time now, in microseconds since the epoch (how stores keep times)."""
+    """The time now, in microseconds since the epoch (how stores keep times).
+
+    >>> now_us() > 1_700_000_000_000_000
+    True
+    """
     return time.time_ns() // 1000
 
 
@@ -541,7 +560,13 @@ def paged_reads(
 
 
 class EncodedEvent(NamedTuple):
-    """An event checked and encoded for storage."""
+    """An event checked and encoded for storage.
+
+    >>> from streamsrc.events import EventData
+    >>> [added] = encode_batch("cart-1", [EventData("Added", {"sku": "a"})], 1000).unwrap()
+    >>> added.type, added.data, added.metadata
+    ('Added', '{"sku":"a"}', None)
+    """
 
     id: uuid.UUID
     type: str
@@ -726,7 +751,11 @@ def can_be_stored(name: object) -> bool:
 
 
 def check_expected(stream: str, expected: Expected, current: int) -> WrongExpectedVersion | None:
-    """The ``WrongExpectedVersion`` for a stream at ``current`` (its last seq), or ``None`` if fine."""
+    """The ``WrongExpectedVersion`` for a stream at ``current`` (its last seq), or ``None`` if fine.
+
+    >>> check_expected("cart-1", STREAM_EXISTS, 3) is None, check_expected("cart-1", 2, 3)
+    (True, WrongExpectedVersion("stream 'cart-1' is at version 3, expected 2"))
+    """
     if expected is ANY:
         return None
     if expected is STREAM_EXISTS:

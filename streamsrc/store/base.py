@@ -108,7 +108,14 @@ MAX_SEQ = 1 << 62
 
 
 class Written(NamedTuple):
-    """``insert_batch`` wrote the batch: the stream's new last seq and the positions given."""
+    """``insert_batch`` wrote the batch: the stream's new last seq and the positions given.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> batch = [EncodedEvent(uuid.UUID(int=1), "Opened", "{}", None)]
+    >>> anyio.run(MemoryStore().insert_batch, "cart-1", batch, 0, None)
+    Written(last_seq=1, positions=(1,))
+    """
 
     last_seq: int
     positions: tuple[int, ...]
@@ -116,6 +123,16 @@ class Written(NamedTuple):
 
 class VersionConflict(NamedTuple):
     """``insert_batch`` wrote nothing: the stream is at ``current``, not where the append expected.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> opened, closed = (EncodedEvent(uuid.UUID(int=n), t, "{}", None) for n, t in ((1, "Opened"), (2, "Closed")))
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.insert_batch("cart-1", [opened], 0, None)
+    ...     print(await store.insert_batch("cart-1", [closed], 0, None))
+    >>> anyio.run(main)
+    VersionConflict(current=1, ids_checked=False)
 
     ``ids_checked``: the backend found none of the batch's ids stored, in the same
     round trip (so the base need not ask ``find_ids`` whether this is a retry).
@@ -127,6 +144,17 @@ class VersionConflict(NamedTuple):
 
 class IdsTaken(NamedTuple):
     """``insert_batch`` wrote nothing: an event id of the batch is stored already.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     batch = [EncodedEvent(uuid.UUID(int=1), "Opened", "{}", None)]
+    ...     await store.insert_batch("cart-1", batch, 0, None)
+    ...     taken = await store.insert_batch("cart-2", batch, 0, None)
+    ...     print(type(taken).__name__, list(taken.found.values()))
+    >>> anyio.run(main)
+    IdsTaken [EventAddress(stream='cart-1', seq=1, position=1)]
 
     ``found`` may carry where the batch's stored ids are (a backend that
     learns it in the same round trip); left empty, the base asks ``find_ids``.
@@ -140,7 +168,11 @@ Inserted: TypeAlias = Written | VersionConflict | IdsTaken
 
 
 class EventAddress(NamedTuple):
-    """Where a stored event is: its stream, seq and global position."""
+    """Where a stored event is: its stream, seq and global position.
+
+    >>> EventAddress("cart-1", 3, 17).position
+    17
+    """
 
     stream: str
     seq: int
@@ -150,6 +182,10 @@ class EventAddress(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class PageRequest:
     """One page to read.
+
+    >>> last = PageRequest("cart-1", bound=MAX_SEQ, size=1, backwards=True)  # a stream's last event
+    >>> last.filter.everything, last.bound == MAX_SEQ
+    (True, True)
 
     ``stream`` is a stream's name, or ``None`` for the global log. Forwards,
     the page holds events with a key (seq in a stream, position in the log)
@@ -166,6 +202,20 @@ class PageRequest:
 
 class Page(NamedTuple):
     """A page read: its events, and the key the next page starts after (``None``: the end).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("cart-1", [EventData("Added", {"n": n}) for n in range(3)])
+    ...     page = await store.read_page(PageRequest(None, bound=0, size=2))
+    ...     print([e.position for e in page.events], page.resume)
+    ...     page = await store.read_page(PageRequest(None, bound=page.resume, size=2))
+    ...     print([e.position for e in page.events], page.resume)
+    >>> anyio.run(main)
+    [1, 2] 2
+    [3] None
 
     A filtering backend may have looked past the last event it returns:
     ``resume`` says how far it scanned, so the next page does not scan it again.
@@ -184,7 +234,11 @@ class Page(NamedTuple):
 
 
 class StoredSnapshot(NamedTuple):
-    """A snapshot row as a backend keeps it: its seq, the state as JSON text, the time in microseconds."""
+    """A snapshot row as a backend keeps it: its seq, the state as JSON text, the time in microseconds.
+
+    >>> StoredSnapshot(seq=10, state='{"balance": 42}', time_us=0).seq
+    10
+    """
 
     seq: int
     state: str
