@@ -126,7 +126,8 @@ class VersionConflict(NamedTuple):
 
     >>> import anyio
     >>> from streamsrc.store.memory import MemoryStore
-    >>> opened, closed = (EncodedEvent(uuid.UUID(int=n), t, "{}", None) for n, t in ((1, "Opened"), (2, "Closed")))
+    >>> opened = EncodedEvent(uuid.UUID(int=1), "Opened", "{}", None)
+    >>> closed = EncodedEvent(uuid.UUID(int=2), "Closed", "{}", None)
     >>> async def main() -> None:
     ...     store = MemoryStore()
     ...     await store.insert_batch("cart-1", [opened], 0, None)
