@@ -1,7 +1,7 @@
-"""Typed events: map dataclasses to ``EventData`` and back, upcasting old versions on read.
+"""Typed events: map dataclasses or pydantic models to ``EventData`` and back, upcasting old versions.
 
-A :class:`Codec` knows, for each event type name, the dataclass that holds it
-and its current schema version. Encoding turns an instance into JSON
+A :class:`Codec` knows, for each event type name, the dataclass (or pydantic v2
+model) that holds it and its current schema version. Encoding turns an instance into JSON
 ``data`` (dataclasses, lists, tuples, sets, dicts, ``datetime``, ``date``,
 ``UUID``, ``Decimal`` and ``Enum`` values are handled) and records a
 version above 1 in the metadata key ``"schema_version"``. Decoding reads that version
@@ -25,6 +25,25 @@ a schema change never rewrites history.
 Dataclasses were chosen over msgspec Structs: they need no dependency, and
 building one from decoded JSON costs about a microsecond, small next to the
 JSON decoding the store already does.
+
+pydantic models (``pydantic.BaseModel`` subclasses, pydantic v2: the optional
+extra ``streamsrc[pydantic]``) are registered the same way, as events and as
+entity states: they are dumped with ``model_dump(mode="json")`` and rebuilt with
+``model_validate``, after the same upcasters. This module never imports pydantic
+itself: a class is a pydantic model only if pydantic is already imported (by the
+code that defined it), so a program without pydantic neither pays for it nor
+needs it installed. A stored event that does not validate is an
+:class:`~streamsrc.errors.UndecodableEvent` (a ``CorruptEvent``) naming the field
+(``data.email``); encoding a model holding a value of the wrong type is an
+``InvalidEvent`` naming it too.
+
+>>> from pydantic import BaseModel
+>>> @codec.register("EmailChanged")
+... class EmailChanged(BaseModel):
+...     user_id: str
+...     email: str
+>>> codec.decode(codec.encode(EmailChanged(user_id="u1", email="ada@example.com")))
+EmailChanged(user_id='u1', email='ada@example.com')
 """
 
 from __future__ import annotations
@@ -33,6 +52,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import sys
 import types
 import typing
 import uuid
@@ -41,11 +61,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from streamsrc.errors import InvalidEvent, UnknownEventType
+from streamsrc.errors import InvalidEvent, UndecodableEvent, UnknownEventType
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.stream import Stream
 
-__all__ = ["Codec", "conforms", "from_json_value", "to_json_value"]
+__all__ = ["Codec", "conforms", "from_json_value", "is_pydantic_model", "to_json_value"]
 
 C = TypeVar("C")
 E = TypeVar("E", RecordedEvent, EventData)
@@ -59,6 +79,51 @@ Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 class _Entry:
     cls: type[Any]
     version: int
+    model: bool = False  # a pydantic model (else a dataclass)
+
+
+def is_pydantic_model(cls: object) -> bool:
+    """Whether ``cls`` is a pydantic (v2) model class; never imports pydantic to find out.
+
+    If pydantic is not imported, no class can be one of its models.
+
+    >>> from dataclasses import dataclass
+    >>> from pydantic import BaseModel
+    >>> class Model(BaseModel):
+    ...     n: int
+    >>> is_pydantic_model(Model), is_pydantic_model(Model(n=1)), is_pydantic_model(dict)
+    (True, False, False)
+    """
+    pydantic = sys.modules.get("pydantic")
+    return pydantic is not None and isinstance(cls, type) and issubclass(cls, pydantic.BaseModel)
+
+
+def _model_dump(value: Any) -> Any:
+    """A pydantic model instance as JSON; ``InvalidEvent`` naming the field if one holds a wrong value."""
+    try:
+        return value.model_dump(mode="json", warnings="error")
+    except Exception as exc:  # pydantic_core.PydanticSerializationError: what it says names the field
+        where = _invalid_field(value)
+        raise InvalidEvent(f"cannot encode {type(value).__name__}{where}: {exc}") from None
+
+
+def _invalid_field(value: Any) -> str:
+    """`` (field 'x')`` for the first field of a model instance that does not validate, else ``''``."""
+    try:
+        type(value).model_validate(dict(value))
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        if errors is not None and errors():
+            return f" (field {_loc(errors()[0]['loc'])!r})"
+    return ""
+
+
+def _loc(loc: Any) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _model_validate(cls: Any, value: Any) -> Any:
+    return cls.model_validate(value)
 
 
 class Codec:
@@ -91,14 +156,15 @@ class Codec:
         """Class decorator: store instances of the class as event type ``name`` (default: class name)."""
 
         def add(cls: type[C]) -> type[C]:
-            if not dataclasses.is_dataclass(cls):
-                raise TypeError(f"{cls.__name__} is not a dataclass")
+            model = is_pydantic_model(cls)
+            if not model and not dataclasses.is_dataclass(cls):
+                raise TypeError(f"{cls.__name__} is not a dataclass or a pydantic model")
             if version < 1:
                 raise ValueError("versions start at 1")
             event_type = name or cls.__name__
             if event_type in self._by_name:
                 raise ValueError(f"event type {event_type!r} is already registered")
-            self._by_name[event_type] = _Entry(cls, version)
+            self._by_name[event_type] = _Entry(cls, version, model)
             self._by_class[cls] = event_type
             return cls
 
@@ -126,7 +192,7 @@ class Codec:
     def encode(
         self, event: object, metadata: dict[str, Any] | None = None, id: uuid.UUID | None = None
     ) -> EventData:
-        """The ``EventData`` for a registered dataclass instance.
+        """The ``EventData`` for an instance of a registered dataclass or pydantic model.
 
         >>> from dataclasses import dataclass
         >>> codec = Codec()
@@ -139,22 +205,25 @@ class Codec:
         ('Deposited', {'amount': '9.50'}, None)
         """
         event_type = self.type_of(event)
-        version = self._by_name[event_type].version
+        entry = self._by_name[event_type]
+        version = entry.version
         # Version 1 is what a missing key means: most events then carry no metadata at all,
         # which saves a JSON decode per event on every read.
         meta = dict(metadata or {})
         if version > 1:
             meta[VERSION_KEY] = version
-        data = to_json_value(event)
+        data = _model_dump(event) if entry.model else to_json_value(event)
         if id is None:
             return EventData(event_type, data, meta or None)
         return EventData(event_type, data, meta or None, id)
 
     def decode(self, event: RecordedEvent | EventData) -> Any:
-        """The dataclass instance for a stored event, upcast to the current version.
+        """The dataclass (or model) instance for a stored event, upcast to the current version.
 
-        Raises ``UnknownEventType`` for a type with no registered class and
-        ``InvalidEvent`` when the data does not fit the class.
+        Raises ``UnknownEventType`` for a type with no registered class,
+        ``InvalidEvent`` for a schema version it cannot upcast, and
+        ``UndecodableEvent`` (a ``CorruptEvent`` and an ``InvalidEvent``) naming the
+        field when the data does not fit the class.
         """
         entry = self._by_name.get(event.type)
         if entry is None:
@@ -172,9 +241,11 @@ class Codec:
             data = step(data)
             version += 1
         try:
+            if entry.model:
+                return entry.cls.model_validate(data)
             return from_json_value(entry.cls, data)
         except (TypeError, ValueError, KeyError) as exc:
-            raise InvalidEvent(f"cannot decode {event.type}: {exc}") from exc
+            raise _undecodable(event, exc) from exc
 
     def knows(self, event_type: str) -> bool:
         """Whether ``event_type`` has a registered class."""
@@ -199,6 +270,20 @@ class Codec:
         return events.map(self.decode)
 
 
+def _undecodable(event: RecordedEvent | EventData, exc: Exception) -> UndecodableEvent:
+    """The error for ``event``'s data not fitting its class: where it is stored, which field, why."""
+    where: list[Any] = [getattr(event, name, None) for name in ("stream", "seq", "position")]
+    errors = getattr(exc, "errors", None)  # a pydantic ValidationError: each error has its field
+    if callable(errors) and errors():
+        first = errors()[0]
+        field = _loc(("data", *first["loc"]))
+        more = f" (and {len(errors()) - 1} more)" if len(errors()) > 1 else ""
+        problem = f"{event.type}: {first['msg']}{more}"
+    else:
+        field, problem = "data", f"{event.type}: {type(exc).__name__}: {exc}"
+    return UndecodableEvent(where[0], where[1], where[2], field, problem)
+
+
 @functools.cache
 def _shape(cls: Any) -> tuple[dict[str, Any], frozenset[str]]:
     """A dataclass's resolved field types and the names ``__init__`` takes."""
@@ -213,7 +298,10 @@ def to_json_value(value: Any) -> Any:
     {'when': '2026-01-02', 'ids': [1, 2], 'tags': ['a', 'b']}
 
     Anything else is left as it is, for the store to check (``InvalidEvent`` if it is not JSON).
+    A pydantic model is dumped as JSON (``model_dump(mode="json")``).
     """
+    if type(value) in _SCALARS:
+        return value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json_value(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
@@ -231,7 +319,12 @@ def to_json_value(value: Any) -> Any:
         with contextlib.suppress(TypeError):
             items.sort()
         return items
+    if is_pydantic_model(type(value)):
+        return _model_dump(value)
     return value
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def from_json_value(tp: Any, value: Any) -> Any:
@@ -292,6 +385,9 @@ def conforms(tp: Any, value: Any) -> bool:
     if dataclasses.is_dataclass(tp):
         hints, fields = _shape(tp)
         return all(conforms(hints.get(name, Any), getattr(value, name)) for name in fields)
+    if is_pydantic_model(tp):
+        model_fields: dict[str, Any] = getattr(tp, "model_fields", {})
+        return all(conforms(f.annotation, getattr(value, n, None)) for n, f in model_fields.items())
     return True
 
 
@@ -340,6 +436,8 @@ def _build_decoder(tp: Any) -> Decoder | None:
         return None
     if dataclasses.is_dataclass(tp):
         return _dataclass_decoder(tp)
+    if is_pydantic_model(tp):
+        return functools.partial(_model_validate, tp)
     if issubclass(tp, enum.Enum) or tp in (uuid.UUID, Decimal):
         return tp
     if tp is datetime:

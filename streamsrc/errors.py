@@ -21,6 +21,9 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
         │   └── EventTooLarge           its encoded size is over the store's limit
         ├── StoreUnavailable        the store could not be reached or failed mid-operation
         ├── CorruptEvent            a stored event (or snapshot) does not decode: the row was damaged
+        │   ├── UndecodableEvent        its data does not fit the codec's class (also an InvalidEvent)
+        │   └── UnknownTransform        its metadata names a payload transform this reader does not have
+        ├── KeyUnavailable          the key an event was encrypted with is missing or not the right one
         └── IncompatibleSchema      the store was made by a newer streamsrc, or is not a streamsrc store
 
 Every append failure is one of the ``StoreError`` values, returned inside a
@@ -38,13 +41,16 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidStoreURL",
+    "KeyUnavailable",
     "ProjectionFailed",
     "ProjectionOwnedElsewhere",
     "Rejection",
     "StoreError",
     "StoreUnavailable",
     "StreamsrcError",
+    "UndecodableEvent",
     "UnknownEventType",
+    "UnknownTransform",
     "WrongExpectedVersion",
 ]
 
@@ -249,6 +255,63 @@ class CorruptEvent(StoreError, ValueError):
         self.seq = seq
         self.position = position
         self.field = field
+
+
+class UndecodableEvent(CorruptEvent, InvalidEvent):
+    """A stored event's data (after upcasting) does not fit the class its codec registered for its type.
+
+    ``field`` names the field that does not fit, as ``data.<name>`` (``data.address.city`` for a
+    nested one; ``data`` when the whole value is wrong). It is a ``CorruptEvent`` (what is stored
+    does not decode) and, as codecs raised before, an ``InvalidEvent``.
+
+    >>> from dataclasses import dataclass
+    >>> from streamsrc.codec import Codec
+    >>> from streamsrc.events import stored_event, new_event_id
+    >>> codec = Codec()
+    >>> @codec.register()
+    ... @dataclass
+    ... class Deposited:
+    ...     amount: int
+    >>> codec.decode(stored_event("acct-1", 2, 9, "Deposited", '{"amount": 1, "memo": "x"}', None,
+    ...                           new_event_id(), 0))
+    Traceback (most recent call last):
+    ...
+    streamsrc.errors.UndecodableEvent: stored event at position 9 ('acct-1' #2) has a damaged data field: ...
+    """
+
+    def __init__(self, stream: object, seq: object, position: object, field: str, problem: str) -> None:
+        CorruptEvent.__init__(self, stream, seq, position, field, problem)
+
+
+class UnknownTransform(CorruptEvent):
+    """A stored event says (in its metadata) that its payload went through a transform this reader
+    does not know (``transform``): give the reading store that transform, or the event is damaged.
+
+    >>> print(UnknownTransform("user-1", 2, 7, "rot13"))
+    stored event at position 7 ('user-1' #2) has a damaged metadata field: unknown payload transform 'rot13'
+    """
+
+    def __init__(self, stream: object, seq: object, position: object, transform: str) -> None:
+        super().__init__(stream, seq, position, "metadata", f"unknown payload transform {transform!r}")
+        self.transform = transform
+
+
+class KeyUnavailable(StoreError):
+    """The key an event (or snapshot) was encrypted with is not in the keyring (``reason="missing"``),
+    or the keyring's key of that id is not the one it was encrypted with (``reason="wrong"``).
+
+    The data is intact: configure the key ``key_id`` and read again. (A *forgotten* subject's
+    events are not this: they read with a marker, see :mod:`streamsrc.shredding`.)
+
+    >>> print(KeyUnavailable("2026-01", "missing"))
+    encryption key '2026-01' is missing from the keyring
+    """
+
+    def __init__(self, key_id: str, reason: str = "missing") -> None:
+        what = "is missing from the keyring" if reason == "missing" else "in the keyring is not the key used"
+        super().__init__(f"encryption key {key_id!r} {what}")
+        self.key_id = key_id
+        self.reason = reason
 
 
 class IncompatibleSchema(StoreError):
