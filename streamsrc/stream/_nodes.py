@@ -68,7 +68,7 @@ def is_scoped(node: Node) -> bool:
         kind = type(node)
         if kind is Leaf:
             return node.scoped  # type: ignore[attr-defined, no-any-return]
-        if kind is Chunks:
+        if kind is Chunks or kind is Fail:
             return False
         node = node.left if kind is Append else node.up  # type: ignore[attr-defined]
 
@@ -80,6 +80,16 @@ class Chunks(Node):
 
     def __init__(self, chunks: list[list[Any]]) -> None:
         self.chunks = chunks
+
+
+class Fail(Node):
+    """A stream that fails with ``error`` (``raise_error``): the interpreter unwinds without raising,
+    so an error handed from handler to handler does not grow its traceback at every level."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 class Chunked(Node):
@@ -124,6 +134,8 @@ def compile_node(node: Node) -> Pull[Any]:
         return node.pull  # type: ignore[attr-defined, no-any-return]
     if kind is Chunks:
         return _chunks_pull(node.chunks)  # type: ignore[attr-defined]
+    if kind is Fail:
+        return _fail_pull(node.error)  # type: ignore[attr-defined]
     if kind is Chunked:
         fs: list[Callable[[list[Any]], list[Any]]] = []
         while type(node) is Chunked:
@@ -154,6 +166,14 @@ def _chunks_pull(chunks: list[list[Any]]) -> Pull[Any]:
     async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
         for chunk in chunks:
             yield chunk[:]
+
+    return pull
+
+
+def _fail_pull(error: BaseException) -> Pull[Any]:
+    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
+        raise error
+        yield  # an async generator that fails when first pulled
 
     return pull
 
@@ -207,7 +227,7 @@ class _Frame:
 
 
 class _Leaf(_Frame):
-    __slots__ = ("gen", "it")
+    __slots__ = ("fail", "gen", "it")
 
     def __init__(
         self,
@@ -216,10 +236,12 @@ class _Leaf(_Frame):
         drivers: Drivers,
         gen: AsyncGenerator[list[Any], None] | None,
         it: Iterator[list[Any]] | None,
+        fail: BaseException | None = None,
     ) -> None:
         super().__init__(down, out, drivers)
         self.gen = gen
         self.it = it
+        self.fail = fail
 
 
 class _Map(_Frame):
@@ -284,6 +306,8 @@ def _enter(node: Node, down: _Frame | None, out: _Frame | None, run: Run, driver
             return leaf
         if kind is Chunks:
             return _Leaf(down, out, drivers, None, iter(node.chunks))  # type: ignore[attr-defined]
+        if kind is Fail:
+            return _Leaf(down, out, drivers, None, None, node.error)  # type: ignore[attr-defined]
         if kind is Chunked:
             out = _Map(out, node.f)  # type: ignore[attr-defined]
             node = node.up  # type: ignore[attr-defined]
@@ -433,6 +457,12 @@ async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
     try:
         while cur is not None:
             leaf = cur
+            if leaf.fail is not None:
+                error, leaf.fail = leaf.fail, None
+                if not isinstance(error, Exception):
+                    raise error
+                cur = await _unwind(error, leaf.down, run)
+                continue
             stopped: Driver | None = None
             try:
                 if leaf.gen is None:

@@ -74,14 +74,6 @@ def from_async_iterable(source: AsyncIterable[T]) -> Pull[T]:
     return pull
 
 
-def raise_error(exc: BaseException) -> Pull[Any]:
-    async def pull(run: Run) -> AsyncGenerator[list[Any], None]:
-        raise exc
-        yield  # an async generator that fails when first pulled
-
-    return pull
-
-
 def bracket(
     acquire: Callable[[], Awaitable[R]], release: Callable[[R, ExitCase], Awaitable[object]]
 ) -> Pull[R]:

@@ -29,7 +29,18 @@ from returns.result import Failure, Result, Success
 from streamsrc.effect import RetryPolicy
 from streamsrc.stream import _concurrent, _pipes, _sources
 from streamsrc.stream._core import CHUNK_SIZE, DRIVER, Driver, ExitCase, Pull, Run, reraise_unwrapped, running
-from streamsrc.stream._nodes import Append, Bind, Chunked, Chunks, Handle, Leaf, Node, compile_node, is_scoped
+from streamsrc.stream._nodes import (
+    Append,
+    Bind,
+    Chunked,
+    Chunks,
+    Fail,
+    Handle,
+    Leaf,
+    Node,
+    compile_node,
+    is_scoped,
+)
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -261,7 +272,7 @@ class Stream(Generic[T]):
         >>> anyio.run(Stream.raise_error(ValueError("boom")).to_list_result)
         <Failure: boom>
         """
-        return Stream(_sources.raise_error(exc))
+        return Stream(Fail(exc))
 
     @staticmethod
     def range(start: int, stop: int, step: int = 1, chunk_size: int = CHUNK_SIZE) -> Stream[int]:
