@@ -6,11 +6,18 @@
 * ``await stream.show(n)`` (:meth:`streamsrc.stream.Stream.show`) runs only the
   first ``n`` elements of any stream and shows them; a stream of events gets
   the columns used here.
+* :func:`to_pandas` (or ``events_table(...).to_pandas()``) makes a
+  ``pandas.DataFrame`` of events, with pandas' dtypes for numbers and times.
+* :func:`progress_bar` (a pipe) and :func:`show_progress` draw a live
+  progress bar for a copy's or a projection's progress reports.
+
+pandas and tqdm are optional: ``pip install 'streamsrc[notebooks]'``.
 
 The columns are :data:`EVENT_COLUMNS`: ``data`` and ``metadata`` as compact
 JSON, ``time`` in UTC to the millisecond, the event's ``id`` as the row's
-tooltip. Stream names, types and payloads are user data: every value is
-HTML-escaped.
+tooltip; numbers (``position``, ``seq``) are right-aligned, text is
+left-aligned. Stream names, types and payloads are user data: every value
+is HTML-escaped.
 
 >>> import uuid
 >>> from datetime import datetime, UTC
@@ -18,8 +25,8 @@ HTML-escaped.
 >>> e = RecordedEvent("user-1", 1, 7, "Registered", {"name": "<Ada>"}, None,
 ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
 >>> events_table([e])
-position  stream  seq  type        time                           data            metadata
-7         user-1  1    Registered  2026-01-01 00:00:00.000 UTC  {"name":"<Ada>"}
+position  stream  seq  type        time                         data              metadata
+       7  user-1    1  Registered  2026-01-01 00:00:00.000 UTC  {"name":"<Ada>"}
 >>> "{&quot;name&quot;:&quot;&lt;Ada&gt;&quot;}" in events_table([e])._repr_html_()
 True
 """
@@ -27,22 +34,35 @@ True
 from __future__ import annotations
 
 import html
+import importlib
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
-if TYPE_CHECKING:  # events shows itself through this module: no import back at run time
+if TYPE_CHECKING:  # events and the stream core show themselves through this module: no import back
     from streamsrc.events import RecordedEvent
+    from streamsrc.stream import Stream
 
-__all__ = ["EVENT_COLUMNS", "EventTable", "events_html", "events_table"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "EventTable",
+    "ProgressReport",
+    "events_html",
+    "events_table",
+    "progress_bar",
+    "show_progress",
+    "to_pandas",
+]
 
 EVENT_COLUMNS = ("position", "stream", "seq", "type", "time", "data", "metadata")
 """The columns of an event table, in order."""
 
 _LEFT = ' style="text-align:left"'
+_RIGHT = ' style="text-align:right; font-variant-numeric:tabular-nums"'
 _MONO = ' style="text-align:left; font-family:monospace"'
-_STYLES = ("", _LEFT, "", _LEFT, _LEFT, _MONO, _MONO)
+_STYLES = (_RIGHT, _LEFT, _RIGHT, _LEFT, _LEFT, _MONO, _MONO)
+"""The style of each column: numbers (``position``, ``seq``) right-aligned, text left-aligned."""
 
 
 def events_html(events: Iterable[RecordedEvent], max_chars: int | None = None) -> str:
@@ -94,10 +114,192 @@ def events_table(events: Iterable[RecordedEvent], max_chars: int = 200) -> Event
     (2, 2)
     >>> events_table(table, max_chars=14)
     position  stream  seq  type     time                         data          metadata
-    1         user-1  1    Renamed  2026-01-01 00:00:00.000 UTC  {"name":"xxxx…  {"by":"admin"}
-    2         user-1  2    Renamed  2026-01-01 00:00:00.000 UTC  {"name":"xxxx…  {"by":"admin"}
+           1  user-1    1  Renamed  2026-01-01 00:00:00.000 UTC  {"name":"xxxx…  {"by":"admin"}
+           2  user-1    2  Renamed  2026-01-01 00:00:00.000 UTC  {"name":"xxxx…  {"by":"admin"}
     """
     return EventTable(events, max_chars)
+
+
+def to_pandas(events: Iterable[RecordedEvent]) -> Any:
+    """``events`` as a ``pandas.DataFrame``, one row each (needs pandas: the ``notebooks`` extra).
+
+    The columns are :data:`EVENT_COLUMNS` and ``id``: ``position`` and
+    ``seq`` are ``int64``, ``time`` is ``datetime64[ns, UTC]``, ``stream``
+    and ``type`` are text, and ``data``, ``metadata`` (``None`` where there
+    is none) and ``id`` (a :class:`uuid.UUID`) are the Python objects
+    themselves. ``events_table(events).to_pandas()`` is the same.
+
+    >>> import uuid
+    >>> from datetime import datetime, UTC
+    >>> from streamsrc.events import RecordedEvent
+    >>> e = RecordedEvent("user-1", 1, 7, "Registered", {"name": "Ada"}, None,
+    ...                   uuid.UUID(int=1), datetime(2026, 1, 1, tzinfo=UTC))
+    >>> frame = to_pandas([e])
+    >>> frame[["position", "stream", "seq", "type", "time"]]
+       position  stream  seq        type                      time
+    0         7  user-1    1  Registered 2026-01-01 00:00:00+00:00
+    >>> str(frame["position"].dtype), str(frame["time"].dtype), frame["data"][0]
+    ('int64', 'datetime64[ns, UTC]', {'name': 'Ada'})
+    """
+    pd = _import_pandas()
+    rows = tuple(events)
+    times = pd.to_datetime([e.time for e in rows], utc=True)
+    return pd.DataFrame(
+        {
+            "position": pd.Series([e.position for e in rows], dtype="int64"),
+            "stream": pd.Series([e.stream for e in rows], dtype=str),
+            "seq": pd.Series([e.seq for e in rows], dtype="int64"),
+            "type": pd.Series([e.type for e in rows], dtype=str),
+            "time": pd.Series(times, dtype="datetime64[ns, UTC]"),
+            "data": pd.Series([e.data for e in rows], dtype=object),
+            "metadata": pd.Series([e.metadata for e in rows], dtype=object),
+            "id": pd.Series([e.id for e in rows], dtype=object),
+        }
+    )
+
+
+def _import_pandas() -> Any:
+    try:
+        return importlib.import_module("pandas")
+    except ModuleNotFoundError as exc:
+        if exc.name != "pandas":
+            raise
+        raise ImportError(
+            "to_pandas needs pandas: pip install 'streamsrc[notebooks]' (or pip install pandas)"
+        ) from exc
+
+
+class ProgressReport(Protocol):
+    """What :func:`progress_bar` reads from a report.
+
+    :class:`streamsrc.migrate.CopyProgress` (from :func:`~streamsrc.migrate.copying`)
+    and :class:`streamsrc.projections.Progress` (from ``Projector.progress()``)
+    are progress reports.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def head(self) -> int: ...
+    @property
+    def events(self) -> int: ...
+
+
+R = TypeVar("R", bound=ProgressReport)
+
+
+def progress_bar(description: str | None = None, **options: Any) -> Callable[[Stream[R]], Stream[R]]:
+    """A pipe that shows a stream of progress reports as a live progress bar, passing them on unchanged.
+
+    The bar (``tqdm.auto``: a widget in Jupyter, a text line in a terminal)
+    goes from the first report's start to the log's head, counting
+    positions, with the rate and the time left; it is drawn when the first
+    report comes and closed when the stream stops, however it stops. Each
+    run of the stream draws a bar of its own. ``description`` labels it
+    (default: ``"copy"`` for a copy, the projection's name for a projection);
+    ``options`` go to ``tqdm`` (``leave``, ``file``, ``mininterval``, ...).
+    Needs tqdm: the ``notebooks`` extra. See also :func:`show_progress`.
+
+    >>> import io, anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.migrate import copying
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     source, target = MemoryStore(), MemoryStore()
+    ...     await source.append("s", [EventData("Noted", {}) for _ in range(5)])
+    ...     out = io.StringIO()
+    ...     copy = copying(source, target, batch_size=2).through(progress_bar(file=out))
+    ...     print([p.position for p in await copy.to_list()])
+    ...     print(out.getvalue().rpartition("\\r")[2].split("[")[0].strip())
+    >>> anyio.run(main)
+    [2, 4, 5, 5]
+    copy: 100%|##########| 5/5
+    """
+    tqdm = _import_tqdm()
+
+    def pipe(reports: Stream[R]) -> Stream[R]:
+        async def start() -> _Bar:
+            return _Bar(tqdm, description, options)
+
+        async def stop(bar: _Bar) -> None:
+            bar.close()
+
+        # the type of ``reports`` makes the bracket: display is below the stream core, not above it
+        return type(reports).bracket(start, stop).flat_map(lambda bar: reports.map(bar.update))
+
+    return pipe
+
+
+async def show_progress(reports: Stream[R], description: str | None = None, **options: Any) -> R | None:
+    """Run a stream of progress reports with a live progress bar; return the last report (``None``: none).
+
+    The one-liner of a notebook cell: ``await show_progress(copying(source,
+    target))`` or ``await show_progress(projector.progress(live=False))``.
+    The bar is :func:`progress_bar`'s.
+
+    >>> import io, anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.projections import MemoryReadModel, Projection, Projector
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("s", [EventData("Noted", {}) for _ in range(5)])
+    ...     count = Projection("count", lambda n, events: n + len(events))
+    ...     projector = Projector(store, count, MemoryReadModel(0), batch_size=2)
+    ...     last = await show_progress(projector.progress(live=False), file=io.StringIO())
+    ...     print(last.position, last.caught_up)
+    >>> anyio.run(main)
+    5 True
+    """
+    last = await reports.through(progress_bar(description, **options)).last()
+    return last.value_or(None)
+
+
+def _import_tqdm() -> Any:
+    try:
+        return importlib.import_module("tqdm.auto").tqdm
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("tqdm", "tqdm.auto"):
+            raise
+        raise ImportError(
+            "progress bars need tqdm: pip install 'streamsrc[notebooks]' (or pip install tqdm)"
+        ) from exc
+
+
+class _Bar:
+    """One run's progress bar, made from the first report."""
+
+    __slots__ = ("bar", "description", "options", "tqdm")
+
+    def __init__(self, tqdm: Any, description: str | None, options: dict[str, Any]) -> None:
+        self.tqdm = tqdm
+        self.description = description
+        self.options = options
+        self.bar: Any = None
+
+    def update(self, report: R) -> R:
+        bar = self.bar
+        if bar is None:
+            start = getattr(report, "start", None)  # a copy says where it began
+            if not isinstance(start, int):
+                start = max(0, report.position - report.events)
+            if self.description is not None:
+                description = self.description
+            else:
+                description = "copy" if hasattr(report, "start") else report.name
+            options = {"unit": "ev", "leave": True, "desc": description} | self.options
+            bar = self.bar = self.tqdm(total=max(report.head, start), initial=start, **options)
+        if report.head != bar.total:  # the head moves on while new events are appended
+            bar.total = max(report.head, report.position)
+        if report.position > bar.n:
+            bar.update(report.position - bar.n)
+        return report
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 class EventTable(Sequence["RecordedEvent"]):
@@ -148,8 +350,16 @@ class EventTable(Sequence["RecordedEvent"]):
         rows = [list(EVENT_COLUMNS), *(_cells(e, self.max_chars) for e in self.events)]
         widths = [max(len(row[i]) for row in rows) for i in range(len(EVENT_COLUMNS))]
         return "\n".join(
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+            "  ".join(
+                c.rjust(w) if style is _RIGHT else c.ljust(w)
+                for c, w, style in zip(row, widths, _STYLES, strict=True)
+            ).rstrip()
+            for row in rows
         )
+
+    def to_pandas(self) -> Any:
+        """The events as a ``pandas.DataFrame`` (see :func:`to_pandas`)."""
+        return to_pandas(self.events)
 
 
 def _cells(event: RecordedEvent, max_chars: int | None) -> list[str]:

@@ -10,8 +10,10 @@ options); here only how they are stored is checked.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,9 +25,18 @@ import pytest
 from stream_helpers import task_count
 
 from streamsrc import Stream
-from streamsrc.display import EVENT_COLUMNS, EventTable, events_html, events_table
+from streamsrc.display import (
+    EVENT_COLUMNS,
+    EventTable,
+    events_html,
+    events_table,
+    progress_bar,
+    show_progress,
+    to_pandas,
+)
 from streamsrc.events import EventData, RecordedEvent
-from streamsrc.projections import subscribe
+from streamsrc.migrate import CopyProgress, copying
+from streamsrc.projections import MemoryReadModel, Projection, Projector, subscribe
 from streamsrc.store.memory import MemoryStore
 
 LIMIT = 10
@@ -65,6 +76,14 @@ def cells(page: str) -> list[list[str]]:
 
 def headers(page: str) -> list[str]:
     return re.findall(r"<th(?: [^>]*)?>(.*?)</th>", page)
+
+
+def alignments(page: str, tag: str) -> list[str]:
+    """The ``text-align`` of each ``tag`` (``th`` or ``td``) of the first row of that kind in ``page``."""
+    row = re.search(rf"<tr[^>]*>((?:<{tag}[^>]*>.*?</{tag}>)+)</tr>", page)
+    assert row is not None
+    styles = re.findall(rf"<{tag}(?: style=\"([^\"]*)\")?>", row.group(1))
+    return [m.group(1) if (m := re.search(r"text-align:(\w+)", style)) else "" for style in styles]
 
 
 # ------------------------------------------------------------------------------------ events as HTML
@@ -133,9 +152,180 @@ def test_events_table_text_form() -> None:
     table = events_table([event(stream=SCRIPT, data={"n": 1}), event(seq=2, position=2)])
     lines = repr(table).splitlines()
     assert lines[0].split() == list(EVENT_COLUMNS)
-    assert lines[1].startswith("1")
+    assert lines[1].split()[0] == "1"
     assert SCRIPT in lines[1]  # plain text: nothing to escape
     assert repr(events_table([])) == "(no events)"
+
+
+def test_numbers_are_right_aligned_and_text_left_aligned() -> None:
+    page = events_table([event(seq=12, position=345, stream=SCRIPT)])._repr_html_()
+    expected = ["right", "left", "right", "left", "left", "left", "left"]
+    assert alignments(page, "th") == expected
+    assert alignments(page, "td") == expected
+    assert cells(page)[0][:3] == ["345", ESCAPED, "12"]  # still escaped
+    assert "<script" not in page
+    assert alignments(event()._repr_html_(), "td") == expected  # one event, the same table
+
+
+def test_events_table_text_form_right_aligns_numbers() -> None:
+    table = events_table([event(seq=1, position=7), event(seq=10, position=1234)])
+    lines = repr(table).splitlines()
+    assert lines[1].startswith("       7  user-1    1  ")
+    assert lines[2].startswith("    1234  user-1   10  ")
+
+
+# ------------------------------------------------------------------------------------ to_pandas
+
+
+def test_to_pandas_has_a_row_per_event_with_proper_dtypes() -> None:
+    pd = pytest.importorskip("pandas")
+    events = [
+        event(seq=1, position=3, data={"name": "Ada", "tags": [1, 2]}),
+        event(seq=2, position=9, type="Renamed", metadata={"by": SCRIPT}),
+    ]
+    frame = to_pandas(events)
+    assert list(frame.columns) == [*EVENT_COLUMNS, "id"]
+    assert len(frame) == 2
+    assert frame["position"].dtype == "int64"
+    assert frame["seq"].dtype == "int64"
+    assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
+    assert frame["data"].dtype == object
+    assert frame["metadata"].dtype == object
+    assert frame["position"].tolist() == [3, 9]
+    assert frame["stream"].tolist() == ["user-1", "user-1"]
+    assert frame["type"].tolist() == ["Registered", "Renamed"]
+    assert frame["time"][0] == pd.Timestamp(WHEN)  # to the microsecond, in UTC
+    assert frame["data"][0] == {"name": "Ada", "tags": [1, 2]}  # the payload itself, not its text
+    assert frame["metadata"].tolist() == [None, {"by": SCRIPT}]
+    assert frame["id"].tolist() == [uuid.UUID(int=1), uuid.UUID(int=2)]
+    assert frame.equals(events_table(events).to_pandas())
+
+
+def test_to_pandas_of_no_events_keeps_the_columns_and_dtypes() -> None:
+    pytest.importorskip("pandas")
+    frame = events_table([]).to_pandas()
+    assert list(frame.columns) == [*EVENT_COLUMNS, "id"]
+    assert len(frame) == 0
+    assert frame["position"].dtype == "int64"
+    assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
+
+
+@pytest.mark.anyio
+async def test_to_pandas_of_stored_events() -> None:
+    pytest.importorskip("pandas")
+    store = MemoryStore()
+    await store.append("a", [EventData("Created", {"v": 1}), EventData("Renamed", {"v": 2})])
+    await store.append("b", [EventData("Created", {"v": 3})])
+    frame = to_pandas(await store.read_all().to_list())
+    assert frame[["stream", "seq"]].values.tolist() == [["a", 1], ["a", 2], ["b", 1]]
+    assert frame["position"].is_monotonic_increasing
+    assert frame["data"].map(lambda d: d["v"]).tolist() == [1, 2, 3]
+
+
+def test_to_pandas_without_pandas_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"streamsrc\[notebooks\]"):
+        to_pandas([event()])
+    with pytest.raises(ImportError, match=r"streamsrc\[notebooks\]"):
+        events_table([event()]).to_pandas()
+
+
+# ------------------------------------------------------------------------------------ progress bars
+
+
+def last_frame(out: io.StringIO) -> str:
+    """The bar as last drawn (tqdm redraws its line after a carriage return)."""
+    return out.getvalue().rstrip("\n").rpartition("\r")[2]
+
+
+async def a_store_of(n: int) -> MemoryStore:
+    store = MemoryStore()
+    await store.append("s", [EventData("Noted", {"n": i}) for i in range(n)])
+    return store
+
+
+@pytest.mark.anyio
+async def test_progress_bar_passes_a_copys_reports_on_and_draws_them() -> None:
+    source = await a_store_of(10)
+    out = io.StringIO()
+    reports = await copying(source, MemoryStore(), batch_size=3).through(progress_bar(file=out)).to_list()
+    assert [(r.position, r.done) for r in reports] == [
+        (3, False),
+        (6, False),
+        (9, False),
+        (10, False),
+        (10, True),
+    ]
+    assert all(isinstance(r, CopyProgress) for r in reports)
+    frame = last_frame(out)
+    assert frame.startswith("copy: 100%")
+    assert "10/10" in frame
+    assert "ev/s" in frame
+
+
+@pytest.mark.anyio
+async def test_progress_bar_of_a_resumed_copy_starts_where_it_left_off() -> None:
+    source, target = await a_store_of(10), MemoryStore()
+    await copying(source, target, batch_size=4).take(1).drain()  # stopped after the first batch
+    out = io.StringIO()
+    last = await show_progress(copying(source, target, batch_size=4), "resume", file=out)
+    assert last is not None
+    assert (last.start, last.position, last.done) == (4, 10, True)
+    assert out.getvalue().lstrip("\r").startswith("resume:  40%")  # drawn first at the start
+    assert "10/10" in last_frame(out)
+
+
+@pytest.mark.anyio
+async def test_progress_bar_of_a_projection_is_labelled_with_its_name() -> None:
+    store = await a_store_of(7)
+    count = Projection("count", lambda n, events: n + len(events))
+    projector = Projector(store, count, MemoryReadModel(0), batch_size=2)
+    out = io.StringIO()
+    last = await show_progress(projector.progress(live=False), file=out)
+    assert last is not None
+    assert (last.position, last.caught_up) == (7, True)
+    assert last_frame(out).startswith("count: 100%")
+    assert "7/7" in last_frame(out)
+
+
+@pytest.mark.anyio
+async def test_progress_bar_is_closed_when_the_stream_stops_early_or_fails() -> None:
+    source = await a_store_of(10)
+    out = io.StringIO()
+    bar = progress_bar("early", file=out)
+    reports = await copying(source, MemoryStore(), batch_size=2).through(bar).take(2).to_list()
+    assert [r.position for r in reports] == [2, 4]
+    assert last_frame(out).startswith("early:  40%")
+    assert out.getvalue().endswith("\n")  # closed: the line is finished (leave=True keeps it)
+
+    failing = copying(source, MemoryStore(), batch_size=2).take(1) + Stream.raise_error(ValueError("boom"))
+    out = io.StringIO()
+    with pytest.raises(ValueError, match="boom"):
+        await failing.through(progress_bar("failing", file=out)).drain()
+    assert last_frame(out).startswith("failing:  20%")
+    assert out.getvalue().endswith("\n")
+
+
+@pytest.mark.anyio
+async def test_each_run_draws_a_bar_of_its_own_and_no_reports_draw_none() -> None:
+    source = await a_store_of(4)
+    out = io.StringIO()
+    copy = copying(source, MemoryStore(), batch_size=4).through(progress_bar("run", file=out))
+    await copy.drain()
+    await copy.drain()  # a second copy into a fresh target
+    assert out.getvalue().count("run: 100%") >= 2
+    assert out.getvalue().count("\n") == 2
+
+    out = io.StringIO()
+    assert await show_progress(Stream[CopyProgress].empty(), file=out) is None
+    assert out.getvalue() == ""
+
+
+def test_progress_bar_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError, match=r"streamsrc\[notebooks\]"):
+        progress_bar()
 
 
 # ------------------------------------------------------------------------------------ Stream.show
