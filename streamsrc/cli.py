@@ -576,7 +576,14 @@ def projection() -> None:
 )
 @click.pass_context
 def projection_status(ctx: click.Context, model: str | None) -> None:
-    """Checkpoint and lag of each projection of the example's read models."""
+    """Checkpoint and lag of each projection of the example's read models.
+
+    A projection split into partitions (worker processes) shows one more line
+    per partition: its checkpoint, head and lag, then the worker holding its
+    lease and the seconds left on it (``-`` when nobody holds it).
+    """
+    import time
+
     from streamsrc.projections.sqlite import SqliteReadModel
 
     url = _url(ctx.find_root())
@@ -590,6 +597,16 @@ def projection_status(ctx: click.Context, model: str | None) -> None:
                 for name in _example_projections():
                     position = await read_model.load_position(name)
                     click.echo(f"{name:<20} {position:>9} {head:>9} {max(0, head - position):>9}")
+                    leases = {x.partition: x for x in await read_model.leases().leases(name)}
+                    parts = await read_model.query(
+                        "SELECT name, position FROM streamsrc_projections WHERE name LIKE ? ORDER BY name",
+                        (name.replace("%", "") + "[%/%]",),
+                    )
+                    for part, at in parts:
+                        lease = leases.get(int(part[len(name) + 1 : part.index("/", len(name))]))
+                        left = lease.expires - time.time() if lease is not None and lease.owner else 0.0
+                        owner = f"{lease.owner} ({left:.0f} s)" if lease and lease.owner and left > 0 else "-"
+                        click.echo(f"  {part:<18} {at:>9} {head:>9} {max(0, head - at):>9}  {owner}")
 
     _run(main)
 

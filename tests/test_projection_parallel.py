@@ -225,3 +225,43 @@ async def test_workers_in_one_process_share_partitions_fairly() -> None:
     status = await a.status()
     assert [s.lag for s in status] == [0, 0, 0, 0]
     assert sum(1 for e in await store.read_all().to_list() if partition_of(e.stream, 4) == 0) > 0
+
+
+def test_cli_projection_status_shows_every_partition(tmp_path: Path) -> None:
+    """``streamsrc projection status`` lists each partition of a partitioned projection: checkpoint,
+    head, lag, and the worker holding its lease (``-`` when none does)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "streamsrc.db"
+    name = "account-email-domains"  # one of the example's projections, which the CLI shows
+
+    async def main() -> None:
+        from streamsrc.store import open_store
+
+        async with open_store(f"sqlite:///{path}") as store, SqliteReadModel(str(path)) as model:
+            for n in range(10):
+                await store.append(f"u-{n}", [EventData("Noted", {})])
+            worker = ProjectionWorker(
+                store, Projection(name, insert_nothing), model, model.leases(), partitions=2, owner="w1"
+            )
+            with anyio.move_on_after(0.5):
+                await worker.run()  # releases its leases when stopped
+            await model.leases().acquire(name, 1, "w2", ttl=60)
+
+    anyio.run(main)
+    out = subprocess.run(
+        [sys.executable, "-m", "streamsrc", "--url", f"sqlite:///{path}", "projection", "status"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    parts = [line.split() for line in out if line.startswith("  ")]
+    assert [p[:5] for p in parts] == [
+        [f"{name}[0/2]", "10", "10", "0", "-"],
+        [f"{name}[1/2]", "10", "10", "0", "w2"],
+    ]
+
+
+def insert_nothing(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
+    pass

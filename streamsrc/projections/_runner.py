@@ -515,6 +515,10 @@ class _Run:
         raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
 
 
+_PARALLEL_PAGE = 1000
+"""Events read at once by the concurrent runner (its batches are per stream, so smaller)."""
+
+
 class _Parallel:
     """One run of a projector with ``concurrency > 1`` (Propulsion's model).
 
@@ -539,10 +543,9 @@ class _Parallel:
         self.tell = tell
         self.pending: dict[str, collections.deque[RecordedEvent]] = {}
         self.busy: set[str] = set()
-        self.outstanding: collections.deque[int] = collections.deque()
-        self.done: set[int] = set()
+        self.inflight: dict[str, int] = {}
         self.buffered = 0
-        self.limit = max(2 * projector.batch_size, 32 * projector.concurrency)
+        self.limit = max(2 * projector.batch_size, min(128 * projector.concurrency, 100_000))
         self.read_to = 0
         self.caught_up = False
         self.finished_reading = False
@@ -577,7 +580,7 @@ class _Parallel:
             types=p.projection.types,
             stream_prefix=p.projection.stream_prefix,
             live=self.live,
-            page_size=p.batch_size,
+            page_size=max(p.batch_size, _PARALLEL_PAGE),
             poll=p.poll,
         )
         await items.chunks().foreach(self.page).drain()
@@ -586,57 +589,64 @@ class _Parallel:
 
     async def page(self, chunk: list[RecordedEvent | Tick]) -> None:
         """Queue a page's events behind their streams; wait while too many are queued."""
-        p, marks = self.p, self.marks
-        for x in chunk:
+        p, marks, pending, busy = self.p, self.marks, self.pending, self.busy
+        last = chunk[-1] if chunk else None
+        events = chunk[:-1] if type(last) is Tick else [x for x in chunk if type(x) is not Tick]
+        partitions, partition = p.partitions, p.partition
+        ready = self.ready_send.send_nowait
+        queued = 0
+        for e in events:
+            stream = e.stream  # type: ignore[union-attr]
+            if partitions > 1 and partition_of(stream, partitions) != partition:
+                continue
+            if marks and e.position <= marks.get(stream, 0):
+                continue  # applied before a restart, past the checkpoint
+            queue = pending.get(stream)
+            if queue is None:
+                queue = pending[stream] = collections.deque()
+            queue.append(e)  # type: ignore[arg-type]
+            queued += 1
+            if stream not in busy:
+                busy.add(stream)
+                ready(stream)
+        self.buffered += queued
+        for x in chunk if type(last) is not Tick else (last,):
             if type(x) is Tick:
                 self.read_to = x.position
                 self.caught_up = x.caught_up
                 if x.caught_up:
                     self.head = max(self.head, x.position)
-                continue
-            e: RecordedEvent = x  # type: ignore[assignment]
-            if p.partitions > 1 and partition_of(e.stream, p.partitions) != p.partition:
-                continue
-            if marks and e.position <= marks.get(e.stream, 0):
-                continue  # applied before a restart, past the checkpoint
-            self.outstanding.append(e.position)
-            queue = self.pending.get(e.stream)
-            if queue is None:
-                queue = self.pending[e.stream] = collections.deque()
-            queue.append(e)
-            self.buffered += 1
-            if e.stream not in self.busy:
-                self.busy.add(e.stream)
-                self.ready_send.send_nowait(e.stream)
         self.moved.set()
         while self.buffered >= self.limit:
             self.space = anyio.Event()
             await self.space.wait()
 
     async def work(self) -> None:
-        size = self.p.batch_size
+        size, pending, inflight = self.p.batch_size, self.pending, self.inflight
         async for stream in self.ready_receive:
-            queue = self.pending[stream]
+            queue = pending[stream]
             n = min(size, len(queue))
             batch = [queue.popleft() for _ in range(n)]
+            inflight[stream] = batch[0].position
             await self.handle(batch)
+            del inflight[stream]
             self.events += n
-            for e in batch:
-                self.done.add(e.position)
             self.buffered -= n
             if queue:
                 self.ready_send.send_nowait(stream)
             else:
-                del self.pending[stream]
+                del pending[stream]
                 self.busy.discard(stream)
             self.space.set()
             self.moved.set()
 
     def low_water(self) -> int:
-        out, done = self.outstanding, self.done
-        while out and out[0] in done:
-            done.discard(out.popleft())
-        return out[0] - 1 if out else self.read_to
+        """Just before the lowest position read and not yet handled (how far the read went if none)."""
+        lowest = min((q[0].position for q in self.pending.values() if q), default=None)
+        if self.inflight:
+            first = min(self.inflight.values())
+            lowest = first if lowest is None else min(lowest, first)
+        return self.read_to if lowest is None else lowest - 1
 
     async def checkpoints(self) -> None:
         p = self.p
@@ -660,7 +670,7 @@ class _Parallel:
                         p.name, low, self.head, self.events, now - self.started, self.caught_up, self.dead
                     )
                 )
-            if self.finished_reading and not self.outstanding and self.committed >= self.read_to:
+            if self.finished_reading and not self.busy and self.committed >= self.read_to:
                 return
 
     async def handle(self, events: list[RecordedEvent]) -> None:
