@@ -337,8 +337,15 @@ class _Payload:
     def __init__(self, pipeline: Pipeline, data: Any, metadata: dict[str, Any], context: bytes) -> None:
         self.pipeline, self.data, self.metadata, self.context = pipeline, data, metadata, context
 
+    def decode(self, where: tuple[Any, ...]) -> Any:
+        return self.pipeline.decode(self.data, self.metadata, self.context, where)[0]
+
     def __repr__(self) -> str:
         return f"<transformed: {self.metadata.get(TRANSFORMS)!r}>"
+
+
+class _Thunk(Protocol):
+    def decode(self, where: tuple[Any, ...]) -> Any: ...
 
 
 class _LazyData:
@@ -347,9 +354,9 @@ class _LazyData:
     def __get__(self, instance: Any, owner: type | None = None) -> Any:
         if instance is None:
             return self
-        payload: _Payload = tuple.__getitem__(instance, 4)
+        payload: _Thunk = tuple.__getitem__(instance, 4)
         where = tuple(tuple.__getitem__(instance, i) for i in range(3))
-        value = payload.pipeline.decode(payload.data, payload.metadata, payload.context, where)[0]
+        value = payload.decode(where)
         instance.__dict__["data"] = value
         return value
 
@@ -365,6 +372,14 @@ class _Decoded(RecordedEvent):
             return super().__repr__()
         except StoreError as exc:  # a repr never raises: show what is stored and why it does not decode
             return f"RecordedEvent(stream={self.stream!r}, seq={self.seq}, type={self.type!r}, <{exc}>)"
+
+
+def _decoded(event: RecordedEvent, payload: _Thunk, metadata: dict[str, Any] | None) -> RecordedEvent:
+    """``event`` with ``metadata``, and data that ``payload`` decodes when first read."""
+    fields = (event.stream, event.seq, event.position, event.type, payload, None, event.id, event.time)
+    decoded = tuple.__new__(_Decoded, fields)
+    decoded.__dict__["metadata"] = metadata
+    return decoded
 
 
 def _context(event_id: uuid.UUID) -> bytes:
@@ -429,19 +444,13 @@ class TransformingStore:
     def decode_event(self, event: RecordedEvent) -> RecordedEvent:
         """A stored event as it was appended (the same object if it was not transformed)."""
         raw = tuple.__getitem__(event, 5)
-        if raw is None or (type(raw) is str and _MARK not in raw):
+        if type(raw) is str and _MARK not in raw:
             return event  # the common case: decided without decoding any JSON
         metadata = event.metadata
         if metadata is None or TRANSFORMS not in metadata:
             return event
         rest = {k: v for k, v in metadata.items() if k != TRANSFORMS} or None
-        payload = _Payload(self.pipeline, event.data, metadata, _context(event.id))
-        decoded = tuple.__new__(
-            _Decoded,
-            (event.stream, event.seq, event.position, event.type, payload, None, event.id, event.time),
-        )
-        decoded.__dict__["metadata"] = rest
-        return decoded
+        return _decoded(event, _Payload(self.pipeline, event.data, metadata, _context(event.id)), rest)
 
     def decode_payload(self, data: Any, metadata: dict[str, Any] | None, context: bytes = b"") -> Any:
         """The data of a stored event before its transforms (``context``: the event id's bytes)."""
