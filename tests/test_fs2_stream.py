@@ -225,3 +225,12 @@ async def test_interruption_1_and_2() -> None:
     with anyio.fail_after(LIMIT):
         assert await endless().interrupt_after(0.02).drain_result() == Success(None)
         assert await endless().merge(endless()).interrupt_after(0.02).drain_result() == Success(None)
+
+
+async def test_repeat_of_an_empty_stream_can_be_cancelled() -> None:
+    # fs2 StreamSuite "cancelation of compiled streams" / "constant", for a stream that never awaits:
+    # Stream.empty().repeat() spins without emitting; the interpreter still lets a cancellation in
+    with anyio.fail_after(LIMIT):
+        with anyio.move_on_after(0.05) as scope:
+            await Stream.empty().repeat().drain()
+    assert scope.cancelled_caught

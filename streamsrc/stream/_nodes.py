@@ -42,6 +42,7 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from streamsrc.stream._core import DRIVER, Driver, Pull, Run, aclosing, close_because, combine
 
@@ -454,9 +455,17 @@ async def _stop(leaf: _Leaf, driver: Driver, run: Run) -> _Leaf | None:
 async def interpret(node: Node, run: Run) -> AsyncGenerator[list[Any], None]:
     """Run ``node``'s tree: see the module docstring."""
     cur: _Leaf | None = _enter(node, None, None, run, ())
+    spins = 0  # steps taken without awaiting (constant chunks, failures)
     try:
         while cur is not None:
             leaf = cur
+            if leaf.gen is None:
+                spins += 1
+                if spins >= 1024:
+                    # ``Stream.empty().repeat()`` and its kin never await: let the loop breathe, and
+                    # let a cancellation in.
+                    spins = 0
+                    await anyio.lowlevel.checkpoint()
             if leaf.fail is not None:
                 error, leaf.fail = leaf.fail, None
                 if not isinstance(error, Exception):
