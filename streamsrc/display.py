@@ -174,7 +174,12 @@ class ProgressReport(Protocol):
 
     :class:`streamsrc.migrate.CopyProgress` (from :func:`~streamsrc.migrate.copying`)
     and :class:`streamsrc.projections.Progress` (from ``Projector.progress()``)
-    are progress reports.
+    are progress reports; so is any object with these four attributes.
+
+    >>> from streamsrc.migrate import CopyProgress
+    >>> report: ProgressReport = CopyProgress("copy", 0, position=40, head=100, events=40, elapsed=2.0)
+    >>> report.position, report.head
+    (40, 100)
     """
 
     @property

@@ -10,6 +10,7 @@ options); here only how they are stored is checked.
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import re
@@ -18,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import anyio
 import pytest
@@ -485,20 +486,96 @@ async def test_show_of_a_live_subscription_returns_after_n_events() -> None:
 # ------------------------------------------------------------------------------------ the notebooks
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+PYPROJECT = Path(__file__).parent.parent / "pyproject.toml"
+
+MACHINE_PATHS = re.compile(r"/tmp/|/var/folders/|/private/var/|/home/|/root/|/work/|/Users/|[A-Z]:\\\\")
+"""Absolute paths of the machine that ran a notebook: a reader's machine has none of them."""
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def test_notebooks_are_stored_without_outputs_and_never_start_an_event_loop() -> None:
+def output_text(output: dict[str, Any]) -> str:
+    """Everything an output shows, as one string (its text, or each of its forms)."""
+    values = [output.get("text", ""), *output.get("data", {}).values()]
+    return "\n".join("".join(v) if isinstance(v, list) else str(v) for v in values)
+
+
+def test_notebooks_are_stored_with_their_outputs_and_never_start_an_event_loop() -> None:
+    """A repository viewer shows the notebooks as they ran: every code cell run once, top to bottom."""
     names = [path.name for path in NOTEBOOKS]
     assert names[:3] == ["01-streams.ipynb", "02-event-sourcing.ipynb", "03-cqrs.ipynb"]
     for path in NOTEBOOKS:
         notebook = json.loads(path.read_text(encoding="utf-8"))
         assert notebook["metadata"]["kernelspec"]["name"] == "python3", path.name
+        assert "widgets" not in notebook["metadata"], path.name  # no widget state: viewers cannot show it
         code = [cell for cell in notebook["cells"] if cell["cell_type"] == "code"]
         assert code, path.name
+        counts = [cell["execution_count"] for cell in code]
+        assert counts == list(range(1, len(code) + 1)), f"{path.name}: not run once top to bottom: {counts}"
+        assert sum(1 for cell in code if cell["outputs"]) >= len(code) // 2, path.name
         for cell in code:
             source = "".join(cell["source"])
-            assert cell["outputs"] == [], f"{path.name}: outputs stored in {source[:60]!r}"
-            assert cell["execution_count"] is None, path.name
             # The kernel runs an event loop already: cells use top-level await.
             assert "asyncio.run(" not in source, path.name
             assert "anyio.run(" not in source, path.name
+            for output in cell["outputs"]:
+                where = f"{path.name}, cell {source[:60]!r}"
+                assert output["output_type"] != "error", where
+                assert output.get("name") != "stderr", f"{where}: {output_text(output)[:200]}"
+                assert WIDGET not in output.get("data", {}), where  # stored, a live bar shows as 0%
+                text = output_text(output)
+                assert not MACHINE_PATHS.search(text), f"{where}: {MACHINE_PATHS.search(text)}"
+                assert len(text) < 100_000, f"{where}: an output of {len(text)} characters"
+        assert path.stat().st_size < 300_000, path.name
+
+
+def test_the_stored_notebooks_show_tables_and_a_plot() -> None:
+    outputs = {
+        path.name: [
+            output
+            for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]
+            for output in cell.get("outputs", [])
+        ]
+        for path in NOTEBOOKS
+    }
+    sourcing = outputs["02-event-sourcing.ipynb"]
+    assert any('class="streamsrc-events"' in output_text(o) for o in sourcing)  # an event table
+    assert any("dataframe" in output_text(o) for o in sourcing)  # a DataFrame
+    assert any("image/png" in o.get("data", {}) for o in sourcing)  # the plot
+    cqrs = outputs["03-cqrs.ipynb"]
+    assert any("<table" in output_text(o) for o in cqrs)
+
+
+def test_the_test_run_executes_a_fresh_copy_of_each_notebook(tmp_path: Path) -> None:
+    """nbmake runs a notebook from scratch, stored outputs or not, and never writes them back."""
+    addopts = re.search(r"^addopts = (.*)$", PYPROJECT.read_text(encoding="utf-8"), re.MULTILINE)
+    assert addopts is not None
+    assert "--nbmake" in addopts.group(1)
+    assert "--overwrite" not in addopts.group(1)
+
+    def cell(source: str, outputs: list[dict[str, object]], count: int) -> dict[str, object]:
+        return {
+            "id": f"cell-{count}",
+            "cell_type": "code",
+            "execution_count": count,
+            "metadata": {},
+            "outputs": outputs,
+            "source": source,
+        }
+
+    stale: list[dict[str, object]] = [{"output_type": "stream", "name": "stdout", "text": "stale\n"}]
+    notebook = {
+        "cells": [cell("x = 41", [], 7), cell("print(x + 1)", stale, 8)],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path = tmp_path / "stored.ipynb"
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    before = path.read_bytes()
+    run = importlib.import_module("nbmake.nb_run").NotebookRun(path, 60).execute()
+    assert run.error is None
+    fresh = run.nb.cells
+    assert [c.execution_count for c in fresh] == [1, 2]
+    assert [o["text"] for o in fresh[1].outputs] == ["42\n"]
+    assert path.read_bytes() == before  # the stored notebook is left as it was
