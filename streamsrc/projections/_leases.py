@@ -54,6 +54,9 @@ class Lease:
     """One partition's lease: who holds it, until when (seconds since the epoch), its token.
 
     ``owner`` is ``None`` for a partition never claimed or released.
+
+    >>> Lease("emails", 0, None, 0.0, 3).live
+    False
     """
 
     projection: str
@@ -75,6 +78,9 @@ class Fence:
     An exactly-once model checks, in the batch's transaction, that ``token``
     is still the partition's token in its lease table; otherwise the batch
     rolls back with :class:`~streamsrc.errors.ProjectionOwnedElsewhere`.
+
+    >>> Fence("emails", 2, token=7)
+    Fence(projection='emails', partition=2, token=7)
     """
 
     projection: str
@@ -93,6 +99,14 @@ class Leases(Protocol):
 
     Every method is one atomic step of the backing store (a transaction, a
     conditional write).
+
+    >>> import anyio
+    >>> leases: Leases = MemoryLeases()
+    >>> async def main() -> None:
+    ...     fence = await leases.acquire("emails", 0, "a", ttl=10)
+    ...     print(await leases.renew(fence, "a", ttl=10), await leases.heartbeat("emails", "a", ttl=10))
+    >>> anyio.run(main)
+    True ['a']
     """
 
     async def acquire(self, projection: str, partition: int, owner: str, ttl: float) -> Fence | None:

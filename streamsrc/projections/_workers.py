@@ -66,7 +66,20 @@ class PartitionStatus:
 async def partition_status(
     store: EventStore, projection: str, model: ReadModel[Any], leases: Leases, partitions: int
 ) -> list[PartitionStatus]:
-    """Every partition of ``projection``: owner, lease expiry, fencing token, checkpoint, lag."""
+    """Every partition of ``projection``: owner, lease expiry, fencing token, checkpoint, lag.
+
+    >>> import anyio
+    >>> from streamsrc.projections import MemoryLeases, MemoryReadModel
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     leases = MemoryLeases()
+    ...     await leases.acquire("emails", 1, "worker-a", ttl=10)
+    ...     for s in await partition_status(MemoryStore(), "emails", MemoryReadModel(0), leases, 2):
+    ...         print(s.name, s.owner, s.position, s.lag)
+    >>> anyio.run(main)
+    emails[0/2] None 0 0
+    emails[1/2] worker-a 0 0
+    """
     held = {lease.partition: lease for lease in await leases.leases(projection)}
     head = await store.head()
     out = []

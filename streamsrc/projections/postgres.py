@@ -461,10 +461,16 @@ class PostgresLeases:
     Each step is one transaction (the lease's row locked), so workers on
     several machines agree; the read model checks the fencing token in each
     batch's transaction (``FOR SHARE``: a takeover waits for a batch in flight).
+
+    >>> PostgresReadModel("postgresql://app:s3cret@localhost/views").leases()  # used once the model is open
+    <PostgresLeases of <PostgresReadModel postgresql://app:***@localhost/views>>
     """
 
     def __init__(self, model: PostgresReadModel) -> None:
         self.model = model
+
+    def __repr__(self) -> str:
+        return f"<PostgresLeases of {self.model!r}>"
 
     async def _run(self, what: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async def once() -> T:

@@ -359,6 +359,17 @@ class SqliteLeases:
     Each step is one ``BEGIN IMMEDIATE`` transaction, so workers in several
     processes agree; the read model checks the fencing token in each batch's
     transaction.
+
+    >>> import os, tempfile
+    >>> import anyio
+    >>> async def main(folder: str) -> None:
+    ...     async with SqliteReadModel(os.path.join(folder, "views.db")) as model:
+    ...         leases = model.leases()
+    ...         fence = await leases.acquire("emails", 0, "worker-a", ttl=10)
+    ...         print(fence.token, await leases.acquire("emails", 0, "worker-b", ttl=10))
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     anyio.run(main, folder)
+    1 None
     """
 
     def __init__(self, model: SqliteReadModel) -> None:
