@@ -80,6 +80,7 @@ __all__ = [
     "ShreddingStore",
     "StoreKeyStore",
     "SubjectKey",
+    "copy_keys",
 ]
 
 FORGOTTEN = "[forgotten]"
@@ -305,6 +306,40 @@ class StoreKeyStore:
             result = await self.store.append(stream, [deleted])
             if isinstance(result, Failure):
                 raise result.failure()
+
+
+async def copy_keys(source: Store, target: Store) -> int:
+    """Copy the :class:`StoreKeyStore` key rows of ``source`` into ``target``; returns how many.
+
+    ``migrate.copy`` copies events, not snapshot rows: after copying a store
+    whose keys a ``StoreKeyStore`` keeps, run this too, or every subject looks
+    forgotten in the copy. Deleted keys are copied as deleted.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.migrate import copy
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     old, new = MemoryStore(), MemoryStore()
+    ...     note = EventData("Note", {"text": "hi"}, {"$subject": "s1"})
+    ...     await ShreddingStore(old, {"Note": ["text"]}).append("notes", [note])
+    ...     await copy(old, new)
+    ...     print(await copy_keys(old, new), (await ShreddingStore(new, {}).latest("notes")).unwrap().data)
+    >>> anyio.run(main)
+    1 {'text': 'hi'}
+    """
+    copied = 0
+    async with source.streams().filter(lambda name: name.startswith("$keys-")).open() as names:
+        async for stream in names:
+            for event in await source.read(stream).to_list():
+                if event.type != KEY_CREATED:
+                    continue
+                row = _key_row(str(event.data["subject"]), str(event.data["key_id"]))
+                found = await source.load_snapshot(row, KEY_SCHEMA)
+                if isinstance(found, Some):
+                    await target.save_snapshot(row, 1, found.unwrap().state, KEY_SCHEMA)
+                    copied += 1
+    return copied
 
 
 def _key_row(subject: str, key_id: str) -> str:
