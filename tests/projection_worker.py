@@ -18,6 +18,7 @@ The parent creates the tables first (:func:`prepare`), so the children only open
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -75,8 +76,14 @@ CHECKS = {
 }
 
 
+PAUSE = float(os.environ.get("PROJECTION_WORKER_PAUSE", "0"))
+"""Seconds the SQLite handler sleeps inside the transaction (so that a SIGKILL lands mid-batch)."""
+
+
 def count_sqlite(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
     """The non-idempotent SQLite handler."""
+    if PAUSE:
+        time.sleep(PAUSE)
     conn.execute("UPDATE counter SET n = n + ?", (len(events),))
     conn.executemany("INSERT INTO applied VALUES (?, ?, ?)", [(e.position, e.stream, e.seq) for e in events])
     for e in events:

@@ -7,6 +7,7 @@ and the read model (and its leases) share one SQLite file, or one PostgreSQL dat
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -47,13 +48,19 @@ async def places(kind: str, tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
 
 
 @contextmanager
-def children(args: list[list[str]], tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Child processes (stdout to ``out-K.txt``, stderr to ``err-K.txt``), killed when the block ends."""
+def children(
+    args: list[list[str]], tmp_path: Path, pause: float = 0.0
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes (stdout to ``out-K.txt``, stderr to ``err-K.txt``), killed when the block ends;
+    ``pause``: seconds their SQLite handler sleeps inside each batch's transaction."""
     procs = []
+    env = {**os.environ, "PROJECTION_WORKER_PAUSE": str(pause)}
     try:
         for k, a in enumerate(args):
             with open(tmp_path / f"out-{k}.txt", "ab") as out, open(tmp_path / f"err-{k}.txt", "ab") as err:
-                procs.append(subprocess.Popen([sys.executable, str(CHILD), *a], stdout=out, stderr=err))
+                procs.append(
+                    subprocess.Popen([sys.executable, str(CHILD), *a], stdout=out, stderr=err, env=env)
+                )
         yield procs
     finally:
         for p in procs:
@@ -186,7 +193,8 @@ async def test_a_worker_killed_mid_batch_leaves_its_partitions_to_the_others(tmp
     async with places("sqlite", tmp_path) as (url, where):
         await prepare(where)
         async with open_store(url) as store:
-            with children([worker(url, where, "a"), worker(url, where, "b")], tmp_path) as procs:
+            pair = [worker(url, where, "a"), worker(url, where, "b")]
+            with children(pair, tmp_path, pause=0.001) as procs:  # a kill lands in a transaction
                 await wait_for(
                     lambda: held(tmp_path, 0) and held(tmp_path, 1) and held(tmp_path, 0)[-1], "shared"
                 )
