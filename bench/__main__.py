@@ -52,6 +52,7 @@ SCRIPTS = (
     "store_writers",
     "kinesis_moto",
     "migrate",
+    "transforms",
     "soak",
 )
 TITLES = {

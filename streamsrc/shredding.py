@@ -100,11 +100,21 @@ _NONCE = 12
 
 
 def _aesgcm(key: bytes) -> Any:
+    """The AES-GCM cipher of ``key`` (the last few made are kept: a page of events shares few keys)."""
+    cipher = _CIPHERS.get(key)
+    if cipher is not None:
+        return cipher
     try:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     except ImportError as exc:  # pragma: no cover - the optional extra is missing
         raise ImportError("crypto-shredding needs cryptography: pip install 'streamsrc[crypto]'") from exc
-    return AESGCM(key)
+    if len(_CIPHERS) >= 1024:
+        _CIPHERS.clear()
+    cipher = _CIPHERS[key] = AESGCM(key)
+    return cipher
+
+
+_CIPHERS: dict[bytes, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -432,6 +442,7 @@ class ShreddingStore:
         if isinstance(result, Failure):
             raise result.failure()
         await self.keys.forget(subject)
+        _CIPHERS.clear()  # no cipher of a deleted key stays in this process
         return result.unwrap().positions[0]
 
     # -- encoding
