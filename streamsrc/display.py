@@ -274,37 +274,79 @@ def _import_tqdm() -> Any:
 
 
 class _Bar:
-    """One run's progress bar, made from the first report."""
+    """One run's progress bar, made from the first report.
 
-    __slots__ = ("bar", "description", "options", "tqdm")
+    In Jupyter (``tqdm.auto`` gives tqdm's widget) the widget is displayed
+    under a display id and, once closed, replaced by the bar's last text: a
+    saved notebook then shows how the run ended (a viewer cannot draw the
+    widget, whose stored text would be the bar as first drawn).
+    """
+
+    __slots__ = ("bar", "description", "display", "options", "tqdm")
 
     def __init__(self, tqdm: Any, description: str | None, options: dict[str, Any]) -> None:
         self.tqdm = tqdm
         self.description = description
         self.options = options
         self.bar: Any = None
+        self.display: Any = None  # the widget's display handle, in Jupyter
 
     def update(self, report: R) -> R:
         bar = self.bar
         if bar is None:
-            start = getattr(report, "start", None)  # a copy says where it began
-            if not isinstance(start, int):
-                start = max(0, report.position - report.events)
-            if self.description is not None:
-                description = self.description
-            else:
-                description = "copy" if hasattr(report, "start") else report.name
-            options = {"unit": "ev", "leave": True, "desc": description} | self.options
-            bar = self.bar = self.tqdm(total=max(report.head, start), initial=start, **options)
+            bar = self.bar = self.open(report)
         if report.head != bar.total:  # the head moves on while new events are appended
             bar.total = max(report.head, report.position)
+            widget = getattr(bar, "container", None)
+            if widget is not None:
+                widget.children[1].max = bar.total
         if report.position > bar.n:
             bar.update(report.position - bar.n)
         return report
 
+    def open(self, report: ProgressReport) -> Any:
+        start = getattr(report, "start", None)  # a copy says where it began
+        if not isinstance(start, int):
+            start = max(0, report.position - report.events)
+        if self.description is not None:
+            description = self.description
+        else:
+            description = "copy" if hasattr(report, "start") else report.name
+        options = {"unit": "ev", "leave": True, "desc": description} | self.options
+        total = max(report.head, start)
+        if not _is_widget(self.tqdm):
+            return self.tqdm(total=total, initial=start, **options)
+        bar = self.tqdm(total=total, initial=start, display=False, **options)
+        display = importlib.import_module("IPython.display").display
+        self.display = display(bar.container, display_id=True)
+        return bar
+
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        bar = self.bar
+        if bar is None:
+            return
+        bar.close()
+        if self.display is not None:
+            finished = not bar.total or bar.n >= bar.total
+            self.display.update(_Text("" if finished and not bar.leave else str(bar)))
+
+
+def _is_widget(tqdm: Any) -> bool:
+    """Whether ``tqdm`` (the class ``tqdm.auto`` chose) draws Jupyter's widget."""
+    widget = getattr(importlib.import_module("tqdm.notebook"), "tqdm_notebook", None)
+    return isinstance(tqdm, type) and isinstance(widget, type) and issubclass(tqdm, widget)
+
+
+class _Text:
+    """A text shown as it is (the last frame of a progress bar)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 class EventTable(Sequence["RecordedEvent"]):
