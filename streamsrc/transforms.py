@@ -68,8 +68,7 @@ from returns.result import Failure, Result
 
 from streamsrc.errors import CorruptEvent, InvalidEvent, KeyUnavailable, StoreError, UnknownTransform
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
-from streamsrc.store import AppendResult, AppendSignal, Expected, Snapshot, Store
-from streamsrc.store._contract import ANY
+from streamsrc.store import ANY, AppendResult, AppendSignal, Expected, Snapshot, Store
 from streamsrc.stream import Stream
 
 __all__ = [
