@@ -322,6 +322,57 @@ async def test_each_run_draws_a_bar_of_its_own_and_no_reports_draw_none() -> Non
     assert out.getvalue() == ""
 
 
+def run_in_a_kernel(tmp_path: Path, *sources: str) -> Any:
+    """Run cells in a Jupyter kernel of this environment (as nbmake does); return the executed notebook."""
+    cells: list[dict[str, object]] = [
+        {
+            "id": f"c{n}",
+            "cell_type": "code",
+            "execution_count": None,
+            "metadata": {},
+            "outputs": [],
+            "source": s,
+        }
+        for n, s in enumerate(sources)
+    ]
+    notebook = {
+        "cells": cells,
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    path = tmp_path / "run.ipynb"
+    path.write_text(json.dumps(notebook), encoding="utf-8")
+    run = importlib.import_module("nbmake.nb_run").NotebookRun(path, 120).execute()
+    assert run.error is None, run.error
+    return run.nb
+
+
+def test_in_jupyter_the_bar_is_a_widget_that_ends_as_its_last_frame(tmp_path: Path) -> None:
+    pytest.importorskip("ipywidgets")
+    notebook = run_in_a_kernel(
+        tmp_path,
+        "from streamsrc.display import show_progress\n"
+        "from streamsrc.events import EventData\n"
+        "from streamsrc.migrate import copying\n"
+        "from streamsrc.store.memory import MemoryStore\n"
+        "source, target = MemoryStore(), MemoryStore()\n"
+        "await source.append('s', [EventData('Noted', {}) for _ in range(30)])",
+        "last = await show_progress(copying(source, target, batch_size=7), 'copy in jupyter')\n"
+        "print(last.position, last.done)",
+        "await show_progress(copying(source, MemoryStore(), batch_size=10).take(1), 'cut short')",
+    )
+    outputs = notebook.cells[1].outputs
+    assert [o["output_type"] for o in outputs] == ["display_data", "stream"]
+    assert WIDGET not in outputs[0]["data"]  # the widget was replaced ...
+    assert re.match(
+        r"copy in jupyter: 100%\|.*\| 30/30 \[", outputs[0]["data"]["text/plain"]
+    )  # ... by its end
+    assert outputs[1]["text"] == "30 True\n"
+    cut = notebook.cells[2].outputs
+    assert re.match(r"cut short:  33%\|.*\| 10/30 \[", cut[0]["data"]["text/plain"])  # where it stopped
+
+
 def test_progress_bar_without_tqdm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tqdm", None)
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
