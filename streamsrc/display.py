@@ -202,7 +202,9 @@ def progress_bar(description: str | None = None, **options: Any) -> Callable[[St
     goes from the first report's start to the log's head, counting
     positions, with the rate and the time left; it is drawn when the first
     report comes and closed when the stream stops, however it stops. Each
-    run of the stream draws a bar of its own. ``description`` labels it
+    run of the stream draws a bar of its own. In Jupyter the widget is
+    replaced by the bar's last frame when it closes, so a saved notebook
+    shows how the run ended. ``description`` labels it
     (default: ``"copy"`` for a copy, the projection's name for a projection);
     ``options`` go to ``tqdm`` (``leave``, ``file``, ``mininterval``, ...).
     Needs tqdm: the ``notebooks`` extra. See also :func:`show_progress`.
