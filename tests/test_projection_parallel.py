@@ -265,3 +265,30 @@ def test_cli_projection_status_shows_every_partition(tmp_path: Path) -> None:
 
 def insert_nothing(conn: sqlite3.Connection, events: Sequence[RecordedEvent]) -> None:
     pass
+
+
+async def test_progress_as_a_stream_under_concurrency() -> None:
+    """``progress()`` with concurrency > 1: stops early cleanly (``take``), reports catching up once
+    even with nothing new, and a handler's failure (Stop) fails the stream with ProjectionFailed."""
+    store = await filled(20, 3)
+
+    async def handler(events: Sequence[RecordedEvent]) -> None:
+        await anyio.sleep(0.001)
+
+    projector = Projector(
+        store, Projection("p", handler), CallbackReadModel(store), concurrency=8, batch_size=2
+    )
+    caught_up = await projector.progress(live=False).to_list()
+    assert caught_up[-1].position == 60
+    assert caught_up[-1].caught_up
+    [again] = await projector.progress(live=True).take(1).to_list()  # nothing new: the catch-up is reported
+    assert again.position == 60
+    assert again.caught_up
+
+    async def failing(events: Sequence[RecordedEvent]) -> None:
+        if any(e.stream == "s-3" for e in events):
+            raise KeyError("boom")
+
+    broken = Projector(store, Projection("q", failing), CallbackReadModel(store), concurrency=4)
+    with pytest.raises(ProjectionFailed):
+        await broken.progress(live=False).drain()

@@ -333,28 +333,25 @@ class Projector(Generic[H]):
         """
 
         if self.concurrency > 1:
-            return Stream.from_async_iterable(self._parallel_progress(live))
+
+            async def parallel() -> Stream[Progress]:
+                send, receive = anyio.create_memory_object_stream[Progress](16)
+
+                async def produce() -> None:
+                    async with send:
+                        try:
+                            await _Parallel(self, live, send.send).run()
+                        except BaseExceptionGroup as group:
+                            _reraise_unwrapped(group)
+
+                return Stream.from_async_iterable(receive).concurrently(Stream.eval(produce))
+
+            return Stream.eval(parallel).flat_map(lambda s: s)
 
         async def start() -> Stream[Progress]:
             return self._run(await self.model.load_position(self.name), live)
 
         return Stream.eval(start).flat_map(lambda s: s)
-
-    async def _parallel_progress(self, live: bool) -> Any:
-        send, receive = anyio.create_memory_object_stream[Progress](16)
-
-        async def produce() -> None:
-            async with send:
-                await _Parallel(self, live, send.send).run()
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(produce)
-                async with receive:
-                    async for p in receive:
-                        yield p
-        except BaseExceptionGroup as group:
-            _reraise_unwrapped(group)
 
     async def run(self, on_progress: Callable[[Progress], object] | None = None) -> None:
         """Follow the log for ever (until cancelled), calling ``on_progress`` after each batch."""
@@ -651,25 +648,33 @@ class _Parallel:
     async def checkpoints(self) -> None:
         p = self.p
         watch = _Watched(p.projection.handler)
+        reported = False
+        head_checked = 0.0
         while True:
             await self.moved.wait()
             self.moved = anyio.Event()
             low = self.low_water()
-            if low > self.committed:
-                try:
-                    await p.model.apply(p.name, watch, [], low, **p._cas_options(self.committed))
-                except Exception as exc:
-                    _model_failed(p, f"could not move the checkpoint to {low}", exc)
-                self.committed = low
+            # Report when the checkpoint moves, and once when the run first catches up (as the
+            # sequential runner does), even with nothing to apply.
+            first_caught_up = self.caught_up and not reported and low >= self.read_to
+            if low > self.committed or first_caught_up:
+                if low > self.committed:
+                    try:
+                        await p.model.apply(p.name, watch, [], low, **p._cas_options(self.committed))
+                    except Exception as exc:
+                        _model_failed(p, f"could not move the checkpoint to {low}", exc)
+                    self.committed = low
+                reported = reported or first_caught_up
                 now = time.perf_counter()
-                if not self.caught_up and now - self.started > 0:
-                    self.head = max(self.head, low, await p.store.head())
+                if not self.caught_up and now - head_checked > 0.25:
+                    self.head = max(self.head, await p.store.head())
+                    head_checked = now
                 self.head = max(self.head, low)
-                await self.tell(
-                    Progress(
-                        p.name, low, self.head, self.events, now - self.started, self.caught_up, self.dead
-                    )
+                caught_up = self.caught_up and low >= self.read_to
+                progress = Progress(
+                    p.name, low, self.head, self.events, now - self.started, caught_up, self.dead
                 )
+                await self.tell(progress)
             if self.finished_reading and not self.busy and self.committed >= self.read_to:
                 return
 
