@@ -89,6 +89,7 @@ TRANSFORMS = "$transforms"
 """The reserved metadata key listing the transforms an event went through, in order."""
 
 _MARK = '"$transforms"'  # how the key looks in stored metadata text: found without decoding it
+_FRAME = '{"$transformed":"'  # how stored data text starts: the base64 is read without a JSON decode
 
 
 @runtime_checkable
@@ -337,7 +338,17 @@ class _Payload:
         self.pipeline, self.data, self.metadata, self.context = pipeline, data, metadata, context
 
     def decode(self, where: tuple[Any, ...]) -> Any:
-        return self.pipeline.decode(self.data, self.metadata, self.context, where)[0]
+        data = self.data
+        if type(data) is str:  # the stored JSON text: most often just the base64 in a fixed frame
+            inner = data[len(_FRAME) : -2]
+            if data.startswith(_FRAME) and data.endswith('"}') and '"' not in inner and "\\" not in inner:
+                data = {TRANSFORMED: inner}
+            else:
+                try:
+                    data = decode_json(data)
+                except ValueError as exc:
+                    raise _corrupt(where, "data", f"{type(exc).__name__}: {exc}") from None
+        return self.pipeline.decode(data, self.metadata, self.context, where)[0]
 
     def __repr__(self) -> str:
         return f"<transformed: {self.metadata.get(TRANSFORMS)!r}>"
@@ -375,7 +386,8 @@ class _Decoded(RecordedEvent):
 
 def _decoded(event: RecordedEvent, payload: _Thunk, metadata: dict[str, Any] | None) -> RecordedEvent:
     """``event`` with ``metadata``, and data that ``payload`` decodes when first read."""
-    fields = (event.stream, event.seq, event.position, event.type, payload, None, event.id, event.time)
+    item = tuple.__getitem__  # id and time as stored: still decoded only when read
+    fields = (*(item(event, i) for i in range(4)), payload, None, item(event, 6), item(event, 7))
     decoded = tuple.__new__(_Decoded, fields)
     decoded.__dict__["metadata"] = metadata
     return decoded
@@ -383,6 +395,12 @@ def _decoded(event: RecordedEvent, payload: _Thunk, metadata: dict[str, Any] | N
 
 def _context(event_id: uuid.UUID) -> bytes:
     return event_id.bytes
+
+
+def _stored_context(event: RecordedEvent) -> bytes:
+    """The event id's 16 bytes, from the stored id when it is those bytes (no UUID made)."""
+    raw = tuple.__getitem__(event, 6)
+    return raw if type(raw) is bytes and len(raw) == 16 else _context(event.id)
 
 
 class TransformingStore:
@@ -449,7 +467,9 @@ class TransformingStore:
         if metadata is None or TRANSFORMS not in metadata:
             return event
         rest = {k: v for k, v in metadata.items() if k != TRANSFORMS} or None
-        return _decoded(event, _Payload(self.pipeline, event.data, metadata, _context(event.id)), rest)
+        stored = tuple.__getitem__(event, 4)
+        data = stored if type(stored) is str else event.data
+        return _decoded(event, _Payload(self.pipeline, data, metadata, _stored_context(event)), rest)
 
     def decode_payload(self, data: Any, metadata: dict[str, Any] | None, context: bytes = b"") -> Any:
         """The data of a stored event before its transforms (``context``: the event id's bytes)."""
