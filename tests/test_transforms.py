@@ -224,3 +224,29 @@ async def test_entities_run_on_a_transforming_store(tmp_path: Path) -> None:
         assert (await accounts.load("u1")).state.name == "Ada King"
         assert accounts.snapshot_stats.saved >= 1
     assert not any(b"ada@example.com" in str(row).encode() for row in raw_rows(tmp_path / "e.db"))
+
+
+@pytest.mark.anyio
+async def test_a_missing_key_fails_one_event_of_a_projection_never_the_projection(inner: Store) -> None:
+    from streamsrc.errors import ProjectionFailed
+    from streamsrc.projections import DeadLetters, MemoryReadModel, Projection, Projector
+
+    await TransformingStore(inner, [AesGcm({"k1": K1}, "k1")]).append("s", [EventData("E", {"n": 1})])
+    await TransformingStore(inner, [AesGcm({"k2": K2}, "k2")]).append("s", [EventData("E", {"n": 2})])
+    reader = TransformingStore(inner, [AesGcm({"k2": K2}, "k2")])
+
+    def total(n: int, events: list[RecordedEvent]) -> int:
+        return n + sum(e.data["n"] for e in events)
+
+    model = MemoryReadModel(0)
+    await Projector[Any](reader, Projection("total", total), model, on_error=DeadLetters()).catch_up()
+    assert model.state == 2
+    (letter,) = await model.dead_letters()
+    assert (letter.stream, letter.seq) == ("s", 1)
+    assert "KeyUnavailable" in letter.error
+    assert "'k1'" in letter.error
+    stopped = MemoryReadModel(0)
+    with pytest.raises(ProjectionFailed) as info:
+        await Projector[Any](reader, Projection("total", total), stopped).catch_up()
+    assert isinstance(info.value.cause, KeyUnavailable)
+    assert info.value.cause.key_id == "k1"
