@@ -693,6 +693,25 @@ def dynamodb_create_tables(ctx: click.Context, url: str | None) -> None:
     click.echo(f"ready: tables of {redact(target)}")
 
 
+@dynamodb.command("index")
+@click.argument("url", required=False)
+@click.option("--once", is_flag=True, help="Stop once the table's stream is read to its end.")
+@click.option("--rebuild", is_flag=True, help="First index what the index lacks from a table scan.")
+@click.pass_context
+def dynamodb_index(ctx: click.Context, url: str | None, once: bool, rebuild: bool) -> None:
+    """Index the order=stream DynamoDB table at URL from its DynamoDB stream (runs until stopped)."""
+    target = url or _url(ctx.find_root())
+    if not target.startswith("dynamodb://"):
+        raise click.BadParameter(f"not a DynamoDB URL: {target.split('://', 1)[0]}://...")
+
+    async def main() -> int:
+        from streamsrc.integrations.dynamodb_index import run_indexer
+
+        return await run_indexer(target, live=not once, rebuild=rebuild)
+
+    click.echo(f"indexed {_run(main)} events of {redact(target)}")
+
+
 def redact(url: str) -> str:
     """``url`` with any password or secret replaced (for messages): every URL the CLI prints goes here.
 

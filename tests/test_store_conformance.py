@@ -28,6 +28,7 @@ from store_urls import (
     STORE_URLS,
     fresh_dynamodb_url,
     fresh_postgres_database,
+    indexing_dynamodb_store,
     opened_store,
 )
 
@@ -85,6 +86,25 @@ class TestDynamoDBConformance(StoreConformance, BatchLimitedStoreConformance):
     async def store(self) -> AsyncIterator[ConformantStore]:
         async with open_store(fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}")) as store:
             assert getattr(store, "page_size", None) == DYNAMODB_PAGE_SIZE
+            yield store
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
+class TestDynamoDBScaleConformance(StoreConformance, BatchLimitedStoreConformance):
+    """``order=stream`` (scale-out) mode, with the indexer run after each append (what a deployment's
+    indexer does a little later, from DynamoDB Streams): every guarantee of the contract holds *once
+    indexed*. What the mode lacks without that: ``append`` returns no positions (``indexed(result)``
+    gives them), ``read_all`` and ``head`` show an append only once the indexer has handled it, and
+    global order is the indexer's order (each stream's events in seq order), not commit order."""
+
+    large_event_bytes = 390_000
+    concurrent_writer_tasks = 6
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[ConformantStore]:
+        url = fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}&order=stream")
+        async with await indexing_dynamodb_store(url).open() as store:
+            assert store.order == "stream"
             yield store
 
 

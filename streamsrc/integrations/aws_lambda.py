@@ -78,13 +78,14 @@ import anyio
 import anyio.lowlevel
 
 from streamsrc.effect import run_effect
-from streamsrc.errors import InvalidEvent
+from streamsrc.errors import CorruptEvent, InvalidEvent
 from streamsrc.events import RecordedEvent, decode_json, recorded_from_json
 from streamsrc.integrations._aws import Malformed, Skipped
 from streamsrc.integrations._kpl import AggregationError, deaggregate, is_aggregated
 from streamsrc.integrations.dynamodb_streams import decode_image
 from streamsrc.projections import Projection, ReadModel
 from streamsrc.store import EventFilter
+from streamsrc.store.dynamodb import commit_events  # the codec alone: no AWS driver
 from streamsrc.stream import Stream
 
 __all__ = [
@@ -166,6 +167,9 @@ def decode_records(record: Any) -> list[BatchItem]:
     if isinstance(record.get("kinesis"), Mapping):
         return _kinesis_records(record["kinesis"])
     if isinstance(record.get("dynamodb"), Mapping):
+        commits = _commit_record(record.get("eventName"), record["dynamodb"])
+        if commits is not None:
+            return commits
         sequence, item = _dynamodb_record(record.get("eventName"), record["dynamodb"])
         return [BatchItem(sequence, None, item)]
     source = record.get("eventSource")
@@ -228,6 +232,23 @@ def _event(data: bytes, what: str) -> RecordedEvent | Malformed:
         return recorded_from_json(decode_json(data))
     except (TypeError, ValueError, InvalidEvent) as exc:
         return Malformed(f"{what} is not a recorded event: {type(exc).__name__}: {exc}")
+
+
+def _commit_record(event_name: object, dynamodb: Mapping[str, Any]) -> list[BatchItem] | None:
+    """The events of a commit item of a DynamoDB store's log table (its index, in ``order=stream``
+    mode), each an item with its position; ``None`` for any other record."""
+    image = dynamodb.get("NewImage")
+    if event_name != "INSERT" or not isinstance(image, Mapping):
+        return None
+    sequence = dynamodb.get("SequenceNumber")
+    sequence = sequence if isinstance(sequence, str) and sequence else None
+    try:
+        events = commit_events(image)
+    except CorruptEvent as exc:
+        return [BatchItem(sequence, None, Malformed(f"DynamoDB Streams record {sequence}: {exc}"))]
+    if events is None:
+        return None
+    return [BatchItem(sequence, i, e) for i, e in enumerate(events)]
 
 
 def _dynamodb_record(event_name: object, dynamodb: Mapping[str, Any]) -> tuple[str | None, Decoded]:

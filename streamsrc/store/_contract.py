@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, Protocol, TypeAlias, runtime_checkable
 
@@ -105,11 +105,15 @@ class AppendResult:
     stream: str
     last_seq: int
     positions: tuple[int, ...]
+    count: int = field(default=0, repr=False, compare=False)
+    """The events written when ``positions`` is empty although events were written: a store whose
+    global order is decided after the append (the DynamoDB store in ``order=stream`` mode; its
+    ``indexed(result)`` gives the positions once known). 0 otherwise: ``len(positions)`` counts them."""
 
     @property
     def first_seq(self) -> int:
         """The seq of the first event of the batch (``last_seq + 1`` for an empty batch)."""
-        return self.last_seq - len(self.positions) + 1
+        return self.last_seq - max(len(self.positions), self.count) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -793,6 +797,8 @@ def check_existing(
         where = expected is ANY or expected is STREAM_EXISTS or start == expected + 1  # type: ignore[operator]
         if placed and where:
             positions = tuple(found[i][2] for i in ids)
+            if 0 in positions:  # stored where positions are given later (not known yet): none
+                return Success(AppendResult(stream, start + len(ids) - 1, (), len(ids)))
             return Success(AppendResult(stream, start + len(ids) - 1, positions))
     dup = next(i for i in ids if i in found)
     return Failure(DuplicateEvent(stream, dup))

@@ -103,12 +103,17 @@ from typing import TYPE_CHECKING, Any
 from streamsrc.store.dynamodb._items import MAX_BATCH as MAX_BATCH
 from streamsrc.store.dynamodb._items import MAX_EVENT_SIZE as MAX_EVENT_SIZE
 from streamsrc.store.dynamodb._items import BatchTooLarge as BatchTooLarge
+from streamsrc.store.dynamodb._items import commit_events as commit_events
 from streamsrc.store.dynamodb._items import event_from_item as event_from_item
 from streamsrc.store.dynamodb._items import is_event_item as is_event_item
 from streamsrc.store.dynamodb._items import table_names as table_names
 from streamsrc.store.dynamodb._settings import Settings as Settings
 
 if TYPE_CHECKING:
+    from streamsrc.store.dynamodb._index import IndexReport as IndexReport
+    from streamsrc.store.dynamodb._index import index_events as index_events
+    from streamsrc.store.dynamodb._index import index_stream as index_stream
+    from streamsrc.store.dynamodb._index import rebuild_index as rebuild_index
     from streamsrc.store.dynamodb._store import DynamoDBStore as DynamoDBStore
     from streamsrc.store.dynamodb._tables import create_tables as create_tables
     from streamsrc.store.dynamodb._tables import store_client as store_client
@@ -118,15 +123,24 @@ __all__ = [
     "MAX_EVENT_SIZE",
     "BatchTooLarge",
     "DynamoDBStore",
+    "IndexReport",
     "Settings",
+    "commit_events",
     "create_tables",
     "event_from_item",
+    "index_events",
+    "index_stream",
     "is_event_item",
+    "rebuild_index",
     "store_client",
     "table_names",
 ]
 
 _DRIVER_PARTS = {
+    "IndexReport": "streamsrc.store.dynamodb._index",
+    "index_events": "streamsrc.store.dynamodb._index",
+    "index_stream": "streamsrc.store.dynamodb._index",
+    "rebuild_index": "streamsrc.store.dynamodb._index",
     "DynamoDBStore": "streamsrc.store.dynamodb._store",
     "create_tables": "streamsrc.store.dynamodb._tables",
     "store_client": "streamsrc.store.dynamodb._tables",

@@ -9,7 +9,9 @@ module.
 
 from __future__ import annotations
 
+import json
 import uuid
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +20,7 @@ from streamsrc.events import RecordedEvent
 from streamsrc.store._contract import EncodedEvent, check_key
 
 __all__ = [
+    "DEFAULT_ORDER",
     "HEAD_KEY",
     "ID_PREFIX",
     "INLINE_BYTES",
@@ -29,16 +32,24 @@ __all__ = [
     "MAX_NAME_BYTES",
     "MAX_TRANSACTION_BYTES",
     "MAX_TRANSACTION_ITEMS",
+    "MODE_KEY",
+    "ORDERS",
+    "SPANS_PREFIX",
     "STREAMS_PK",
+    "STREAM_SHARDS",
+    "TIP_SK",
     "BatchTooLarge",
     "attribute",
     "check_name",
     "checkpoint_key",
+    "commit_events",
     "event_bytes",
     "event_from_item",
     "event_item",
     "is_event_item",
     "log_key",
+    "seq_key",
+    "streams_pk",
     "table_names",
     "text_bytes",
     "too_long",
@@ -68,6 +79,23 @@ STREAMS_PK = "streams"
 """The partition of the stream items in the log table (``sk``: a stream's name)."""
 ID_PREFIX = "id:"
 """The partition key of an id item is this and the event's id."""
+MODE_KEY = {"pk": {"S": "mode"}, "sk": {"S": "0"}}
+"""The key of the item saying the table's order (``order``: ``stream`` or ``global``); a table without
+one was made before the scale-out mode existed and is ``global``."""
+DEFAULT_ORDER = "global"
+"""The order of a table made without ``order=`` in its URL. Still ``global`` while code that creates
+tables without ``order=`` and reads positions from the events table's stream is moved to say
+``order=global``; then ``stream``, the scale-out mode."""
+ORDERS = ("stream", "global")
+"""The modes of a table: ``stream`` (scale-out, indexed after the fact) and ``global`` (head item)."""
+SPANS_PREFIX = "spans:"
+"""Scale mode: the partition key of a stream's index spans is this and the stream's name (``sk``: the
+span's first seq on 20 digits, attribute ``position`` the first position, ``count``), and its indexed
+tip (``sk`` = :data:`TIP_SK`, ``seq`` the last seq indexed)."""
+TIP_SK = "tip"
+"""The sort key of a stream's indexed tip (sorts after every 20-digit span key)."""
+STREAM_SHARDS = 16
+"""Scale mode: the stream registry's partitions (``pk = "streams:<k>"``), so no partition is hot."""
 
 
 class BatchTooLarge(InvalidEvent):
@@ -165,6 +193,50 @@ def event_from_item(item: Mapping[str, Any]) -> RecordedEvent:
         ) from None
 
 
+def commit_events(item: Mapping[str, Any]) -> list[RecordedEvent] | None:
+    """The events of a commit item of the log table (``pk = "log"``), with their positions; ``None`` for
+    any other item. Such items are the global log (in ``order=stream`` mode: the index), so a
+    DynamoDB Streams record of the log table carries events in global order.
+
+    A commit item whose events were too large to copy into it holds none
+    (``CorruptEvent`` says so: read them from the store's ``read_all``).
+
+    >>> item = {"pk": {"S": "log"}, "sk": {"S": "00000000000000000008"}, "stream": {"S": "order-1"},
+    ...         "seq": {"N": "2"}, "position": {"N": "7"},
+    ...         "events": {"S": '[["Paid", "{}", null, "00000000-0000-0000-0000-000000000001", 1],'
+    ...                         ' ["Sent", "{}", null, "00000000-0000-0000-0000-000000000002", 2]]'}}
+    >>> [(e.stream, e.seq, e.position, e.type) for e in commit_events(item)]
+    [('order-1', 2, 7, 'Paid'), ('order-1', 3, 8, 'Sent')]
+    """
+    try:
+        if item["pk"]["S"] != LOG_PK:
+            return None
+    except (KeyError, TypeError):
+        return None
+    try:
+        stream, seq, position = item["stream"]["S"], int(item["seq"]["N"]), int(item["position"]["N"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptEvent(None, None, None, "commit item", f"{type(exc).__name__}: {exc}") from None
+    copy = item.get("events")
+    if copy is None:
+        raise CorruptEvent(
+            stream,
+            seq,
+            position,
+            "commit item",
+            "its events were too large to copy: read them from the store",
+        )
+    try:
+        return [
+            tuple.__new__(RecordedEvent, (stream, seq + k, position + k, kind, data, meta, uuid.UUID(id_), t))
+            for k, (kind, data, meta, id_, t) in enumerate(json.loads(copy["S"]))
+        ]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptEvent(
+            stream, seq, position, "commit item's copy", f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
 def attribute(item: Mapping[str, Any], name: str) -> object:
     """An attribute's value as the item holds it (for messages about a damaged item), or ``None``."""
     try:
@@ -205,6 +277,20 @@ def event_bytes(stream_bytes: int, event: EncodedEvent) -> int:
 def log_key(position: int) -> str:
     """The sort key of the commit item whose last position is ``position`` (20 digits: sorted as numbers)."""
     return f"{position:020d}"
+
+
+def seq_key(seq: int) -> str:
+    """The sort key of a span starting at ``seq`` (20 digits: sorted as numbers)."""
+    return f"{seq:020d}"
+
+
+def streams_pk(stream: str) -> str:
+    """Scale mode: the registry partition of ``stream`` (CRC-32 of its name, :data:`STREAM_SHARDS` ways).
+
+    >>> streams_pk("order-1")
+    'streams:15'
+    """
+    return f"streams:{zlib.crc32(stream.encode('utf-8', 'surrogatepass')) % STREAM_SHARDS}"
 
 
 def table_names(table: str) -> dict[str, str]:

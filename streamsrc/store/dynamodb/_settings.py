@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from streamsrc.errors import InvalidStoreURL
 from streamsrc.store._contract import DEFAULT_PAGE_SIZE
 from streamsrc.store._url import positive_int, redact_url, seconds, url_options
-from streamsrc.store.dynamodb._items import MAX_EVENT_SIZE
+from streamsrc.store.dynamodb._items import MAX_EVENT_SIZE, ORDERS
 
 __all__ = ["Settings"]
 
@@ -42,7 +42,14 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _order(raw: str) -> str:
+    if raw not in ORDERS:
+        raise ValueError(raw)
+    return raw
+
+
 _URL_OPTIONS = {
+    "order": _order,
     "region": _text,
     "endpoint_url": _text,
     "consistent": _boolean,
@@ -76,6 +83,9 @@ class Settings:
     max_event_size: int = MAX_EVENT_SIZE
     timeout: float = 10.0
     retries: int = 5
+    order: str | None = None
+    """``stream`` (scale-out), ``global`` (head item), or ``None``: the table's own (``stream`` for a
+    table made now)."""
 
     @classmethod
     def from_url(cls, url: str) -> Settings:

@@ -23,12 +23,14 @@ from typing import Any, NamedTuple, TypeVar
 import anyio
 import anyio.lowlevel
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from returns.result import Result, Success
 
-from streamsrc.errors import CorruptEvent, InvalidEvent, StoreUnavailable
-from streamsrc.events import RecordedEvent, decode_json, encode_json
+from streamsrc.errors import CorruptEvent, InvalidEvent, StoreError, StoreUnavailable
+from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
     ANY,
     NO_STREAM,
+    AppendResult,
     EncodedEvent,
     EventFilter,
     Expected,
@@ -57,7 +59,10 @@ from streamsrc.store.dynamodb._items import (
     MAX_NAME_BYTES,
     MAX_TRANSACTION_BYTES,
     MAX_TRANSACTION_ITEMS,
+    SPANS_PREFIX,
+    STREAM_SHARDS,
     STREAMS_PK,
+    TIP_SK,
     BatchTooLarge,
     attribute,
     check_name,
@@ -66,6 +71,8 @@ from streamsrc.store.dynamodb._items import (
     event_from_item,
     event_item,
     log_key,
+    seq_key,
+    streams_pk,
     table_names,
     text_bytes,
     too_long,
@@ -78,6 +85,7 @@ from streamsrc.store.dynamodb._tables import (
     create_missing_tables,
     describe,
     error_code,
+    settle_order,
     store_client,
 )
 
@@ -87,9 +95,10 @@ T = TypeVar("T")
 
 _UUID = uuid.UUID
 _new = tuple.__new__
-_MAX_CONTENDED_TRIES = 10_000
-"""Tries of one append that keeps losing the head to other writers before it gives up (each loss means
-another append committed: the table moved on)."""
+_MAX_CONTENDED_TRIES = 200
+"""Tries of one append that keeps losing a race (the head to other writers in ``global`` mode, its
+stream's next seq to other writers of the stream with ``expected=ANY``) before it gives up; each loss
+means another append committed, and the next try waits a jittered, growing pause first."""
 _MAX_KEYS = 100
 """The most keys one ``BatchGetItem`` may ask for."""
 
@@ -133,13 +142,24 @@ class DynamoDBStore(StoreBase):
     >>> server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     >>> server.start()
     >>> url = "dynamodb://doc-shop?region=eu-west-1&endpoint_url=http://{}:{}".format(*server.get_host_and_port())
+    >>> from streamsrc.store.dynamodb import index_stream
     >>> async def main() -> None:
-    ...     async with open_store(url + "&create=true") as store:  # a DynamoDBStore
+    ...     async with open_store(url + "&create=true&order=global") as store:  # positions at once
     ...         print(await store.append("order-1", [EventData("OrderPlaced", {"total": 12})], expected=0))
+    ...         print([(e.stream, e.seq, e.position, e.data) for e in await store.read_all().to_list()])
+    ...     async with open_store(url.replace("doc-shop", "doc-2") + "&create=true&order=stream") as store:
+    ...         result = (await store.append("order-1", [EventData("OrderPlaced", {"total": 12})])).unwrap()
+    ...         print(store.order, result, result.first_seq, await store.read_all().to_list())
+    ...         print(await index_stream(store, "order-1"))  # what the indexer does, from DynamoDB Streams
+    ...         print(await store.indexed(result, timeout=5))
     ...         print([(e.stream, e.seq, e.position, e.data) for e in await store.read_all().to_list()])
     >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):  # moto takes any
     ...     anyio.run(main, backend="asyncio")
     <Success: AppendResult(stream='order-1', last_seq=1, positions=(1,))>
+    [('order-1', 1, 1, {'total': 12})]
+    stream AppendResult(stream='order-1', last_seq=1, positions=()) 1 []
+    IndexReport(indexed=1, skipped=0, stalled={}, head=1)
+    AppendResult(stream='order-1', last_seq=1, positions=(1,))
     [('order-1', 1, 1, {'total': 12})]
     >>> server.stop()
     """
@@ -162,6 +182,9 @@ class DynamoDBStore(StoreBase):
         self._head: int | None = None  # the last head seen: the first guess of the next append
         self._seqs: dict[str, int] = {}  # last seq seen per stream (never ahead of the table)
         self._writing = asyncio.Lock()
+        self.order = settings.order or "global"
+        """``stream`` (scale-out: positions given by the indexer) or ``global`` (the head item); the
+        table's own, known once open."""
         self._flights: set[anyio.CancelScope] = set()  # the work in flight, cancelled by the close
 
     def __repr__(self) -> str:
@@ -182,9 +205,11 @@ class DynamoDBStore(StoreBase):
         try:
             self._client = await stack.enter_async_context(store_client(self.settings))
             if self.settings.create:
-                await create_missing_tables(self._client, self.settings, self.url)
+                made = await create_missing_tables(self._client, self.settings, self.url)
             else:
                 await check_tables(self._client, self.settings, self.url)
+                made = []
+            self.order = await settle_order(self._client, self.settings, self.url, self._log_table in made)
         except BotoCoreError as exc:  # no region, no credentials, ...
             await self.aclose()
             raise StoreUnavailable(f"cannot open {self.url}: {describe(exc)}") from exc
@@ -282,6 +307,101 @@ class DynamoDBStore(StoreBase):
             )
         return inline
 
+    @property
+    def scale(self) -> bool:
+        """Whether the table is in ``order=stream`` (scale-out) mode."""
+        return self.order == "stream"
+
+    async def append(
+        self, stream: str, events: Sequence[EventData], expected: Expected = ANY
+    ) -> Result[AppendResult, StoreError]:
+        """As every store's (see ``StoreBase.append``); in ``order=stream`` mode the result's
+        ``positions`` is empty (the indexer gives them later: :meth:`indexed`) and ``count`` says how
+        many events were written."""
+        return _counted(await super().append(stream, events, expected), len(events))
+
+    async def import_events(
+        self, stream: str, events: Sequence[RecordedEvent]
+    ) -> Result[AppendResult, StoreError]:
+        """As every store's (see ``StoreBase.import_events``); positions as :meth:`append` says."""
+        return _counted(await super().import_events(stream, events), len(events))
+
+    async def indexed(self, result: AppendResult, timeout: float = 10.0) -> AppendResult:  # noqa: ASYNC109
+        """``result`` with its positions, once the indexer has given them (read-your-writes).
+
+        In ``global`` mode (or for a result that has its positions) ``result`` itself. In
+        ``order=stream`` mode, waits until the append's events are in the index, then
+        ``read_all(after=p)`` for any ``p`` below its first position shows them.
+
+        :raises TimeoutError: not indexed within ``timeout`` seconds (is the indexer running?).
+        :raises StoreUnavailable: if the database fails.
+        """
+        if not self.scale or result.positions or not result.count:
+            return result
+        first, last = result.first_seq, result.last_seq
+        pause = 0.005
+        with anyio.fail_after(timeout):
+            while True:
+                tip = await self.guard("indexed", self.indexed_tip(result.stream))
+                if tip >= last:
+                    break
+                await anyio.sleep(pause)
+                pause = min(pause * 2, 0.2)
+        spans = await self.guard("indexed", self._spans(result.stream, first, last))
+        positions = tuple(_position(spans, seq) for seq in range(first, last + 1))
+        return AppendResult(result.stream, last, positions)
+
+    async def indexed_tip(self, stream: str) -> int:
+        """``order=stream`` mode: the last seq of ``stream`` the index holds (0 if none)."""
+        response = await self._call(
+            "reading an indexed tip",
+            "get_item",
+            TableName=self._log_table,
+            Key={"pk": {"S": SPANS_PREFIX + stream}, "sk": {"S": TIP_SK}},
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return int(item["seq"]["N"]) if item else 0
+
+    async def _spans(self, stream: str, low: int, high: int) -> list[tuple[int, int, int]]:
+        """``order=stream`` mode: the index spans ``(first seq, count, first position)`` of ``stream``
+        that hold seqs ``low .. high``, highest first."""
+        query: dict[str, Any] = {
+            "TableName": self._log_table,
+            "KeyConditionExpression": "pk = :p AND sk <= :h",
+            "ExpressionAttributeValues": {
+                ":p": {"S": SPANS_PREFIX + stream},
+                ":h": {"S": seq_key(high)},
+            },
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        spans: list[tuple[int, int, int]] = []
+        while True:
+            response = await self._call("reading index spans", "query", **query)
+            for item in response.get("Items") or []:
+                first, count = int(item["sk"]["S"]), int(item["count"]["N"])
+                if first + count - 1 < low:
+                    return spans
+                spans.append((first, count, int(item["position"]["N"])))
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                return spans
+            query["ExclusiveStartKey"] = start
+
+    async def _with_positions(self, stream: str, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        """``order=stream`` mode: the events of a stream read with their positions from the index
+        (0 for events not indexed yet)."""
+        seqs = [e.seq for e in events]
+        spans = await self._spans(stream, min(seqs), max(seqs))
+        if not spans:
+            return events
+        get = tuple.__getitem__
+        return [
+            _new(RecordedEvent, (stream, e.seq, _position(spans, e.seq), *get(e, slice(3, 8))))
+            for e in events
+        ]
+
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
@@ -291,7 +411,83 @@ class DynamoDBStore(StoreBase):
             )
         inline = self._check_size(stream, batch)
         what = f"append to {stream!r}"
+        if self.scale:
+            return await self._in_flight(what, self._insert_scale(stream, batch, expected, times))
         return await self._in_flight(what, self._insert(stream, batch, expected, times, inline))
+
+    async def _insert_scale(
+        self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
+    ) -> Inserted:
+        """``order=stream`` mode: one transaction of the stream's own items (its events, their id items
+        and, for a new stream, its registry item); no item shared with other streams, no lock."""
+        n = len(batch)
+        current = self._seqs.get(stream)
+        fresh = False
+        if current is None and (expected is ANY or expected is NO_STREAM or expected == 0):
+            current = 0  # a guess, no read: the conditions on the events' seqs check it
+        elif current is None:
+            current, fresh = await self._last_seq(stream), True
+        for attempt in range(_MAX_CONTENDED_TRIES):
+            if check_expected(stream, expected, current) is not None:
+                if not fresh:
+                    current, fresh = await self._last_seq(stream), True
+                    continue
+                return VersionConflict(current)
+            items = self._stream_items(stream, batch, current, times)
+            reasons = await self._transact(stream, items)
+            if reasons is None:
+                self._remember(stream, current + n)
+                return Written(current + n, ())
+            codes = [r.get("Code") for r in reasons]
+            if "ConditionalCheckFailed" in codes[n : 2 * n]:
+                return IdsTaken()
+            current, fresh = await self._last_seq(stream), True
+            if attempt:
+                await _backoff(min(attempt, 5))
+        raise StoreUnavailable(
+            f"append to {stream!r} on {self.url}: other appends to the stream took its next seq "
+            f"{_MAX_CONTENDED_TRIES} times in a row"
+        )
+
+    def _stream_items(
+        self, stream: str, batch: Sequence[EncodedEvent], current: int, times: Sequence[int] | None
+    ) -> list[dict[str, Any]]:
+        events_table, log_table = self._events_table, self._log_table
+        now = now_us()
+        items: list[dict[str, Any]] = []
+        ids: list[dict[str, Any]] = []
+        for k, event in enumerate(batch):
+            seq = current + k + 1
+            items.append(
+                {
+                    "Put": {
+                        "TableName": events_table,
+                        "Item": event_item(stream, seq, 0, event, now if times is None else times[k]),
+                        "ConditionExpression": "attribute_not_exists(#q)",
+                        "ExpressionAttributeNames": {"#q": "seq"},
+                    }
+                }
+            )
+            ids.append(
+                {
+                    "Put": {
+                        "TableName": log_table,
+                        "Item": {
+                            "pk": {"S": ID_PREFIX + str(event.id)},
+                            "sk": {"S": "-"},
+                            "stream": {"S": stream},
+                            "seq": {"N": str(seq)},
+                            "position": {"N": "0"},
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        items += ids
+        if current == 0:
+            registry = {"pk": {"S": streams_pk(stream)}, "sk": {"S": stream}}
+            items.append({"Put": {"TableName": log_table, "Item": registry}})
+        return items
 
     async def _insert(
         self,
@@ -312,6 +508,7 @@ class DynamoDBStore(StoreBase):
             elif current is None:
                 current, fresh = await self._last_seq(stream), True
             head = self._head
+            losses = 0
             for _ in range(_MAX_CONTENDED_TRIES):
                 if check_expected(stream, expected, current) is not None:
                     if not fresh:  # what this store saw last may be old: look again before refusing
@@ -338,7 +535,14 @@ class DynamoDBStore(StoreBase):
                     if head is None or codes[-2] == "ConditionalCheckFailed":
                         head = await self._read_head(True)
                     self._head = head
-        raise StoreUnavailable(f"append to {stream!r} on {self.url} lost the head to other writers too often")
+                    losses += 1
+                    # Back off with jitter: racing again at once makes every loser lose again.
+                    await _backoff(min(losses - 1, 5))
+        raise StoreUnavailable(
+            f"append to {stream!r} on {self.url}: lost the head item to other writers' appends "
+            f"{losses} times in a row (each loss is another append committed first); too many "
+            "writers for order=global: see order=stream"
+        )
 
     def _items(
         self,
@@ -544,6 +748,8 @@ class DynamoDBStore(StoreBase):
         events = list(map(event_from_item, response.get("Items") or []))
         if not events:
             return Page(events, None)
+        if self.scale:
+            events = await self._with_positions(stream, events)
         # What the stream holds at least: the next append to it needs no read of its version.
         self._remember(stream, max(events[0].seq, events[-1].seq))
         return Page(events, events[-1].seq if "LastEvaluatedKey" in response else None)
@@ -616,8 +822,10 @@ class DynamoDBStore(StoreBase):
             response = await self._call("read_all", "query", **query)
             for item in response.get("Items") or []:
                 event = event_from_item(item)
-                if event.position > after and (types is None or event.type in types):
-                    out.append(event)
+                at = position + event.seq - seq  # the commit's (in order=stream mode items hold 0)
+                if at > after and (types is None or event.type in types):
+                    get = tuple.__getitem__
+                    out.append(_new(RecordedEvent, (stream, event.seq, at, *get(event, slice(3, 8)))))
             start = response.get("LastEvaluatedKey")
             if start is None:
                 return
@@ -627,7 +835,15 @@ class DynamoDBStore(StoreBase):
         return await self._read_head(self.consistent)
 
     async def stream_names(self, after: str, size: int) -> list[str]:
-        values = {":p": {"S": STREAMS_PK}}
+        if self.scale:  # the registry's partitions, merged
+            shards = await asyncio.gather(
+                *(self._names(f"streams:{k}", after, size) for k in range(STREAM_SHARDS))
+            )
+            return sorted(name for names in shards for name in names)[:size]
+        return await self._names(STREAMS_PK, after, size)
+
+    async def _names(self, pk: str, after: str, size: int) -> list[str]:
+        values = {":p": {"S": pk}}
         if after:  # a key cannot be compared with the empty string
             values[":a"] = {"S": after}
         response = await self._call(
@@ -760,3 +976,20 @@ def _head_from(reason: Mapping[str, Any]) -> int | None:
 async def _backoff(attempt: int) -> None:
     """Full-jitter exponential backoff: up to 50 ms, 100 ms, 200 ms, ... (at most 2 s)."""
     await asyncio.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+
+
+def _position(spans: Sequence[tuple[int, int, int]], seq: int) -> int:
+    """The position of ``seq`` in the spans that hold it (0: not indexed yet)."""
+    for first, count, position in spans:
+        if first <= seq < first + count:
+            return position + seq - first
+    return 0
+
+
+def _counted(result: Result[AppendResult, StoreError], n: int) -> Result[AppendResult, StoreError]:
+    """An append's result, saying how many events it wrote when it has no positions."""
+    if isinstance(result, Success):
+        value = result.unwrap()
+        if not value.positions and n and not value.count and value.last_seq:
+            return Success(AppendResult(value.stream, value.last_seq, (), n))
+    return result

@@ -20,7 +20,7 @@ from botocore.exceptions import (
 
 from streamsrc.errors import IncompatibleSchema, StoreUnavailable
 from streamsrc.store._url import redact_url
-from streamsrc.store.dynamodb._items import KEYS, table_names
+from streamsrc.store.dynamodb._items import DEFAULT_ORDER, KEYS, MODE_KEY, table_names
 from streamsrc.store.dynamodb._settings import Settings
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "create_tables",
     "describe",
     "error_code",
+    "settle_order",
     "store_client",
 ]
 
@@ -122,7 +123,9 @@ async def create_missing_tables(client: Any, settings: Settings, shown: str) -> 
 
     async def create(role: str, name: str) -> str | None:
         try:
-            streams = role == "events" and settings.streams
+            # The log table's stream, in order=stream mode, shows the index: projections on Lambda.
+            scale = (settings.order or DEFAULT_ORDER) == "stream"
+            streams = settings.streams and (role == "events" or (role == "log" and scale))
             response = await client.create_table(**_definition(name, KEYS[role], streams))
             table: dict[str, Any] | None = response.get("TableDescription")
             made: str | None = name
@@ -146,6 +149,44 @@ async def create_missing_tables(client: Any, settings: Settings, shown: str) -> 
     except DRIVER_ERRORS as exc:
         raise StoreUnavailable(f"cannot create the tables of {shown}: {describe(exc)}") from exc
     return [name for name in made if name is not None]
+
+
+async def settle_order(client: Any, settings: Settings, shown: str, made: bool) -> str:
+    """The table's order (``stream`` or ``global``), recorded in its mode item.
+
+    A log table made just now (``made``) records the URL's order (or
+    :data:`DEFAULT_ORDER`); one without a mode item was made before the modes
+    existed and is ``global``. A URL asking for the other order is refused
+    with ``IncompatibleSchema`` naming both: the two keep different items.
+    """
+    log = table_names(settings.table)["log"]
+    try:
+        response = await client.get_item(TableName=log, Key=MODE_KEY, ConsistentRead=True)
+        item = response.get("Item")
+        if item is None and made:
+            wanted = settings.order or DEFAULT_ORDER
+            try:
+                await client.put_item(
+                    TableName=log,
+                    Item={**MODE_KEY, "order": {"S": wanted}},
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+                item = {"order": {"S": wanted}}
+            except ClientError as exc:
+                if error_code(exc) != "ConditionalCheckFailedException":
+                    raise
+                response = await client.get_item(TableName=log, Key=MODE_KEY, ConsistentRead=True)
+                item = response.get("Item")
+    except DRIVER_ERRORS as exc:
+        raise StoreUnavailable(f"cannot open {shown}: {describe(exc)}") from exc
+    order = "global" if item is None else str(item.get("order", {}).get("S", "global"))
+    if settings.order is not None and settings.order != order:
+        raise IncompatibleSchema(
+            f"the tables of {shown} were made in order={order} mode, and the URL asks for "
+            f"order={settings.order}: open them with order={order} (or without order=), or copy the "
+            "events to new tables (streamsrc.migrate.copy)"
+        )
+    return order
 
 
 async def check_tables(client: Any, settings: Settings, shown: str) -> None:
@@ -197,6 +238,8 @@ async def create_tables(url: str) -> list[str]:
         raise StoreUnavailable(f"{shown}: the DynamoDB store (aiobotocore) runs on asyncio only") from None
     try:
         async with store_client(settings) as client:
-            return await create_missing_tables(client, settings, shown)
+            made = await create_missing_tables(client, settings, shown)
+            await settle_order(client, settings, shown, table_names(settings.table)["log"] in made)
+            return made
     except (NoRegionError, NoCredentialsError) as exc:
         raise StoreUnavailable(f"cannot create the tables of {shown}: {describe(exc)}") from exc
