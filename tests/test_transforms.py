@@ -236,7 +236,7 @@ async def test_a_missing_key_fails_one_event_of_a_projection_never_the_projectio
     reader = TransformingStore(inner, [AesGcm({"k2": K2}, "k2")])
 
     def total(n: int, events: list[RecordedEvent]) -> int:
-        return n + sum(e.data["n"] for e in events)
+        return n + sum(int(e.data["n"]) for e in events)
 
     model = MemoryReadModel(0)
     await Projector[Any](reader, Projection("total", total), model, on_error=DeadLetters()).catch_up()
