@@ -287,22 +287,26 @@ class Pipeline:
         """
         if metadata is None or TRANSFORMS not in metadata:
             return data, metadata
-        applied = metadata[TRANSFORMS]
         rest = {k: v for k, v in metadata.items() if k != TRANSFORMS} or None
-        if not isinstance(applied, list) or not all(
-            isinstance(a, list) and a and all(isinstance(x, str) for x in a) for a in applied
-        ):
+        return self.undo(data, metadata[TRANSFORMS], context, where), rest
+
+    def undo(self, data: Any, applied: Any, context: bytes, where: tuple[Any, ...] = (None,) * 3) -> Any:
+        """The data before the transforms ``applied`` (a ``$transforms`` list); errors as :meth:`decode`."""
+        if type(applied) is not list or not applied:
             raise _corrupt(where, "metadata", f"{TRANSFORMS} is not a list of [name, *args] lists")
+        readers = self.readers
+        for step in applied:
+            if type(step) is not list or not step or type(step[0]) is not str:
+                raise _corrupt(where, "metadata", f"{TRANSFORMS} is not a list of [name, *args] lists")
+            if step[0] not in readers:
+                raise UnknownTransform(where[0], where[1], where[2], step[0])
         if type(data) is not dict or type(data.get(TRANSFORMED)) is not str:
             raise _corrupt(where, "data", f"a transformed payload is {{{TRANSFORMED!r}: base64}}")
-        for step in applied:
-            if step[0] not in self.readers:
-                raise UnknownTransform(where[0], where[1], where[2], step[0])
         try:
-            payload = base64.b64decode(data[TRANSFORMED], validate=True)
-            for name, *args in reversed(applied):
-                payload = self.readers[name].decode(payload, args, context)
-            return decode_json(payload.decode("utf-8")), rest
+            payload = binascii.a2b_base64(data[TRANSFORMED], strict_mode=True)
+            for step in reversed(applied):
+                payload = readers[step[0]].decode(payload, step[1:], context)
+            return decode_json(payload)
         except StoreError:
             raise
         except (ValueError, binascii.Error, TypeError, RecursionError) as exc:
@@ -348,7 +352,7 @@ class _Payload:
                     data = decode_json(data)
                 except ValueError as exc:
                     raise _corrupt(where, "data", f"{type(exc).__name__}: {exc}") from None
-        return self.pipeline.decode(data, self.metadata, self.context, where)[0]
+        return self.pipeline.undo(data, self.metadata[TRANSFORMS], self.context, where)
 
     def __repr__(self) -> str:
         return f"<transformed: {self.metadata.get(TRANSFORMS)!r}>"
