@@ -24,6 +24,7 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
         │   ├── UndecodableEvent        its data does not fit the codec's class (also an InvalidEvent)
         │   └── UnknownTransform        its metadata names a payload transform this reader does not have
         ├── KeyUnavailable          the key an event was encrypted with is missing or not the right one
+        ├── CheckpointMoved         a compare-and-set checkpoint save found the checkpoint elsewhere
         └── IncompatibleSchema      the store was made by a newer streamsrc, or is not a streamsrc store
 
 Every append failure is one of the ``StoreError`` values, returned inside a
@@ -33,6 +34,7 @@ Every append failure is one of the ``StoreError`` values, returned inside a
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointMoved",
     "Conflict",
     "CorruptEvent",
     "DuplicateEvent",
@@ -312,6 +314,32 @@ class KeyUnavailable(StoreError):
         super().__init__(f"encryption key {key_id!r} {what}")
         self.key_id = key_id
         self.reason = reason
+
+
+class CheckpointMoved(StoreError):
+    """A checkpoint saved with ``expected=`` (a compare-and-set) was not at ``expected``: nothing saved.
+
+    ``found`` is where the checkpoint is (0: none saved). Another runner moved
+    it: the caller no longer owns what the checkpoint tracks.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.save_checkpoint("emails", 10, expected=0)
+    ...     try:
+    ...         await store.save_checkpoint("emails", 20, expected=5)
+    ...     except CheckpointMoved as exc:
+    ...         print(exc, exc.found)
+    >>> anyio.run(main)
+    checkpoint 'emails' is at 10, not at 5 as expected: not saved 10
+    """
+
+    def __init__(self, name: str, expected: int, found: int) -> None:
+        super().__init__(f"checkpoint {name!r} is at {found}, not at {expected} as expected: not saved")
+        self.name = name
+        self.expected = expected
+        self.found = found
 
 
 class IncompatibleSchema(StoreError):

@@ -68,11 +68,11 @@ class FailingCheckpoints(MemoryStore):
         self.error = error
         self.saves = 0
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
         self.saves += 1
         if self.saves in self.failing:
             raise self.error()
-        await super().save_checkpoint(name, position)
+        await super().save_checkpoint(name, position, expected)
 
 
 class FailingReads(MemoryStore):

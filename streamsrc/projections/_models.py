@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from streamsrc.effect import run_effect
-from streamsrc.errors import ProjectionOwnedElsewhere
+from streamsrc.errors import CheckpointMoved, ProjectionOwnedElsewhere
 from streamsrc.events import RecordedEvent
 from streamsrc.projections._leases import Fence
 from streamsrc.store import CheckpointStore
@@ -377,14 +377,15 @@ class CallbackReadModel:
         return {}
 
     async def _save(self, name: str, position: int, expected: int | None, fence: Fence | None) -> None:
-        # The store's checkpoint has no compare-and-set yet: check, then save (a narrow race remains).
         if fence is not None:
             await fence.check(name)
-        if expected is not None:
-            current = await self.checkpoints.load_checkpoint(name)
-            if current != expected:
-                raise ProjectionOwnedElsewhere(name, expected, current)
-        await self.checkpoints.save_checkpoint(name, position)
+        if expected is None:
+            await self.checkpoints.save_checkpoint(name, position)
+        else:
+            try:  # a compare-and-set the store decides: two runners never both move it
+                await self.checkpoints.save_checkpoint(name, position, expected=expected)
+            except CheckpointMoved as moved:
+                raise ProjectionOwnedElsewhere(name, expected, moved.found) from None
         if self._unsaved.get(name, position) <= position:
             self._unsaved.pop(name, None)
 

@@ -284,9 +284,14 @@ class CheckpointStore(Protocol):
         """
         ...
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
+    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
         """Save ``position`` as the checkpoint of ``name``.
 
+        With ``expected`` (``0``: no checkpoint saved yet), a compare-and-set:
+        saved only if the checkpoint is at ``expected``, decided atomically by
+        the database.
+
+        :raises CheckpointMoved: with ``expected``, the checkpoint was elsewhere (nothing saved).
         :raises InvalidEvent: ``name`` is not a usable name.
         :raises StoreUnavailable: if the database fails.
         """

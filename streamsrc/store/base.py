@@ -57,7 +57,7 @@ import anyio
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import StoreError, StoreUnavailable
+from streamsrc.errors import CheckpointMoved, StoreError, StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
     ANY,
@@ -319,6 +319,13 @@ class StoreBase(ABC):
     @abstractmethod
     async def read_checkpoint(self, name: str) -> int | None:
         """Checkpoint ``name``, or ``None`` if none was saved."""
+
+    async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
+        """Save ``position`` as checkpoint ``name`` only if it is at ``expected`` (0: none saved),
+        atomically; whether it was saved. A backend without it takes no compare-and-set checkpoints."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no compare-and-set checkpoints (swap_checkpoint)"
+        )
 
     async def close(self) -> None:  # noqa: B027 (a backend with nothing to release needs no override)
         """Release the backend's resources; called once, shielded from cancellation."""
@@ -589,11 +596,20 @@ class StoreBase(ABC):
         value = await self.guard("load_checkpoint", self.read_checkpoint(name))
         return 0 if value is None else value
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        """Save ``position`` as the checkpoint of ``name``.
+    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
+        """Save ``position`` as the checkpoint of ``name``; with ``expected`` (0: none saved yet), only
+        if the checkpoint is there (a compare-and-set, decided by the database).
 
+        :raises CheckpointMoved: with ``expected``, the checkpoint was elsewhere (nothing saved).
         :raises InvalidEvent: ``name`` is not a usable name.
         :raises StoreUnavailable: if the database fails.
         """
         check_key(name, "checkpoint name")
-        await self.guard("save_checkpoint", self.write_checkpoint(name, position, now_us()))
+        if expected is None:
+            await self.guard("save_checkpoint", self.write_checkpoint(name, position, now_us()))
+            return
+        swapped = await self.guard(
+            "save_checkpoint", self.swap_checkpoint(name, expected, position, now_us())
+        )
+        if not swapped:
+            raise CheckpointMoved(name, expected, await self.load_checkpoint(name))

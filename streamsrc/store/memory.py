@@ -149,6 +149,13 @@ class MemoryStore(StoreBase):
         await anyio.lowlevel.checkpoint()
         return self._checkpoints.get(name)
 
+    async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
+        await anyio.lowlevel.checkpoint()  # then no await between the check and the write
+        if self._checkpoints.get(name, 0) != expected:
+            return False
+        self._checkpoints[name] = position
+        return True
+
 
 _Row = tuple[str, int, int, str, str, str | None, uuid.UUID, datetime]
 _event: Callable[[_Row], RecordedEvent] = partial(tuple.__new__, RecordedEvent)

@@ -70,6 +70,7 @@ from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
 from streamsrc.errors import (
+    CheckpointMoved,
     DuplicateEvent,
     EventTooLarge,
     InvalidEvent,
@@ -1376,6 +1377,42 @@ class CheckpointStoreConformance(_Suite):
         await store.save_checkpoint("projection ünï 🎉 '; --", 7)
         assert await store.load_checkpoint("projection ünï 🎉 '; --") == 7
         assert await store.load_checkpoint("projection") == 3
+
+    async def test_a_checkpoint_saved_with_expected_is_a_compare_and_set(
+        self, store: CheckpointStore
+    ) -> None:
+        await store.save_checkpoint("cas", 10, expected=0)  # none saved yet
+        assert await store.load_checkpoint("cas") == 10
+        with pytest.raises(CheckpointMoved) as moved:
+            await store.save_checkpoint("cas", 20, expected=0)
+        assert (moved.value.expected, moved.value.found) == (0, 10)
+        with pytest.raises(CheckpointMoved) as moved:
+            await store.save_checkpoint("cas", 5, expected=7)
+        assert moved.value.found == 10
+        assert await store.load_checkpoint("cas") == 10  # nothing saved by a failed swap
+        await store.save_checkpoint("cas", 25, expected=10)
+        assert await store.load_checkpoint("cas") == 25
+        await store.save_checkpoint("cas", 30)  # without expected: saved wherever it was
+        assert await store.load_checkpoint("cas") == 30
+
+    async def test_of_runners_racing_to_move_a_checkpoint_exactly_one_wins(
+        self, store: CheckpointStore
+    ) -> None:
+        await store.save_checkpoint("race", 100, expected=0)
+        won: list[int] = []
+
+        async def runner(n: int) -> None:
+            try:
+                await store.save_checkpoint("race", 100 + n, expected=100)
+            except CheckpointMoved:
+                return
+            won.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(1, 9):
+                tg.start_soon(runner, n)
+        assert len(won) == 1
+        assert await store.load_checkpoint("race") == 100 + won[0]
 
 
 class ImportingStoreConformance(_Suite):

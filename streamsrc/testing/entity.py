@@ -414,8 +414,8 @@ class ScriptedStore(ForwardedReads):
     async def load_checkpoint(self, name: str) -> int:
         return await self.inner.load_checkpoint(name)
 
-    async def save_checkpoint(self, name: str, position: int) -> None:
-        await self.inner.save_checkpoint(name, position)
+    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
+        await self.inner.save_checkpoint(name, position, expected)
 
 
 # ---------------------------------------------------------------------------------------- helpers

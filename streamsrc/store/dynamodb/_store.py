@@ -922,6 +922,31 @@ class DynamoDBStore(StoreBase):
         }
         await self._call("save_checkpoint", "put_item", TableName=self.tables["checkpoints"], Item=item)
 
+    async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
+        check_name(name, "checkpoint name")
+        item = {
+            "name": {"S": checkpoint_key(name)},
+            "position": {"N": str(position)},
+            "time": {"N": str(time_us)},
+        }
+        condition = "#p = :expected" + (" OR attribute_not_exists(#p)" if expected == 0 else "")
+        try:
+            await self._call(
+                "save_checkpoint",
+                "put_item",
+                raw_errors=True,
+                TableName=self.tables["checkpoints"],
+                Item=item,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#p": "position"},
+                ExpressionAttributeValues={":expected": {"N": str(expected)}},
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise StoreUnavailable(f"save_checkpoint on {self.url} failed: {describe(exc)}") from exc
+        return True
+
     async def read_checkpoint(self, name: str) -> int | None:
         if too_long(name):
             return None
