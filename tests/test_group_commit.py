@@ -220,3 +220,22 @@ async def test_imports_queued_together_each_get_their_own_answer(store: StoreBas
     assert isinstance(results[8].failure(), WrongExpectedVersion)
     events = await _log(store)
     assert sorted((e.id, e.time) for e in events) == sorted((e.id, e.time) for e in recorded)
+
+
+async def test_a_task_appending_in_a_loop_is_cancelled_like_any_other(store: StoreBase) -> None:
+    """The leader of a group runs shielded; a lone writer, always the leader, must still see its
+    cancellation at its next append (it looped for ever once)."""
+    enough = anyio.Event()
+
+    async def loop() -> None:
+        for n in range(1, 1_000_000):
+            assert isinstance(await store.append("loop", [EventData("E", {})]), Success)
+            if n == 20:
+                enough.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(loop)
+            await enough.wait()
+            tg.cancel_scope.cancel()
+    assert len(await store.read("loop").to_list()) >= 20

@@ -350,6 +350,104 @@ async def test_appends_fail_as_values_while_the_server_is_down_and_work_after_re
             await drop_database(cluster.url, "outage")
 
 
+async def test_a_restart_mid_group_gives_each_of_16_writers_its_own_answer_and_loses_nothing(
+    cluster: ThrowawayCluster,
+) -> None:
+    """16 writers: their appends go to the server in groups (issue 15); the server stops while
+    groups are in flight and comes back; the store rides it out (``retry_for``), re-sending a
+    group whose fate it did not hear: appends it had committed are recognised by their ids."""
+    url = await create_database(cluster.url, "outage_group")
+    outcomes: list[tuple[float, Batch, Result[AppendResult, StoreError]]] = []
+    raised: list[BaseException] = []
+    try:
+        async with open_store(url + "?timeout=2&pool_max=4&retry_for=10") as store:
+            restarted_at = float("inf")
+            running, recovered = anyio.Event(), anyio.Event()
+
+            async def writer(w: int) -> None:
+                i = 0
+                while True:
+                    batch: Batch = (
+                        f"w{w}-{i}",
+                        [EventData("E", {"w": w, "i": i, "k": k}) for k in range(1 + i % 3)],
+                    )
+                    try:
+                        result = await store.append(batch[0], batch[1], NO_STREAM)
+                    except Exception as exc:  # an append must not raise: recorded, the test fails
+                        raised.append(exc)
+                        result = Failure(StoreUnavailable(repr(exc)))
+                    outcomes.append((time.monotonic(), batch, result))
+                    if len(outcomes) >= 100:
+                        running.set()
+                    if sum(o[0] > restarted_at for o in outcomes) >= 100:
+                        recovered.set()
+                    i += 1
+
+            async with anyio.create_task_group() as tg:
+                for w in range(16):
+                    tg.start_soon(writer, w)
+                with anyio.fail_after(40):
+                    await running.wait()
+                    await anyio.to_thread.run_sync(cluster.stop)  # fast: ends the sessions
+                    await anyio.sleep(0.5)
+                    await anyio.to_thread.run_sync(cluster.start)
+                    restarted_at = time.monotonic()
+                    await recovered.wait()
+                tg.cancel_scope.cancel()
+
+            assert not raised, raised
+            failures = [o[2].failure() for o in outcomes if isinstance(o[2], Failure)]
+            assert all(isinstance(f, StoreUnavailable) for f in failures), failures
+            log = await store.read_all().to_list()
+            assert [e.position for e in log] == list(range(1, len(log) + 1))
+            present = {e.id: e for e in log}
+            assert len(present) == len(log)
+            for _, (stream, events), result in outcomes:
+                ids = [e.id for e in events]
+                found = [i in present for i in ids]
+                assert all(found) or not any(found), f"half-written batch {stream}: {found}"
+                if isinstance(result, Success):
+                    assert all(found), f"acknowledged append to {stream} missing"
+                    assert result.unwrap().positions == tuple(present[i].position for i in ids)
+                    assert [present[i].stream for i in ids] == [stream] * len(ids)
+            print(f"restart mid-group: {len(outcomes)} appends, {len(failures)} failed")
+    finally:
+        if cluster.running:
+            await drop_database(cluster.url, "outage_group")
+
+
+async def test_a_version_2_database_is_upgraded_in_place_to_group_commit(postgres_database: str) -> None:
+    async with open_store(postgres_database) as store:
+        await store.append("s", [EventData("A", {"n": 1})])
+        before = await store.read_all().to_list()
+    # what version 2 left: no group function
+    await _execute(
+        postgres_database,
+        "UPDATE streamsrc_meta SET value = '2' WHERE key = 'schema_version';"
+        "DROP FUNCTION streamsrc_append_group"
+        "(TEXT[], BIGINT[], INT[], UUID[], TEXT[], TEXT[], TEXT[], BIGINT[]);",
+    )
+    async with open_store(postgres_database) as store:
+        assert await store.read_all().to_list() == before
+        results: list[Result[AppendResult, StoreError]] = []
+
+        async def one(i: int) -> None:
+            results.append(await store.append(f"g-{i}", [EventData("G", {"i": i})], NO_STREAM))
+
+        async with anyio.create_task_group() as tg:  # the first goes alone, the others as a group
+            for i in range(8):
+                tg.start_soon(one, i)
+        assert all(isinstance(r, Success) for r in results), results
+        log = await store.read_all().to_list()
+        assert [e.position for e in log] == list(range(1, 10))
+    assert await _fetch(
+        postgres_database, "SELECT value FROM streamsrc_meta WHERE key = 'schema_version'"
+    ) == [(str(SCHEMA_VERSION),)]
+    assert await _fetch(
+        postgres_database, "SELECT count(*) FROM pg_proc WHERE proname = 'streamsrc_append_group'"
+    ) == [(1,)]
+
+
 async def test_notify_still_wakes_subscriptions_after_a_restart(cluster: ThrowawayCluster) -> None:
     url = await create_database(cluster.url, "listen")
     try:

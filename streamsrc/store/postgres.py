@@ -78,6 +78,7 @@ from functools import lru_cache, partial
 from typing import Any, ClassVar, TypeVar
 
 import anyio
+import anyio.lowlevel
 import asyncpg
 
 from streamsrc.errors import IncompatibleSchema, StoreUnavailable
@@ -270,6 +271,12 @@ _SAVE_CHECKPOINT = (
     "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time"
 )
 _LOAD_CHECKPOINT = "SELECT position FROM checkpoints WHERE name = $1"
+_CREATE_CHECKPOINT = (  # a compare-and-set from 0: a missing row counts as position 0
+    "INSERT INTO checkpoints (name, position, time) VALUES ($1, $2, $3) "
+    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time "
+    "WHERE checkpoints.position = 0"
+)
+_MOVE_CHECKPOINT = "UPDATE checkpoints SET position = $2, time = $3 WHERE name = $1 AND position = $4"
 
 CONNECTION_ERRORS = (
     OSError,
@@ -626,6 +633,9 @@ class PostgresStore(StoreBase):
         committed the first of them leads the next one.
         """
         self._get_pool()  # refuse at once when the store is closed
+        # The lead runs shielded: a caller already cancelled must not take it (a loop of appends
+        # that always leads would never see its cancellation).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         item = _Waiting((stream, batch, expected, times))
         self._queue.append(item)
         if not self._leading:
@@ -796,6 +806,17 @@ class PostgresStore(StoreBase):
             "load_checkpoint", lambda conn: conn.fetchval(_LOAD_CHECKPOINT, name, timeout=self._timeout)
         )
         return None if value is None else int(value)
+
+    async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
+        sql, args = (
+            (_CREATE_CHECKPOINT, (name, position, time_us))
+            if expected == 0
+            else (_MOVE_CHECKPOINT, (name, position, time_us, expected))
+        )
+        status = await self._run(
+            "save_checkpoint", lambda conn: conn.execute(sql, *args, timeout=self._timeout)
+        )
+        return str(status).endswith(" 1")  # 'INSERT 0 1' / 'UPDATE 1': moved; '... 0': it was elsewhere
 
     # -- beyond the contract
 

@@ -58,6 +58,7 @@ from functools import partial
 from typing import Any, ClassVar, Self
 
 import anyio
+import anyio.lowlevel
 from returns.result import Failure, Result, Success
 
 from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
@@ -275,6 +276,9 @@ class SqliteStore(StoreBase):
         queue, and when the group is committed the first of them leads the next one.
         """
         self._writes()  # refuse at once when the store is not open
+        # The lead runs shielded: a caller already cancelled must not take it (a loop of appends
+        # that always leads would never see its cancellation).
+        await anyio.lowlevel.checkpoint_if_cancelled()
         item = _Waiting((stream, batch, expected, times))
         self._queue.append(item)
         if not self._leading:
@@ -364,6 +368,22 @@ class SqliteStore(StoreBase):
         sql = "SELECT position FROM checkpoints WHERE name = ?"
         rows = await self._reads().call(lambda c: c.execute(sql, (name,)).fetchall())
         return int(rows[0][0]) if rows else None
+
+    async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
+        def swap(conn: sqlite3.Connection) -> bool:
+            if expected == 0:  # none saved yet (or one at 0: the same thing to a reader)
+                sql = (
+                    "INSERT INTO checkpoints (name, position, time) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time "
+                    "WHERE checkpoints.position = 0"
+                )
+                return conn.execute(sql, (name, position, time_us)).rowcount == 1
+            sql = "UPDATE checkpoints SET position = ?, time = ? WHERE name = ? AND position = ?"
+            return conn.execute(sql, (position, time_us, name, expected)).rowcount == 1
+
+        return await self._writes().call(
+            lambda conn: write_transaction(conn, lambda: swap(conn)), shield=True
+        )
 
     # -- transactions
 
