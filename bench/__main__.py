@@ -65,7 +65,7 @@ TITLES = {
     "projection_parallel": "Projections: N streams at once (I/O-bound), worker processes, lease overhead",
     "store_postgres": "PostgreSQL event store vs raw asyncpg",
     "store_dynamodb": "DynamoDB event store vs raw aiobotocore (moto's server)",
-    "dynamodb_scale": "DynamoDB appends by writers in each mode, and the order=stream indexer (moto + latency)",
+    "dynamodb_scale": "DynamoDB appends by writers in each mode, and the order=stream indexer (moto+latency)",
     "store_writers": "Concurrent writers (group commit) on SQLite and PostgreSQL (fsync on) vs raw loops",
     "kinesis_moto": "Kinesis sink vs raw put_records (moto's server)",
     "migrate": "streamsrc.migrate.copy vs a raw sqlite3 copy loop",
