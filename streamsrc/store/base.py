@@ -388,7 +388,8 @@ class StoreBase(ABC):
             ``InvalidEvent``, ``EventTooLarge`` or ``StoreUnavailable``.
         :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
         """
-        check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before anything
+        if type(expected) is not int or expected < 0:  # a plain version is fine (the common case)
+            check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before anything
         encoded = encode_batch(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded

@@ -641,6 +641,7 @@ class PostgresStore(StoreBase):
         if not self._leading:
             self._leading = True
             await self._lead()
+            await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: now that it is settled
             return item.answer()
         try:
             await item.done.wait()
@@ -656,6 +657,7 @@ class PostgresStore(StoreBase):
             raise
         if not item.taken:  # woken to lead the next group, its own in it
             await self._lead()
+            await anyio.lowlevel.checkpoint_if_cancelled()
         return item.answer()
 
     async def _lead(self) -> None:
