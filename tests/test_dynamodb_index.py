@@ -301,3 +301,48 @@ async def test_migrate_copy_both_ways_through_the_index(store: DynamoDBStore) ->
     back = MemoryStore()
     await copy(store, back)  # out of order=stream: its index is its global log
     assert await back.read_all().to_list() == await store.read_all().to_list()
+
+
+async def test_global_mode_losers_back_off_and_give_up_after_bounded_tries_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamsrc.store.dynamodb import _store
+
+    url = fresh_dynamodb_url("order=global")
+    async with open_store(url):
+        pass
+    stores = [await DynamoDBStore(url).open() for _ in range(6)]
+    pauses: list[int] = []
+    backoff = _store._backoff
+
+    async def counted(attempt: int) -> None:
+        pauses.append(attempt)
+        await backoff(attempt)
+
+    monkeypatch.setattr(_store, "_backoff", counted)
+    monkeypatch.setattr(_store, "_MAX_CONTENDED_TRIES", 2)
+    try:
+        for store in stores:  # each has seen head 0: their first tries race for the same head
+            await store._read_head(True)
+        results = await gather_appends(stores)
+    finally:
+        for store in stores:
+            await store.aclose()
+    failed = [r.failure() for r in results if not isinstance(r, Success)]
+    assert pauses  # a lost race waits before it tries again
+    assert len(results) - len(failed) >= 1
+    for error in failed:
+        assert "lost the head item to other writers' appends 2 times in a row" in str(error)
+        assert "order=stream" in str(error)
+
+
+async def gather_appends(stores: list[DynamoDBStore]) -> list[Any]:
+    results: list[Any] = [None] * len(stores)
+
+    async def one(k: int) -> None:
+        results[k] = await stores[k].append(f"g-{k}", [EventData("E", {})])
+
+    async with anyio.create_task_group() as tasks:
+        for k in range(len(stores)):
+            tasks.start_soon(one, k)
+    return results
