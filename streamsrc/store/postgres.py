@@ -626,23 +626,22 @@ class PostgresStore(StoreBase):
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
-        """Queue the append for the next group commit (see the module docs) and wait for its outcome.
+        """Write the append alone if no group is in flight; else queue it for the next group.
 
-        The first caller to find no group in flight leads: it sends every append queued so far
-        (its own included) in one call; callers arriving meanwhile queue, and when the group is
-        committed the first of them leads the next one.
+        The first caller to find nothing in flight sends its append alone, as without group
+        commit; callers arriving meanwhile queue, and when it is done the first of them leads
+        the next group: every append queued by then, in one transaction. Each later group is
+        led the same way by the first caller that queued while the previous one was in flight.
         """
         self._get_pool()  # refuse at once when the store is closed
-        # The lead runs shielded: a caller already cancelled must not take it (a loop of appends
-        # that always leads would never see its cancellation).
-        await anyio.lowlevel.checkpoint_if_cancelled()
+        if not self._leading:  # alone: straight to the database, as without group commit
+            self._leading = True
+            try:
+                return await self._insert_one(stream, batch, expected, times)
+            finally:
+                self._pass_lead()
         item = _Waiting((stream, batch, expected, times))
         self._queue.append(item)
-        if not self._leading:
-            self._leading = True
-            await self._lead()
-            await anyio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: now that it is settled
-            return item.answer()
         try:
             await item.done.wait()
         except anyio.get_cancelled_exc_class():
@@ -677,12 +676,16 @@ class PostgresStore(StoreBase):
             for item, outcome in zip(group, outcomes, strict=True):
                 item.outcome = outcome
                 item.done.set()
-            if self._queue:
-                successor = self._queue[0]
-                successor.lead = True
-                successor.done.set()
-            else:
-                self._leading = False
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """Wake the first waiting caller to lead the next group, or leave the lead free."""
+        if self._queue:
+            successor = self._queue[0]
+            successor.lead = True
+            successor.done.set()
+        else:
+            self._leading = False
 
     async def _insert_group(self, group: list[_AppendArgs]) -> list[Inserted | BaseException]:
         """A group of appends in one call of ``streamsrc_append_group``; if the server refuses
