@@ -93,6 +93,12 @@ Expected: TypeAlias = int | ExpectedVersion
 class AppendResult:
     """A successful append: the stream's new last ``seq`` and the global positions written.
 
+    ``positions`` is empty, though events were written, on a store that gives
+    positions after the append (the DynamoDB store in ``order=stream`` mode: an
+    indexer gives them; ``count`` then says how many events were written and
+    ``await store.indexed(result)`` waits for their positions). Code that uses
+    ``positions`` must accept that; ``first_seq`` and ``last_seq`` are always right.
+
     >>> import anyio
     >>> from streamsrc.events import EventData
     >>> from streamsrc.store.memory import MemoryStore
