@@ -24,7 +24,9 @@ import io
 import json
 import os
 import re
+import shutil
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
@@ -120,23 +122,81 @@ def _time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def _width() -> int | None:
+    """The width tables fit: ``COLUMNS`` if set, else the terminal's; ``None`` (no limit, names whole)
+    when stdout is a pipe or a file."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _cell(text: str, width: int, align: str = "<") -> str:
+    """``text`` in a column ``width`` wide, cut with an ellipsis when longer (never silently).
+
+    >>> _cell("tenant-acme-corp-invoice-2026-000123-line-items", 24)
+    'tenant-acme-corp-invoic…'
+    >>> _cell("user-1", 8) + "|", _cell("42", 5, ">")
+    ('user-1  |', '   42')
+    """
+    if len(text) > width:
+        text = text[: max(0, width - 1)] + "…"
+    return f"{text:{align}{width}}"
+
+
+def _fit(wanted: Sequence[int], least: Sequence[int], room: int | None) -> list[int]:
+    """Widths of the columns that shrink: ``wanted`` each when there is room (or no limit), else
+    cut in proportion, never below ``least``.
+
+    >>> _fit([40, 24], [10, 8], None), _fit([40, 24], [10, 8], 100), _fit([40, 24], [10, 8], 32)
+    ([40, 24], [40, 24], [20, 12])
+    """
+    if room is None or sum(wanted) <= room:
+        return list(wanted)
+    total = sum(wanted)
+    return [max(low, want * room // total) for want, low in zip(wanted, least, strict=True)]
+
+
 class _EventPrinter:
-    """Events as an aligned table (header first) or as JSON lines (``--json``)."""
+    """Events as an aligned table (header first) fitted to the terminal, or as JSON lines (``--json``).
+
+    Stream and type names cut to fit end with an ellipsis; through a pipe (no
+    terminal, no ``COLUMNS``) nothing is cut.
+    """
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
         self.header = False
+        self.count = 0
+        width = _width()
+        fixed = 8 + 2 + 1 + 5 + 2 + 1 + 24 + 1  # position, seq, time and the spaces between
+        self.limit = width is not None
+        room = None if width is None else max(width - fixed, 24)
+        names = None if room is None else room - min(20, room // 3)  # the rest is the data's
+        self.stream_w, self.type_w = _fit([24, 20] if names is None else [48, 40], [8, 6], names)
+        self.data_w = 60 if room is None else max(1, min(60, room - self.stream_w - self.type_w - 1))
 
     def __call__(self, event: RecordedEvent) -> None:
+        self.count += 1
         if self.as_json:
             click.echo(json.dumps(recorded_to_json(event), ensure_ascii=False))
             return
         if not self.header:
             self.header = True
-            click.echo(f"{'POSITION':>8}  {'STREAM':<24} {'SEQ':>5}  {'TYPE':<20} {'TIME (UTC)':<24} DATA")
+            click.echo(
+                f"{'POSITION':>8}  {_cell('STREAM', self.stream_w)} {'SEQ':>5}  "
+                f"{_cell('TYPE', self.type_w)} {'TIME (UTC)':<24} DATA"
+            )
+        stream, kind = event.stream, event.type
+        if self.limit:
+            stream, kind = _cell(stream, self.stream_w), _cell(kind, self.type_w)
+        else:
+            stream, kind = f"{stream:<{self.stream_w}}", f"{kind:<{self.type_w}}"
         click.echo(
-            f"{event.position:>8}  {event.stream:<24.24} {event.seq:>5}  {event.type:<20.20} "
-            f"{_time(event.time):<24} {_compact(event.data, 60)}"
+            f"{event.position:>8}  {stream} {event.seq:>5}  {kind} "
+            f"{_time(event.time):<24} {_compact(event.data, self.data_w)}"
         )
 
 
@@ -217,6 +277,8 @@ def streams(ctx: click.Context, as_json: bool) -> None:
     async def main() -> None:
         async with _open(_url(ctx)) as store:
             header = False
+            width = _width()
+            stream_w = 40 if width is None else max(10, width - 35)
             async with store.streams().open() as names:
                 async for name in names:
                     last = (await store.latest(name)).value_or(None)
@@ -224,11 +286,16 @@ def streams(ctx: click.Context, as_json: bool) -> None:
                     if as_json:
                         when = None if moment is None else moment.isoformat()
                         click.echo(json.dumps({"stream": name, "events": seq, "last_event": when}))
+                        header = True
                         continue
                     if not header:
                         header = True
-                        click.echo(f"{'STREAM':<40} {'EVENTS':>8}  LAST EVENT (UTC)")
-                    click.echo(f"{name:<40} {seq:>8}  {'-' if moment is None else _time(moment)}")
+                        click.echo(f"{_cell('STREAM', stream_w)} {'EVENTS':>8}  LAST EVENT (UTC)")
+                    shown = f"{name:<{stream_w}}" if width is None else _cell(name, stream_w)
+                    click.echo(f"{shown} {seq:>8}  {'-' if moment is None else _time(moment)}")
+                    header = True
+            if not header:
+                click.echo("no streams in the store", err=True)
 
     with _quiet_pipe():
         _run(main)
@@ -266,7 +333,11 @@ def read(
                 events = events.filter(lambda e: e.type in types)
             if limit is not None:
                 events = events.take(limit)
-            await events.map(_EventPrinter(as_json)).drain()
+            printer = _EventPrinter(as_json)
+            await events.map(printer).drain()
+            if not printer.count:
+                what = "no events" if after == 0 and not types else "no events matching"
+                click.echo(f"{what} in stream {stream!r}", err=True)
 
     with _quiet_pipe():
         _run(main)
@@ -292,7 +363,11 @@ def read_all(
     async def main() -> None:
         async with _open(_url(ctx)) as store:
             events = store.read_all(after, limit, types=types or None, stream_prefix=prefix)
-            await events.map(_EventPrinter(as_json)).drain()
+            printer = _EventPrinter(as_json)
+            await events.map(printer).drain()
+            if not printer.count:
+                filtered = after or types or prefix
+                click.echo("no events matching" if filtered else "no events in the store", err=True)
 
     with _quiet_pipe():
         _run(main)
@@ -402,6 +477,8 @@ def state(ctx: click.Context, key: str, at: str | None, entity_spec: str | None)
             repository = Repository(store, entity)
             if seq is None and moment is None:
                 loaded = await repository.load(entity_key)
+            elif seq is not None and seq > (last := await _last_seq(store, entity.stream(entity_key))):
+                raise CommandFailed(f"{entity.stream(entity_key)!r} has {last} events: there is no seq {seq}")
             else:
                 loaded = await repository.state_at(entity_key, seq=seq, time=moment)
             if loaded.seq == 0:
@@ -413,6 +490,11 @@ def state(ctx: click.Context, key: str, at: str | None, entity_spec: str | None)
     _run(main)
 
 
+async def _last_seq(store: Any, stream: str) -> int:
+    last = (await store.latest(stream)).value_or(None)
+    return 0 if last is None else int(last.seq)
+
+
 # ------------------------------------------------------------------------------ copy, export, import
 
 
@@ -421,18 +503,62 @@ def _progress_line(done: int, total: int, rate: float, eta: float | None) -> str
     filled = width if total <= 0 else min(width, done * width // total)
     eta_text = "--:--" if eta is None else f"{int(eta) // 60:02d}:{int(eta) % 60:02d}"
     bar = "#" * filled + "." * (width - filled)
-    return f"[{bar}] {done:,}/{total:,} events  {rate:,.0f} ev/s  ETA {eta_text}"
+    speed = f"{rate:,.0f} ev/s" if rate > 0 else "-- ev/s"
+    return f"[{bar}] {done:,}/{total:,} events  {speed}  ETA {eta_text}"
 
 
 class _Bar:
-    """A one-line progress bar on stderr (events, rate, ETA), redrawn in place."""
+    """Progress on stderr: a bar redrawn in place on a terminal; plain lines (every ``every``
+    seconds, and the last) when stderr is a file or a pipe, so logs get no ``\\r`` frames.
 
-    def __init__(self) -> None:
+    >>> bar = _Bar(tty=False, every=3600)
+    >>> bar.draw(0, 0, 0.0, None, final=True)  # nothing was done: no rate, no bar
+    >>> bar.draw(5, 10, 50.0, 0.1)  # the first plain line; the next ones only after an hour
+    >>> bar.draw(10, 10, 50.0, 0.0, final=True)
+    """
+
+    def __init__(self, *, tty: bool | None = None, every: float = 10.0) -> None:
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.every = every
         self.shown = False
+        self.last = time.monotonic()
 
     def draw(self, done: int, total: int, rate: float, eta: float | None, final: bool = False) -> None:
-        click.echo("\r" + _progress_line(done, total, rate, eta), err=True, nl=final)
-        self.shown = not final
+        if total <= 0 and done <= 0:
+            if self.shown:
+                click.echo("", err=True)
+            self.shown = False
+            return  # an empty log: no bar, and never "0 ev/s"
+        if self.tty:
+            click.echo("\r" + _progress_line(done, total, rate, eta), err=True, nl=final)
+            self.shown = not final
+            return
+        now = time.monotonic()
+        if final or now - self.last >= self.every:
+            self.last = now
+            click.echo(_progress_line(done, total, rate, eta), err=True)
+
+
+def _same_store(source_url: str, target_url: str) -> bool:
+    """Whether two URLs name one store: the same URL, or the same SQLite file (by real path).
+
+    >>> _same_store("sqlite:///a.db", "sqlite:///./a.db"), _same_store("memory://", "sqlite:///a.db")
+    (True, False)
+    """
+    if source_url == target_url:
+        return True
+    paths = [_sqlite_path(url) for url in (source_url, target_url)]
+    if paths[0] is None or paths[1] is None:
+        return False
+    return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+
+
+def _sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL (``None`` for other URLs and in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///") :].split("?", 1)[0]
+    return path if path and path != ":memory:" else None
 
 
 @cli.command()
@@ -445,22 +571,25 @@ def copy(source_url: str, target_url: str, batch_size: int, checkpoint: str | No
     from streamsrc.migrate import CopyProgress
     from streamsrc.migrate import copy as copy_events
 
+    if _same_store(source_url, target_url):
+        raise CommandFailed(
+            f"{redact(source_url)} and {redact(target_url)} are the same store: nothing to copy"
+        )
     bar = _Bar()
 
     def report(p: CopyProgress) -> None:
-        bar.draw(p.position, p.head, p.rate, p.eta, final=p.done)
+        bar.draw(p.position - p.start, p.head - p.start, p.rate, p.eta, final=p.done)
 
-    async def main() -> CopyProgress:
+    async def main() -> tuple[CopyProgress, int]:
         async with _open(source_url) as source, _open(target_url, must_exist=False) as target:
-            return await copy_events(
+            done = await copy_events(
                 source, target, checkpoint=checkpoint, batch_size=batch_size, on_progress=report
             )
+            return done, await target.head()
 
-    done = _run(main)
+    done, head = _run(main)
     where = redact(target_url)
-    click.echo(
-        f"copied {done.events:,} events in {done.elapsed:.1f} s; {where} is at position {done.position}"
-    )
+    click.echo(f"copied {done.events:,} events in {done.elapsed:.1f} s; {where} is at position {head}")
 
 
 @cli.command("export")
@@ -507,15 +636,20 @@ def import_events(ctx: click.Context, url: str | None, batch_size: int) -> None:
     """
     from streamsrc.store import ImportingStore
 
+    target = url or _url(ctx)
+    # The whole input is read and checked first: a malformed line writes nothing (and makes no file).
+    lines = list(_read_lines(iter(sys.stdin)))
+    made = _sqlite_path(target)
+    if made is not None and os.path.exists(made):
+        made = None  # an existing file is never removed, whatever happens
+
     async def main() -> tuple[int, int]:
         count = 0
-        async with _open(url or _url(ctx), must_exist=False) as store:
+        async with _open(target, must_exist=False) as store:
             head: Callable[[], Awaitable[int]] = store.head
             before = await head()
             if not isinstance(store, ImportingStore):
-                raise CommandFailed(f"{store!r} cannot import recorded events")
-            # The whole input is read and checked first: a malformed line writes nothing.
-            lines = list(_read_lines(iter(sys.stdin)))
+                raise CommandFailed(redact_text(f"{store!r} cannot import recorded events"))
             batch: list[RecordedEvent] = []
             first_line = 0
 
@@ -540,7 +674,14 @@ def import_events(ctx: click.Context, url: str | None, batch_size: int) -> None:
             await flush()
             return count, await head() - before
 
-    count, written = _run(main)
+    try:
+        count, written = _run(main)
+    except BaseException:
+        if made is not None:  # a failed import leaves no new file behind
+            for leftover in (made, made + "-wal", made + "-shm", made + "-journal"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        raise
     click.echo(f"imported {written:,} events ({count - written:,} were there already)", err=True)
 
 

@@ -130,7 +130,6 @@ def test_read_and_read_all_with_filters(demo_dir: Path) -> None:
     assert table[0].split()[:4] == ["POSITION", "STREAM", "SEQ", "TYPE"]
     assert table[1].split()[:4] == ["1", "demo-runs", "1", "DemoRun"]
     assert len(table) == 3
-    assert ok(streamsrc("read", "no-such-stream", cwd=demo_dir)) == ""
 
 
 def test_state_now_at_a_seq_and_at_a_time(demo_dir: Path) -> None:
@@ -360,7 +359,7 @@ def test_a_malformed_import_names_the_line_and_writes_nothing(demo_dir: Path, tm
     broken = "\n".join([*dump[:3], "{not json", *dump[3:]]) + "\n"
     url = f"sqlite:///{tmp_path}/broken.db"
     one_line_error(streamsrc("--url", url, "import", cwd=tmp_path, stdin=broken), "line 4")
-    assert ok(streamsrc("--url", url, "read-all", "--json", cwd=tmp_path)) == ""
+    assert not (tmp_path / "broken.db").exists()  # nothing written, not even an empty file
 
 
 def test_a_reader_leaving_early_is_not_an_error(demo_dir: Path) -> None:
@@ -390,3 +389,106 @@ def test_usage_errors_exit_2_without_traceback(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert "Error" in result.stderr
+
+
+# --------------------------------------------------------------------- issue 20: the CLI for any application
+
+
+def test_empty_results_say_so_on_stderr_and_exit_0(demo_dir: Path, tmp_path: Path) -> None:
+    """An empty answer is not an error: stdout stays empty (pipelines get nothing), stderr says why."""
+    missing = streamsrc("read", "no-such-stream", cwd=demo_dir)
+    assert ok(missing) == ""
+    assert "no events in stream 'no-such-stream'" in missing.stderr
+    none = streamsrc("read-all", "--type", "NoSuchType", "--json", cwd=demo_dir)
+    assert ok(none) == ""
+    assert "no events matching" in none.stderr
+    empty = f"sqlite:///{tmp_path}/empty.db"
+    ok(streamsrc("--url", empty, "import", cwd=tmp_path, stdin=""))
+    listed = streamsrc("--url", empty, "streams", cwd=tmp_path)
+    assert ok(listed) == ""
+    assert "no streams" in listed.stderr
+
+
+def test_state_at_a_seq_past_the_end_is_an_error(demo_dir: Path) -> None:
+    one_line_error(streamsrc("state", "user-ada-1", "--at", "99", cwd=demo_dir), "has 5 events", "no seq 99")
+
+
+def test_copy_reports_the_targets_head_and_refuses_a_copy_onto_itself(demo_dir: Path, tmp_path: Path) -> None:
+    source = f"sqlite:///{demo_dir}/streamsrc.db"
+    target = tmp_path / "busy.db"
+    first = json.loads(ok(streamsrc("export", cwd=demo_dir)).splitlines()[0])
+    elsewhere = {**first, "stream": "elsewhere-1", "id": "00000000-0000-4000-8000-000000000002"}
+    ok(streamsrc("--url", f"sqlite:///{target}", "import", cwd=tmp_path, stdin=json.dumps(elsewhere)))
+    target_head = len(
+        json_lines(ok(streamsrc("--url", f"sqlite:///{target}", "read-all", "--json", cwd=tmp_path)))
+    )
+    source_head = len(json_lines(ok(streamsrc("read-all", "--json", cwd=demo_dir))))
+    copied = ok(streamsrc("copy", source, f"sqlite:///{target}", cwd=tmp_path))
+    assert f"is at position {target_head + source_head}" in copied, copied
+    one_line_error(streamsrc("copy", source, source, cwd=tmp_path), "same store")
+    other_spelling = f"sqlite:///{os.path.relpath(demo_dir / 'streamsrc.db', tmp_path)}"
+    one_line_error(streamsrc("copy", source, other_spelling, cwd=tmp_path), "same store")
+    one_line_error(streamsrc("copy", "memory://", "memory://", cwd=tmp_path), "same store")
+
+
+def test_progress_is_plain_lines_off_a_terminal_and_never_0_ev_s(demo_dir: Path, tmp_path: Path) -> None:
+    source = f"sqlite:///{demo_dir}/streamsrc.db"
+    target = f"sqlite:///{tmp_path}/copied.db"
+    first = streamsrc("copy", source, target, "--batch-size", "2", cwd=tmp_path)
+    ok(first)
+    assert "\r" not in first.stderr  # stderr is a pipe: no frames redrawn in place
+    assert "ev/s" in first.stderr
+    again = streamsrc("copy", source, target, cwd=tmp_path)  # nothing new to copy
+    assert "copied 0 events" in ok(again)
+    assert "0 ev/s" not in again.stderr
+    assert "\r" not in again.stderr
+    empty = streamsrc("copy", f"sqlite:///{tmp_path}/copied.db", "memory://", cwd=tmp_path, stdin="")
+    ok(empty)
+    nothing = f"sqlite:///{tmp_path}/nothing.db"
+    ok(streamsrc("--url", nothing, "import", cwd=tmp_path, stdin=""))
+    void = streamsrc("copy", nothing, f"sqlite:///{tmp_path}/void.db", cwd=tmp_path)
+    assert "copied 0 events" in ok(void)
+    assert "ev/s" not in void.stderr
+
+
+def test_a_failed_import_leaves_no_file_behind(demo_dir: Path, tmp_path: Path) -> None:
+    dump = ok(streamsrc("export", cwd=demo_dir)).splitlines()
+    broken = "\n".join([*dump[:3], "{not json", *dump[3:]]) + "\n"
+    db = tmp_path / "new.db"
+    one_line_error(streamsrc("--url", f"sqlite:///{db}", "import", cwd=tmp_path, stdin=broken), "line 4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # A conflict found while writing (seq 1 of a stream twice, different ids) removes the new file too.
+    clash = json.loads(dump[0])
+    twice = (
+        json.dumps(clash) + "\n" + json.dumps({**clash, "id": "00000000-0000-4000-8000-000000000001"}) + "\n"
+    )
+    failed = streamsrc("--url", f"sqlite:///{db}", "import", cwd=tmp_path, stdin=twice)
+    assert failed.returncode == 1, failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # An existing file is kept, whatever happens.
+    kept = tmp_path / "kept.db"
+    ok(streamsrc("--url", f"sqlite:///{kept}", "import", cwd=tmp_path, stdin=dump[0] + "\n"))
+    one_line_error(streamsrc("--url", f"sqlite:///{kept}", "import", cwd=tmp_path, stdin=broken), "line 4")
+    assert kept.exists()
+
+
+LONG = "tenant-acme-corp-invoice-2026-000123-line-items"
+
+
+def test_tables_fit_the_terminal_and_cut_names_with_an_ellipsis(demo_dir: Path, tmp_path: Path) -> None:
+    first = json.loads(ok(streamsrc("export", cwd=demo_dir)).splitlines()[0])
+    line = {**first, "stream": LONG, "type": "InvoiceLineItemsAmendedByAccountsPayable"}
+    url = f"sqlite:///{tmp_path}/long.db"
+    ok(streamsrc("--url", url, "import", cwd=tmp_path, stdin=json.dumps(line)))
+    for args in (["streams"], ["read-all"], ["read", LONG]):
+        narrow = ok(streamsrc("--url", url, *args, cwd=tmp_path, env={"COLUMNS": "80"})).splitlines()
+        assert all(len(row) <= 80 for row in narrow), narrow
+        assert LONG not in narrow[1], narrow
+        assert "tenant-acme" in narrow[1], narrow
+        assert "…" in narrow[1], narrow
+        # Through a pipe with no COLUMNS, nothing is cut: the whole name, for grep.
+        piped = ok(streamsrc("--url", url, *args, cwd=tmp_path, env={"COLUMNS": ""})).splitlines()
+        assert LONG in piped[1], piped
+    wide = ok(streamsrc("--url", url, "read-all", cwd=tmp_path, env={"COLUMNS": "250"})).splitlines()
+    assert LONG in wide[1]
+    assert "InvoiceLineItemsAmendedByAccountsPayable" in wide[1]
