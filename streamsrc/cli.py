@@ -904,3 +904,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo(redact_text(shown.getvalue()), err=True, nl=False)
         return exc.exit_code
     return 0
+
+
+def _set_url(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``--url`` given after a command: the store URL for that command (as the global one)."""
+    if value is None:
+        return
+    here: click.Context | None = ctx
+    while here is not None:
+        here.obj = value
+        here = here.parent
+
+
+def _accept_url_everywhere(group: click.Group) -> None:
+    """Every command takes ``--url``/``-u`` after its name too (``streamsrc streams --url ...``)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_url_everywhere(command)
+        elif not any("--url" in getattr(p, "opts", ()) for p in command.params):
+            command.params.append(
+                click.Option(
+                    ["--url", "-u", "url_after_command"],
+                    default=None,
+                    expose_value=False,
+                    is_eager=True,
+                    callback=_set_url,
+                    help="Store URL (the same as the global --url / STREAMSRC_URL).",
+                )
+            )
+
+
+_accept_url_everywhere(cli)

@@ -492,3 +492,21 @@ def test_tables_fit_the_terminal_and_cut_names_with_an_ellipsis(demo_dir: Path, 
     wide = ok(streamsrc("--url", url, "read-all", cwd=tmp_path, env={"COLUMNS": "250"})).splitlines()
     assert LONG in wide[1]
     assert "InvoiceLineItemsAmendedByAccountsPayable" in wide[1]
+
+
+def test_the_url_is_given_one_way_before_or_after_the_command(demo_dir: Path, tmp_path: Path) -> None:
+    url = f"sqlite:///{demo_dir}/streamsrc.db"
+    before = ok(streamsrc("--url", url, "streams", cwd=tmp_path))
+    assert "user-ada-1" in before
+    assert ok(streamsrc("streams", "--url", url, cwd=tmp_path)) == before
+    assert ok(streamsrc("streams", "-u", url, cwd=tmp_path)) == before
+    assert ok(streamsrc("streams", cwd=tmp_path, env={"STREAMSRC_URL": url})) == before
+    dump = ok(streamsrc("export", "--url", url, cwd=tmp_path))
+    assert dump == ok(streamsrc("export", url, cwd=tmp_path))  # the old positional spelling still works
+    assert "account-user-search" in ok(streamsrc("projection", "status", "--url", url, cwd=tmp_path))
+    state = json.loads(ok(streamsrc("state", "user-ada-1", "--url", url, cwd=tmp_path)))
+    assert state["seq"] == 5
+    target = f"sqlite:///{tmp_path}/in.db"
+    ok(streamsrc("import", "--url", target, cwd=tmp_path, stdin=dump))
+    assert ok(streamsrc("export", "--url", target, cwd=tmp_path)) == dump
+    assert not (tmp_path / "streamsrc.db").exists()  # the default store was never touched
