@@ -574,7 +574,25 @@ class Repository(Generic[K, C, E, S]):
             if not isinstance(synced, WrongExpectedVersion) or if_seq is not None:
                 return Failure(synced)
             if not policy.should_retry(attempt, synced):
+                _log.warning(
+                    "command %s on %s: conflict at seq %d, retries exhausted after %d attempts",
+                    type(command).__name__,
+                    run.stream,
+                    loaded.seq,
+                    attempt + 1,
+                    extra=_command_fields(
+                        self.entity.name, run.stream, loaded.seq, attempt + 1, command, synced
+                    ),
+                )
                 return Failure(Conflict(attempt + 1, synced))
+            _log.warning(
+                "command %s on %s: conflict at seq %d (attempt %d), reloading and deciding again",
+                type(command).__name__,
+                run.stream,
+                loaded.seq,
+                attempt + 1,
+                extra=_command_fields(self.entity.name, run.stream, loaded.seq, attempt + 1, command, synced),
+            )
             await anyio.sleep(policy.delay(attempt))
             attempt += 1
             resynced = await run.resync(loaded, attempt)
@@ -616,7 +634,25 @@ class Repository(Generic[K, C, E, S]):
             if not isinstance(result, Failure) or not isinstance(result.failure(), StoreUnavailable):
                 return result
             sent.update(d.id for d in data)
-            if not policy.should_retry(attempt, result.failure()):
+            failure = result.failure()
+            retry = policy.should_retry(attempt, failure)
+            _log.warning(
+                "append to %s at seq %d failed (attempt %d), %s: %s",
+                stream,
+                expected,
+                attempt + 1,
+                "retrying the same events" if retry else "giving up",
+                failure,
+                extra={
+                    "entity": self.entity.name,
+                    "stream": stream,
+                    "seq": expected,
+                    "attempt": attempt + 1,
+                    "error": type(failure).__name__,
+                    "retrying": retry,
+                },
+            )
+            if not retry:
                 return result
             await anyio.sleep(policy.delay(attempt))
             attempt += 1
@@ -704,6 +740,20 @@ class Repository(Generic[K, C, E, S]):
             )
         else:
             self.snapshot_stats.saved += 1
+
+
+def _command_fields(
+    entity: str, stream: str, seq: int, attempt: int, command: object, error: object
+) -> dict[str, Any]:
+    """The structured fields of a log record about a command's conflict."""
+    return {
+        "entity": entity,
+        "stream": stream,
+        "seq": seq,
+        "attempt": attempt,
+        "command": type(command).__name__,
+        "error": type(error).__name__,
+    }
 
 
 def _fields(entity: str, stream: str, seq: int | None, snapshot_key: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import inspect
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -35,6 +36,8 @@ __all__ = [
 
 H = TypeVar("H")
 M = TypeVar("M", bound=ReadModel[Any])
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -405,7 +408,12 @@ class Projector(Generic[H]):
             items.group_within(self.batch_size, self.max_wait) if self.max_wait > 0 else items.chunks()
         ).buffer(1)
         run = _Run(self, start)
-        return batches.eval_map(run.batch)
+        _started(self, start, live)
+
+        async def stopped() -> None:
+            _stopped(self, run.position, run.events, run.dead)
+
+        return batches.eval_map(run.batch).on_finalize(stopped)
 
 
 class _Run:
@@ -419,6 +427,7 @@ class _Run:
         self.head_checked = 0.0
         self.events = 0
         self.dead = 0
+        self.caught_up = False
         self.started = time.perf_counter()
         self.watch = _Watched(projector.projection.handler)
 
@@ -444,6 +453,11 @@ class _Run:
             self.head_checked = now
         p = self.projector
         elapsed = now - self.started
+        if caught_up and not self.caught_up:
+            self.caught_up = True
+            _caught_up(p, self.position, self.events, elapsed)
+        elif _log.isEnabledFor(logging.DEBUG):
+            _batch_debug(p, events, self.position, self.head)
         return Progress(p.name, self.position, self.head, self.events, elapsed, caught_up, self.dead)
 
     async def apply(self, events: list[RecordedEvent], position: int) -> None:
@@ -492,6 +506,7 @@ class _Run:
         if isinstance(policy, Retry):
             attempt = tries
             while policy.policy.should_retry(attempt - 1, exc):
+                _retrying(p, event, exc, attempt)
                 await anyio.sleep(policy.policy.delay(attempt - 1))
                 again = await self.attempt([event], position)
                 if again is None:
@@ -508,6 +523,7 @@ class _Run:
                 _model_failed(p, where, failed)
             self.position = position
             self.dead += 1
+            _dead_lettered(p, event, exc)
             return
         raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
 
@@ -561,13 +577,17 @@ class _Parallel:
         self.committed = self.read_to = self.head = await p.model.load_position(p.name)
         loader = getattr(p.model, "load_marks", None)
         self.marks: dict[str, int] = await loader(p.name) if loader is not None else {}
-        async with anyio.create_task_group() as tg:
-            self.tg = tg
-            tg.start_soon(self.read)
-            for _ in range(p.concurrency):
-                tg.start_soon(self.work)
-            await self.checkpoints()
-            tg.cancel_scope.cancel()
+        _started(p, self.committed, self.live)
+        try:
+            async with anyio.create_task_group() as tg:
+                self.tg = tg
+                tg.start_soon(self.read)
+                for _ in range(p.concurrency):
+                    tg.start_soon(self.work)
+                await self.checkpoints()
+                tg.cancel_scope.cancel()
+        finally:
+            _stopped(p, self.committed, self.events, self.dead)
 
     async def read(self) -> None:
         p = self.p
@@ -664,6 +684,8 @@ class _Parallel:
                     except Exception as exc:
                         _model_failed(p, f"could not move the checkpoint to {low}", exc)
                     self.committed = low
+                if first_caught_up and not reported:
+                    _caught_up(p, low, self.events, time.perf_counter() - self.started)
                 reported = reported or first_caught_up
                 now = time.perf_counter()
                 if not self.caught_up and now - head_checked > 0.25:
@@ -711,6 +733,7 @@ class _Parallel:
         if isinstance(policy, Retry):
             attempt = tries
             while policy.policy.should_retry(attempt - 1, exc):
+                _retrying(p, event, exc, attempt)
                 await anyio.sleep(policy.policy.delay(attempt - 1))
                 again = await self.attempt([event])
                 if again is None:
@@ -721,6 +744,7 @@ class _Parallel:
         if isinstance(policy, DeadLetters):
             await self.attempt([event], DeadLetter.of(p.name, event, exc))
             self.dead += 1
+            _dead_lettered(p, event, exc)
             return
         raise ProjectionFailed(p.name, event.position, event.stream, event.seq, event.type, exc) from exc
 
@@ -767,6 +791,86 @@ class _Watched:
         except BaseException as exc:
             self.raised = exc
             raise
+
+
+def _fields(projector: Projector[Any], **more: Any) -> dict[str, Any]:
+    """The structured fields of a log record about a projection."""
+    return {"projection": projector.name, **more}
+
+
+def _event_fields(projector: Projector[Any], event: RecordedEvent, **more: Any) -> dict[str, Any]:
+    """The structured fields of a log record about one event of a projection."""
+    return _fields(
+        projector, stream=event.stream, seq=event.seq, position=event.position, event_type=event.type, **more
+    )
+
+
+def _started(projector: Projector[Any], position: int, live: bool) -> None:
+    _log.info(
+        "projection %s starts at position %d (%s)",
+        projector.name,
+        position,
+        "live" if live else "catching up",
+        extra=_fields(projector, position=position, live=live, concurrency=projector.concurrency),
+    )
+
+
+def _stopped(projector: Projector[Any], position: int, events: int, dead: int) -> None:
+    _log.info(
+        "projection %s stops at position %d (%d events applied, %d dead letters)",
+        projector.name,
+        position,
+        events,
+        dead,
+        extra=_fields(projector, position=position, events=events, dead_letters=dead),
+    )
+
+
+def _caught_up(projector: Projector[Any], position: int, events: int, elapsed: float) -> None:
+    _log.info(
+        "projection %s caught up at position %d (%d events in %.3f s)",
+        projector.name,
+        position,
+        events,
+        elapsed,
+        extra=_fields(projector, position=position, events=events, elapsed=elapsed),
+    )
+
+
+def _batch_debug(projector: Projector[Any], events: list[RecordedEvent], position: int, head: int) -> None:
+    _log.debug(
+        "projection %s applied %d events up to position %d (head %d)",
+        projector.name,
+        len(events),
+        position,
+        head,
+        extra=_fields(projector, position=position, head=head, events=len(events)),
+    )
+
+
+def _retrying(projector: Projector[Any], event: RecordedEvent, exc: Exception, attempt: int) -> None:
+    _log.warning(
+        "projection %s: handler failed on %s seq %d (position %d), attempt %d, retrying: %r",
+        projector.name,
+        event.stream,
+        event.seq,
+        event.position,
+        attempt,
+        exc,
+        extra=_event_fields(projector, event, attempt=attempt, error=type(exc).__name__),
+    )
+
+
+def _dead_lettered(projector: Projector[Any], event: RecordedEvent, exc: Exception) -> None:
+    _log.warning(
+        "projection %s: event %s seq %d (position %d) set aside as a dead letter: %r",
+        projector.name,
+        event.stream,
+        event.seq,
+        event.position,
+        exc,
+        extra=_event_fields(projector, event, error=type(exc).__name__),
+    )
 
 
 def _model_failed(projector: Projector[Any], what: str, exc: Exception) -> NoReturn:

@@ -220,9 +220,20 @@ class ProjectionWorker(Generic[H]):
                     i,
                     name,
                     claim.fence.token,
+                    extra=_lease_fields(name, i, self.partitions, self.owner, claim.fence.token, "lost"),
                 )
                 await self._drop(i, release=False)
         for i in sorted(self._claims, reverse=True)[: max(0, len(self._claims) - share)]:
+            log.info(
+                "worker %s gives up partition %d of projection %r to rebalance (%d workers)",
+                self.owner,
+                i,
+                name,
+                n,
+                extra=_lease_fields(
+                    name, i, self.partitions, self.owner, self._claims[i].fence.token, "rebalanced"
+                ),
+            )
             await self._drop(i, release=True)
         if len(self._claims) >= share:
             return
@@ -235,6 +246,14 @@ class ProjectionWorker(Generic[H]):
                 continue
             fence = await self.leases.acquire(name, i, self.owner, ttl)
             if fence is not None:
+                log.info(
+                    "worker %s acquired partition %d of projection %r (fencing token %d)",
+                    self.owner,
+                    i,
+                    name,
+                    fence.token,
+                    extra=_lease_fields(name, i, self.partitions, self.owner, fence.token, "acquired"),
+                )
                 self._start(i, fence)
                 if len(self._claims) >= share:
                     return
@@ -268,5 +287,45 @@ class ProjectionWorker(Generic[H]):
         claim.scope.cancel()
         await claim.done.wait()
         if release:
-            with contextlib.suppress(Exception):  # else it expires on its own
+            try:
                 await self.leases.release(claim.fence, self.owner)
+            except Exception as exc:  # it expires on its own
+                log.warning(
+                    "worker %s could not release partition %d of projection %r (it will expire): %r",
+                    self.owner,
+                    i,
+                    self.projection.name,
+                    exc,
+                    extra=_lease_fields(
+                        self.projection.name,
+                        i,
+                        self.partitions,
+                        self.owner,
+                        claim.fence.token,
+                        "release_failed",
+                    ),
+                )
+            else:
+                log.info(
+                    "worker %s released partition %d of projection %r",
+                    self.owner,
+                    i,
+                    self.projection.name,
+                    extra=_lease_fields(
+                        self.projection.name, i, self.partitions, self.owner, claim.fence.token, "released"
+                    ),
+                )
+
+
+def _lease_fields(
+    projection: str, partition: int, partitions: int, owner: str, token: int, change: str
+) -> dict[str, Any]:
+    """The structured fields of a log record about a lease."""
+    return {
+        "projection": projection,
+        "partition": partition,
+        "partitions": partitions,
+        "owner": owner,
+        "token": token,
+        "lease": change,
+    }

@@ -103,6 +103,17 @@ T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
+
+def _unavailable(exc: StoreUnavailable, operation: str, stream: str | None, at: object) -> None:
+    """Log a ``StoreUnavailable`` an operation ends with (its message names no password)."""
+    _log.warning(
+        "%s failed: %s",
+        operation,
+        exc,
+        extra={"operation": operation, "stream": stream, "seq": at, "error": type(exc).__name__},
+    )
+
+
 MAX_SEQ = 1 << 62
 """Above every seq and position: the bound of a backwards read from the end."""
 
@@ -445,6 +456,8 @@ class StoreBase(ABC):
             self.appended.notify()  # it may have committed before the cancellation took effect
             raise
         except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                _unavailable(exc, "append", stream, expected)
             return Failure(exc)
 
     async def _current(self, stream: str) -> int:
@@ -502,9 +515,13 @@ class StoreBase(ABC):
                 size = page_size if left is None else min(page_size, left)
                 if size <= 0:
                     return None
-                page = await self.guard(
-                    "read", self.read_page(PageRequest(stream, bound, size, backwards, keep))
-                )
+                try:
+                    page = await self.guard(
+                        "read", self.read_page(PageRequest(stream, bound, size, backwards, keep))
+                    )
+                except StoreUnavailable as exc:
+                    _unavailable(exc, "read", stream, bound)
+                    raise
                 events = page.events
                 if left is not None and len(events) > left:
                     events = events[:left]
