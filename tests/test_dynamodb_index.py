@@ -346,3 +346,43 @@ async def gather_appends(stores: list[DynamoDBStore]) -> list[Any]:
         for k in range(len(stores)):
             tasks.start_soon(one, k)
     return results
+
+
+async def test_the_command_line_indexes_a_table(moto_endpoint: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    url = fresh_dynamodb_url("order=stream").replace("streams=false", "streams=true")
+    async with open_store(url) as store:
+        assert isinstance(store, DynamoDBStore)
+        events = await appended(store, streams=2, per_stream=2)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "streamsrc", "dynamodb", "index", url, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=os.environ.copy())
+
+    done = await anyio.to_thread.run_sync(run, "--once")
+    assert done.returncode == 0, done.stderr
+    assert f"indexed {len(events)} events" in done.stdout
+    async with open_store(url) as store:
+        assert isinstance(store, DynamoDBStore)
+        await check_log(store, events)
+    refused = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "streamsrc",
+                "dynamodb",
+                "index",
+                url.replace("order=stream", "order=global"),
+                "--once",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    )
+    assert refused.returncode != 0
+    assert "order=stream" in refused.stderr  # the table's mode, named with the URL's
