@@ -79,7 +79,28 @@ errors (and lost connections) are retried with jittered exponential backoff,
 the cause. Closing the store ends every operation in flight at once with
 ``StoreUnavailable``.
 
-URL options: ``region``, ``endpoint_url``, ``consistent`` (``true``),
+Two modes (``order=``, recorded in the log table's *mode* item when the
+tables are made; a table without one is ``global``; a URL asking for the
+other mode is ``IncompatibleSchema``; without ``order=`` the table's own,
+``global`` for a table made now, :data:`_items.DEFAULT_ORDER`):
+
+* ``order=global`` — everything above: positions at append time, one append
+  at a time per table.
+* ``order=stream`` — scale-out: an append is one transaction of its stream's
+  own items only (events, id items, a registry item in one of 16
+  ``streams:<k>`` partitions for a new stream): no head, no commit item, no
+  lock; ``append`` returns ``positions=()`` and ``count``. An indexer
+  (:mod:`streamsrc.store.dynamodb._index`: ``index_events``,
+  ``index_stream``, ``rebuild_index``; run by
+  :mod:`streamsrc.integrations.dynamodb_index` as a Lambda handler or a
+  process) writes the commit items from the table's DynamoDB stream, so
+  ``read_all``, ``head`` and every reader of the log work as in ``global``
+  mode once an append is indexed; ``store.indexed(result)`` waits for it.
+  ``read(stream)`` gives positions from the index's span items (0 until
+  indexed). What it lacks: positions at append time, and global order equal
+  to commit order (it is the indexer's order; each stream's in seq order).
+
+URL options: ``order`` (above), ``region``, ``endpoint_url``, ``consistent`` (``true``),
 ``create`` (``false``: make missing tables on open), ``streams`` (``true``:
 tables made with DynamoDB Streams on; ``false`` when nothing reads them),
 ``page_size``,
