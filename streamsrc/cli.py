@@ -1,9 +1,10 @@
 """The ``streamsrc`` command line (on click): explore, follow, copy, export and import any store.
 
-Every command takes the store URL from ``--url`` (or ``STREAMSRC_URL``);
-the default is ``sqlite:///streamsrc.db``, a file in the current directory.
-Errors print one line on stderr and exit with status 1 (2 for a usage
-error), never a traceback.
+Every command takes the store URL from ``--url`` (before or after the
+command, or ``STREAMSRC_URL``); the default is ``sqlite:///streamsrc.db``, a
+file in the current directory. Errors print one line on stderr and exit with
+status 1 (2 for a usage error), never a traceback; an empty result says so
+on stderr and exits 0.
 
     streamsrc demo                       # the account example, end to end
     streamsrc streams                    # streams, their length, last event time
@@ -13,11 +14,13 @@ error), never a traceback.
     streamsrc state user-ada-1 --at 2    # an entity's state, now or back then
     streamsrc copy sqlite:///a.db postgresql://...   # migrate, resumable
     streamsrc export > log.jsonl && streamsrc --url sqlite:///b.db import < log.jsonl
-    streamsrc projection status
+    streamsrc projection status          # every recorded checkpoint and partition
+    streamsrc projection rebuild orders --projection myapp.views:orders --into fresh.db
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import io
@@ -698,93 +701,228 @@ def _example_projections() -> dict[str, tuple[Any, str]]:
     }
 
 
-def _model_path(url: str, model: str | None) -> str:
+_PARTITION = re.compile(r"^(?P<name>.+)\[(?P<part>\d+)/(?P<parts>\d+)\]$")
+
+
+def _read_model_at(where: str, schema: Any = "") -> Any:
+    """A SQL read model: a PostgreSQL database (``postgresql://...``) or a SQLite file (a path or URL)."""
+    if where.startswith(("postgresql://", "postgres://")):
+        from streamsrc.projections.postgres import PostgresReadModel
+
+        return PostgresReadModel(where, schema)
+    from streamsrc.projections.sqlite import SqliteReadModel
+
+    return SqliteReadModel(_sqlite_path(where) or where, schema)
+
+
+def _models_of(url: str, model: str | None) -> str | None:
+    """Where the read models are: ``--model``, else the store's own database (SQLite, PostgreSQL);
+    ``None`` for a store that keeps only checkpoints (DynamoDB, memory)."""
     if model is not None:
+        path = _sqlite_path(model) if model.startswith("sqlite:") else model
+        if path is not None and "://" not in path and not Path(path).exists():
+            raise CommandFailed(f"no read model at {path}")
         return model
-    if url.startswith("sqlite:///"):
-        return url[len("sqlite:///") :].split("?", 1)[0]
-    raise click.BadParameter("the store is not a SQLite file: give --model PATH for the read models")
+    if _sqlite_path(url) is not None or url.startswith(("postgresql://", "postgres://")):
+        return url
+    return None
+
+
+def _load_projections(specs: Sequence[str]) -> list[Any]:
+    """``--projection module:attr`` (repeatable) → Projection objects (anything with a ``name``)."""
+    found = []
+    for spec in specs:
+        projection = _load_attribute(spec, "--projection")
+        if not isinstance(getattr(projection, "name", None), str):
+            raise click.BadParameter(f"{spec} is a {type(projection).__name__}, not a Projection")
+        found.append(projection)
+    return found
+
+
+async def _recorded(model: Any, own: bool) -> dict[str, int]:
+    """Every checkpoint a SQL read model records (and, in the store's own database, the store's)."""
+    rows = list(await model.query("SELECT name, position FROM streamsrc_projections"))
+    if own:  # the store's checkpoints table (migrate.copy, callback read models)
+        with contextlib.suppress(StreamsrcError):  # a read model's own database has no store tables
+            rows += await model.query("SELECT name, position FROM checkpoints")
+    return {str(name): int(position) for name, position in rows}
 
 
 @cli.group()
 def projection() -> None:
-    """Read models kept by projections: where they are, rebuild them."""
+    """Projections of any application: where they are, rebuild them."""
+
+
+_projection_option = click.option(
+    "--projection",
+    "projection_specs",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Your Projection (repeatable), found like --entity; the recorded ones are listed too.",
+)
+_model_option = click.option(
+    "--model",
+    default=None,
+    metavar="PATH|URL",
+    help="The read models' SQLite file or PostgreSQL URL (default: the store's own database).",
+)
 
 
 @projection.command("status")
-@click.option(
-    "--model", default=None, metavar="PATH", help="SQLite file of the read models (default: the store's)."
-)
+@_projection_option
+@_model_option
 @click.pass_context
-def projection_status(ctx: click.Context, model: str | None) -> None:
-    """Checkpoint and lag of each projection of the example's read models.
+def projection_status(ctx: click.Context, projection_specs: tuple[str, ...], model: str | None) -> None:
+    """Checkpoint, head and lag of each projection: those given, and every one recorded.
 
-    A projection split into partitions (worker processes) shows one more line
-    per partition: its checkpoint, head and lag, then the worker holding its
-    lease and the seconds left on it (``-`` when nobody holds it).
+    Besides those given with --projection, the projections are what the store records:
+    every checkpoint of the read models' table (``--model``, by default the
+    store's own SQLite file or PostgreSQL database) and every checkpoint of
+    the store itself. A projection split into partitions (worker processes)
+    shows one more line per partition: its checkpoint, head and lag, then
+    the worker holding its lease and the seconds left on it (- when
+    nobody holds it).
     """
-    import time
-
-    from streamsrc.projections.sqlite import SqliteReadModel
-
     url = _url(ctx.find_root())
-    path = _model_path(url, model)
+    given = [p.name for p in _load_projections(projection_specs)]
+    where = _models_of(url, model)
 
     async def main() -> None:
         async with _open(url) as store:
             head = await store.head()
-            click.echo(f"{'PROJECTION':<20} {'POSITION':>9} {'HEAD':>9} {'LAG':>9}")
-            async with SqliteReadModel(path) as read_model:
-                for name in _example_projections():
-                    position = await read_model.load_position(name)
-                    click.echo(f"{name:<20} {position:>9} {head:>9} {max(0, head - position):>9}")
-                    leases = {x.partition: x for x in await read_model.leases().leases(name)}
-                    parts = await read_model.query(
-                        "SELECT name, position FROM streamsrc_projections WHERE name LIKE ? ORDER BY name",
-                        (name.replace("%", "") + "[%/%]",),
-                    )
-                    for part, at in parts:
-                        lease = leases.get(int(part[len(name) + 1 : part.index("/", len(name))]))
-                        left = lease.expires - time.time() if lease is not None and lease.owner else 0.0
-                        owner = f"{lease.owner} ({left:.0f} s)" if lease and lease.owner and left > 0 else "-"
-                        click.echo(f"  {part:<18} {at:>9} {head:>9} {max(0, head - at):>9}  {owner}")
+            positions: dict[str, int] = {}
+            leases: Any = None
+            async with contextlib.AsyncExitStack() as stack:
+                if where is not None:
+                    read_model = await stack.enter_async_context(_read_model_at(where))
+                    positions = await _recorded(read_model, own=where == url)
+                    leases = read_model.leases()
+                elif url.startswith("dynamodb://"):
+                    from streamsrc.projections.dynamodb import DynamoDBLeases
+
+                    leases = await stack.enter_async_context(DynamoDBLeases(url))
+                for name in given:
+                    if name not in positions:
+                        positions[name] = await store.load_checkpoint(name)
+                await _print_status(positions, head, leases)
 
     _run(main)
 
 
+async def _print_status(positions: dict[str, int], head: int, leases: Any) -> None:
+    import time as clock
+
+    parts: dict[str, list[tuple[int, str, int]]] = {}
+    names: dict[str, int | None] = {}
+    for name, position in positions.items():
+        found = _PARTITION.match(name)
+        if found is None:
+            names[name] = position
+        else:
+            base, count = found["name"], int(found["parts"])
+            if base not in parts:  # every partition of the projection, those never run at 0
+                parts[base] = [(i, f"{base}[{i}/{count}]", 0) for i in range(count)]
+            parts[base] = [(i, n, position if n == name else at) for i, n, at in parts[base]]
+            names.setdefault(base, None)
+    if not names:
+        click.echo("no projections recorded (give --projection MODULE:ATTR, or --model)", err=True)
+        return
+    width = _width()
+    name_w = max([20, *(len(n) for n in names)]) if width is None else max(12, min(40, width - 31))
+    click.echo(f"{_cell('PROJECTION', name_w)} {'POSITION':>9} {'HEAD':>9} {'LAG':>9}")
+    for name in sorted(names):
+        recorded = names[name]  # None: only partitions, the projection is as far as its slowest one
+        position = min(at for _, _, at in parts[name]) if recorded is None else recorded
+        shown = f"{name:<{name_w}}" if width is None else _cell(name, name_w)
+        click.echo(f"{shown} {position:>9} {head:>9} {max(0, head - position):>9}")
+        held = (
+            {x.partition: x for x in await leases.leases(name)}
+            if leases is not None and name in parts
+            else {}
+        )
+        for part, part_name, at in sorted(parts.get(name, [])):
+            lease = held.get(part)
+            left = lease.expires - clock.time() if lease is not None and lease.owner else 0.0
+            owner = f"{lease.owner} ({left:.0f} s)" if lease and lease.owner and left > 0 else "-"
+            cut = f"{part_name:<{name_w - 2}}" if width is None else _cell(part_name, name_w - 2)
+            click.echo(f"  {cut} {at:>9} {head:>9} {max(0, head - at):>9}  {owner}")
+
+
 @projection.command("rebuild")
 @click.argument("name")
+@_projection_option
 @click.option(
-    "--into", "into", default=None, metavar="PATH", help="New SQLite file (default: NAME-rebuilt.db)."
+    "--schema",
+    "schema_spec",
+    default=None,
+    metavar="MODULE:ATTR",
+    help="SQL (or a function of the connection) that makes the read model's tables.",
+)
+@click.option(
+    "--into",
+    "into",
+    default=None,
+    metavar="PATH|URL",
+    help="A fresh SQLite file or PostgreSQL database (default: NAME-rebuilt.db).",
 )
 @click.pass_context
-def projection_rebuild(ctx: click.Context, name: str, into: str | None) -> None:
-    """Replay the whole log into a fresh read model NAME, with a progress bar."""
-    from streamsrc.projections import Progress, Projector
-    from streamsrc.projections.sqlite import SqliteReadModel
+def projection_rebuild(
+    ctx: click.Context,
+    name: str,
+    projection_specs: tuple[str, ...],
+    schema_spec: str | None,
+    into: str | None,
+) -> None:
+    """Replay the whole log of the store (any backend) into a fresh read model NAME, with progress.
 
-    known = _example_projections()
-    if name not in known:
-        raise click.BadParameter(f"no projection {name!r}; known: {', '.join(sorted(known))}")
+    NAME is one of the ``--projection`` given (its handler writes a SQLite
+    file or, with ``--into postgresql://...``, a PostgreSQL database), or
+    one of the example's projections.
+    """
+    from streamsrc.projections import Progress, Projector
+
+    chosen: Any = next((p for p in _load_projections(projection_specs) if p.name == name), None)
+    schema: Any = "" if schema_spec is None else _load_attribute(schema_spec, "--schema")
+    if chosen is None:
+        known = _example_projections()
+        if name not in known:
+            given = ", ".join(p.name for p in _load_projections(projection_specs)) or "none"
+            raise click.BadParameter(
+                f"no projection {name!r} (given: {given}; the example's: {', '.join(sorted(known))}):"
+                " give --projection MODULE:ATTR"
+            )
+        chosen, schema = known[name] if schema_spec is None else (known[name][0], schema)
     target = into or f"{name}-rebuilt.db"
-    if Path(target).exists():
-        raise CommandFailed(f"{target} exists: a rebuild starts from a fresh file")
-    chosen, schema = known[name]
+    path = None if target.startswith(("postgresql://", "postgres://")) else (_sqlite_path(target) or target)
+    if path is not None and Path(path).exists():
+        raise CommandFailed(f"{path} exists: a rebuild starts from a fresh file")
     bar = _Bar()
+    rates = [0.0]
 
     def report(p: Progress) -> None:
-        rate = p.events / p.elapsed if p.elapsed > 0 else 0.0
+        rate = rates[0] = p.events / p.elapsed if p.elapsed > 0 else 0.0
         eta = None if rate <= 0 else p.lag / rate
         bar.draw(p.position, p.head, rate, eta)
 
     async def main() -> int:
-        async with _open(_url(ctx.find_root())) as store, SqliteReadModel(target, schema) as read_model:
+        async with _open(_url(ctx.find_root())) as store, _read_model_at(target, schema) as read_model:
+            if path is None and await read_model.load_position(name):
+                raise CommandFailed(
+                    f"{redact(target)} already has {name!r}: a rebuild starts from a fresh one"
+                )
             status = await Projector(store, chosen, read_model).catch_up(on_progress=report)
-            bar.draw(status.position, status.head, 0.0, 0.0, final=True)
-            return status.position
+            bar.draw(status.position, status.head, rates[0], 0.0, final=True)
+            return int(status.position)
 
-    position = _run(main)
-    click.echo(f"{name} rebuilt into {target} up to position {position}")
+    try:
+        position = _run(main)
+    except BaseException:
+        if path is not None:  # a failed rebuild leaves no half-made file
+            for leftover in (path, path + "-wal", path + "-shm"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        raise
+    click.echo(f"{name} rebuilt into {redact(target)} up to position {position}")
 
 
 # ------------------------------------------------------------------------------------------ set-up
