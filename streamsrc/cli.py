@@ -925,6 +925,96 @@ def projection_rebuild(
     click.echo(f"{name} rebuilt into {redact(target)} up to position {position}")
 
 
+_STORE_TABLES = frozenset({"events", "snapshots", "checkpoints", "streamsrc_meta"})
+
+
+def _switch_sqlite(live: str, rebuilt: str, name: str) -> tuple[list[str], int]:
+    """In one transaction of ``live``: replace each table of ``rebuilt`` (the projection's) with the
+    rebuilt one, and NAME's checkpoint and dead letters with the rebuilt ones."""
+    import sqlite3
+
+    conn = sqlite3.connect(live, isolation_level=None, timeout=10.0)
+    try:
+        conn.execute("ATTACH DATABASE ? AS rebuilt", (f"file:{rebuilt}?mode=ro",))
+        found = conn.execute("SELECT position FROM rebuilt.streamsrc_projections WHERE name = ?", (name,))
+        row = found.fetchone()
+        if row is None:
+            raise CommandFailed(f"{rebuilt} has no projection {name!r}: rebuild it first")
+        tables = conn.execute(
+            "SELECT name, sql FROM rebuilt.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND name NOT LIKE 'streamsrc_%' ORDER BY name"
+        ).fetchall()
+        if clash := sorted({t for t, _ in tables} & _STORE_TABLES):
+            raise CommandFailed(f"{rebuilt} has tables of an event store: {', '.join(clash)}")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, sql in tables:
+                quoted = '"' + table.replace('"', '""') + '"'
+                conn.execute(f"DROP TABLE IF EXISTS main.{quoted}")
+                conn.execute(sql)  # CREATE TABLE name ...: made in main
+                conn.execute(f"INSERT INTO main.{quoted} SELECT * FROM rebuilt.{quoted}")
+            for sql in conn.execute(
+                "SELECT sql FROM rebuilt.sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                " AND tbl_name NOT LIKE 'streamsrc_%'"
+            ).fetchall():
+                conn.execute(sql[0])
+            conn.execute("DELETE FROM main.streamsrc_dead_letters WHERE projection = ?", (name,))
+            conn.execute(
+                "INSERT INTO main.streamsrc_dead_letters SELECT * FROM rebuilt.streamsrc_dead_letters"
+                " WHERE projection = ?",
+                (name,),
+            )
+            conn.execute(
+                "INSERT INTO main.streamsrc_projections SELECT * FROM rebuilt.streamsrc_projections"
+                " WHERE name = ? ON CONFLICT (name) DO UPDATE SET position = excluded.position,"
+                " time = excluded.time",
+                (name,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return [t for t, _ in tables], int(row[0])
+    except sqlite3.Error as exc:
+        raise CommandFailed(f"cannot switch {name!r} in: {_one_line(exc)}") from None
+    finally:
+        conn.close()
+
+
+@projection.command("switch")
+@click.argument("name")
+@click.option("--from", "rebuilt", required=True, metavar="PATH", help="The rebuilt SQLite file.")
+@_model_option
+@click.pass_context
+def projection_switch(ctx: click.Context, name: str, rebuilt: str, model: str | None) -> None:
+    """Switch a rebuilt read model in: NAME's tables, checkpoint and dead letters from --from.
+
+    The tables of the rebuilt file (made by `projection rebuild`) replace
+    those of the live read model (--model, by default the store's SQLite
+    file) in one transaction, with NAME's checkpoint: the projection goes on
+    from where the rebuild stopped. A projector still running on the old
+    tables finds its checkpoint moved and stops. SQLite read models only.
+    """
+    where = _models_of(_url(ctx.find_root()), model)
+    live = None if where is None else _sqlite_path(where) if "://" in where else where
+    if live is None:
+        raise CommandFailed("projection switch works on SQLite read models: give --model PATH")
+    if not Path(rebuilt).exists():
+        raise CommandFailed(f"no rebuilt read model at {rebuilt}")
+
+    async def prepare() -> None:  # the live file has the model's bookkeeping tables
+        from streamsrc.projections.sqlite import SqliteReadModel
+
+        async with SqliteReadModel(live):
+            pass
+
+    _run(prepare)
+    tables, position = _switch_sqlite(live, rebuilt, name)
+    click.echo(
+        f"{name} switched in from {rebuilt} at position {position} ({', '.join(tables) or 'no tables'})"
+    )
+
+
 # ------------------------------------------------------------------------------------------ set-up
 
 

@@ -632,3 +632,36 @@ def test_projections_on_postgresql(demo_dir: Path, tmp_path: Path, postgres_serv
         assert f"up to position {head}" in ok(rebuilt)
     finally:
         run_async(lambda: drop_database(postgres_server, name))
+
+
+def test_a_rebuilt_model_is_switched_in(demo_dir: Path, tmp_path: Path) -> None:
+    """rebuild into a fresh file, then switch: the live tables and checkpoint become the rebuilt ones."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "live.db"
+    shutil.copy(demo_dir / "streamsrc.db", db)
+    url = f"sqlite:///{db}"
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM users")  # the live model lost its rows
+    rebuilt = tmp_path / "rebuilt.db"
+    ok(
+        streamsrc(
+            "--url", url, "projection", "rebuild", "account-user-search", "--into", str(rebuilt), cwd=tmp_path
+        )
+    )
+    switched = ok(
+        streamsrc(
+            "--url", url, "projection", "switch", "account-user-search", "--from", str(rebuilt), cwd=tmp_path
+        )
+    )
+    assert "switched in" in switched
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+    status = ok(streamsrc("--url", url, "projection", "status", cwd=tmp_path)).splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in status[1:]}
+    assert rows["account-user-search"][2] == "0"
+    one_line_error(
+        streamsrc("--url", url, "projection", "switch", "nope", "--from", str(rebuilt), cwd=tmp_path),
+        "no projection 'nope'",
+    )
