@@ -813,14 +813,19 @@ class PostgresStore(StoreBase):
         return None if value is None else int(value)
 
     async def swap_checkpoint(self, name: str, expected: int, position: int, time_us: int) -> bool:
-        sql, args = (
-            (_CREATE_CHECKPOINT, (name, position, time_us))
-            if expected == 0
-            else (_MOVE_CHECKPOINT, (name, position, time_us, expected))
-        )
-        status = await self._run(
-            "save_checkpoint", lambda conn: conn.execute(sql, *args, timeout=self._timeout)
-        )
+        timeout = self._timeout
+        if expected == 0:
+            status = await self._run(
+                "save_checkpoint",
+                lambda conn: conn.execute(_CREATE_CHECKPOINT, name, position, time_us, timeout=timeout),
+            )
+        else:
+            status = await self._run(
+                "save_checkpoint",
+                lambda conn: conn.execute(
+                    _MOVE_CHECKPOINT, name, position, time_us, expected, timeout=timeout
+                ),
+            )
         return str(status).endswith(" 1")  # 'INSERT 0 1' / 'UPDATE 1': moved; '... 0': it was elsewhere
 
     # -- beyond the contract
