@@ -30,7 +30,8 @@ Targets:
   ``--quick``), a handler reading ``e.data``: streamsrc >= 0.5x a raw
   keyset-paged scan (pages of 1,000) with ``json.loads`` per row;
 * 8 concurrent writers on distinct streams against 1 writer: a report, no
-  target (every append takes one advisory lock, so writers are serialised).
+  target (appends waiting while one is in flight are group-committed under one
+  advisory lock; bench/store_writers.py has the targets, with fsync on).
 """
 
 from __future__ import annotations
@@ -504,7 +505,7 @@ async def bench_writers(server: Server, sizes: Sizes, repeat: int) -> None:
     await server.measure([one, many], repeat)
     table(
         f"4. Concurrent writers: {total:,} single-event appends, 1 writer vs {WRITERS} (a report:"
-        "\n  every append holds the advisory append lock, so appends are serialised on the server)",
+        "\n  appends waiting while one is in flight commit as one group, under one advisory lock)",
         [subject_row(many), versus(None, many, one, None, "")],
     )
 
