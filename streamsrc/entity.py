@@ -64,6 +64,7 @@ import anyio
 from returns.maybe import Nothing, Some
 from returns.result import Failure, Result, Success
 
+import streamsrc.telemetry as _telemetry
 from streamsrc.codec import Codec, conforms, from_json_value, to_json_value
 from streamsrc.effect import RetryPolicy
 from streamsrc.errors import (
@@ -553,6 +554,20 @@ class Repository(Generic[K, C, E, S]):
         >>> anyio.run(main)  # the second try finds the first's event: nothing new is written
         (1,) (1,) 1
         """
+        if _telemetry.hooks is not None:  # OpenTelemetry on: the same command, in a span
+            entity = self.entity
+            handle = self._handle(key, command, if_seq, metadata, command_id)
+            return await _telemetry.hooks.command(entity.name, entity.stream(key), command, handle)
+        return await self._handle(key, command, if_seq, metadata, command_id)
+
+    async def _handle(
+        self,
+        key: K,
+        command: C,
+        if_seq: int | None,
+        metadata: dict[str, Any] | None,
+        command_id: str | uuid.UUID | None,
+    ) -> Result[Saved[E, S], CommandError]:
         run = _Command(self, key, command, if_seq, metadata, command_id)
         loaded = await run.load()
         if isinstance(loaded, Saved):  # sent before, and it landed

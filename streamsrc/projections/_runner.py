@@ -13,6 +13,7 @@ from typing import Any, Generic, NoReturn, TypeAlias, TypeVar
 
 import anyio
 
+import streamsrc.telemetry as _telemetry
 from streamsrc.effect import RetryPolicy
 from streamsrc.errors import EffectFailed, ProjectionFailed, ProjectionOwnedElsewhere, StoreUnavailable
 from streamsrc.events import RecordedEvent
@@ -442,7 +443,12 @@ class _Run:
         if self.projector.partitions > 1:
             events = self.projector._mine(events)
         if events or position > self.position:
-            await self.apply(events, position)
+            if _telemetry.hooks is None:
+                await self.apply(events, position)
+            else:  # OpenTelemetry on: the same batch, in a span
+                await _telemetry.hooks.batch(
+                    self.projector.name, events, position, self.apply(events, position)
+                )
             self.position = position
             self.events += len(events)
         now = time.perf_counter()
@@ -458,7 +464,10 @@ class _Run:
             _caught_up(p, self.position, self.events, elapsed)
         elif _log.isEnabledFor(logging.DEBUG):
             _batch_debug(p, events, self.position, self.head)
-        return Progress(p.name, self.position, self.head, self.events, elapsed, caught_up, self.dead)
+        progress = Progress(p.name, self.position, self.head, self.events, elapsed, caught_up, self.dead)
+        if _telemetry.hooks is not None:
+            _telemetry.hooks.progress(progress)
+        return progress
 
     async def apply(self, events: list[RecordedEvent], position: int) -> None:
         """Apply a batch; if its handler fails, find the event at fault and apply the policy to it."""
@@ -645,7 +654,10 @@ class _Parallel:
             n = min(size, len(queue))
             batch = [queue.popleft() for _ in range(n)]
             inflight[stream] = batch[0].position
-            await self.handle(batch)
+            if _telemetry.hooks is None:
+                await self.handle(batch)
+            else:  # OpenTelemetry on: the same batch, in a span
+                await _telemetry.hooks.batch(self.p.name, batch, batch[-1].position, self.handle(batch))
             del inflight[stream]
             self.events += n
             self.buffered -= n
@@ -696,6 +708,8 @@ class _Parallel:
                 progress = Progress(
                     p.name, low, self.head, self.events, now - self.started, caught_up, self.dead
                 )
+                if _telemetry.hooks is not None:
+                    _telemetry.hooks.progress(progress)
                 await self.tell(progress)
             if self.finished_reading and not self.busy and self.committed >= self.read_to:
                 return
@@ -817,7 +831,7 @@ def _started(projector: Projector[Any], position: int, live: bool) -> None:
 
 def _stopped(projector: Projector[Any], position: int, events: int, dead: int) -> None:
     _log.info(
-        "projection %s stops at position %d (%d events applied, %d dead letters)",
+        "projection %s stops at position %d (%d events handled, %d of them dead letters)",
         projector.name,
         position,
         events,
@@ -871,6 +885,8 @@ def _dead_lettered(projector: Projector[Any], event: RecordedEvent, exc: Excepti
         exc,
         extra=_event_fields(projector, event, error=type(exc).__name__),
     )
+    if _telemetry.hooks is not None:
+        _telemetry.hooks.dead_letter(projector.name, event)
 
 
 def _model_failed(projector: Projector[Any], what: str, exc: Exception) -> NoReturn:

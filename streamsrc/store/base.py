@@ -57,6 +57,7 @@ import anyio
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
+import streamsrc.telemetry as _telemetry
 from streamsrc.errors import CheckpointMoved, StoreError, StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
@@ -404,6 +405,10 @@ class StoreBase(ABC):
         encoded = encode_batch(stream, events, self.max_event_size)
         if isinstance(encoded, Failure):
             return encoded
+        if _telemetry.hooks is not None:  # OpenTelemetry on: the same write, in a span
+            return await _telemetry.hooks.append(
+                self, stream, len(events), self._write(stream, encoded.unwrap(), expected, None)
+            )
         return await self._write(stream, encoded.unwrap(), expected, None)
 
     async def import_events(
@@ -418,7 +423,10 @@ class StoreBase(ABC):
             return encoded
         batch, times = encoded.unwrap()
         expected = events[0].seq - 1 if events else ANY
-        return await self._write(stream, batch, expected, [t if type(t) is int else to_us(t) for t in times])  # type: ignore[arg-type]
+        write = self._write(stream, batch, expected, [t if type(t) is int else to_us(t) for t in times])  # type: ignore[arg-type]
+        if _telemetry.hooks is not None:  # OpenTelemetry on: the same write, in a span
+            return await _telemetry.hooks.append(self, stream, len(events), write)
+        return await write
 
     async def _write(
         self, stream: str, batch: list[EncodedEvent], expected: Expected, times: list[int] | None
@@ -516,9 +524,10 @@ class StoreBase(ABC):
                 if size <= 0:
                     return None
                 try:
-                    page = await self.guard(
-                        "read", self.read_page(PageRequest(stream, bound, size, backwards, keep))
-                    )
+                    request = PageRequest(stream, bound, size, backwards, keep)
+                    read = self.guard("read", self.read_page(request))
+                    hooks = _telemetry.hooks  # OpenTelemetry on: the same read, in a span
+                    page = await (read if hooks is None else hooks.read_page(self, stream, read))
                 except StoreUnavailable as exc:
                     _unavailable(exc, "read", stream, bound)
                     raise
