@@ -124,7 +124,7 @@ class StoresAgree(RuleBasedStateMachine):
 
     def _open(self, url: str) -> ConformantStore:
         context = self.portal.wrap_async_context_manager(open_store(url))
-        store = cast(ConformantStore, context.__enter__())
+        store = context.__enter__()
         self._contexts.append(context)
         return store
 
