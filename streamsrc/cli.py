@@ -833,7 +833,8 @@ async def _print_status(positions: dict[str, int], head: int, leases: Any) -> No
     for name in sorted(names):
         recorded = names[name]  # None: only partitions, the projection is as far as its slowest one
         position = min(at for _, _, at in parts[name]) if recorded is None else recorded
-        shown = f"{name:<{name_w}}" if width is None else _cell(name, name_w)
+        label = redact_text(name)  # a checkpoint may be named after a URL (copy's: redacted already)
+        shown = f"{label:<{name_w}}" if width is None else _cell(label, name_w)
         click.echo(f"{shown} {position:>9} {head:>9} {max(0, head - position):>9}")
         held = (
             {x.partition: x for x in await leases.leases(name)}

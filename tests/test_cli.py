@@ -665,3 +665,35 @@ def test_a_rebuilt_model_is_switched_in(demo_dir: Path, tmp_path: Path) -> None:
         streamsrc("--url", url, "projection", "switch", "nope", "--from", str(rebuilt), cwd=tmp_path),
         "no projection 'nope'",
     )
+
+
+def test_the_progress_bar_is_redrawn_in_place_on_a_terminal(demo_dir: Path, tmp_path: Path) -> None:
+    """stderr on a terminal (a pseudo-terminal here): the bar is redrawn with ``\\r``, not new lines."""
+    import pty
+
+    main, secondary = pty.openpty()
+    try:
+        copied = subprocess.run(
+            [sys.executable, "-m", "streamsrc", "copy", f"sqlite:///{demo_dir}/streamsrc.db", "memory://"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=TIMEOUT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main)
+    assert copied.returncode == 0
+    assert b"\r[" in shown
+    assert b"ev/s" in shown
