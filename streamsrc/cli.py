@@ -513,6 +513,7 @@ def _progress_line(done: int, total: int, rate: float, eta: float | None) -> str
 class _Bar:
     """Progress on stderr: a bar redrawn in place on a terminal; plain lines (every ``every``
     seconds, and the last) when stderr is a file or a pipe, so logs get no ``\\r`` frames.
+    ``every`` is 10 s unless the environment's ``STREAMSRC_PROGRESS_EVERY`` says otherwise.
 
     >>> bar = _Bar(tty=False, every=3600)
     >>> bar.draw(0, 0, 0.0, None, final=True)  # nothing was done: no rate, no bar
@@ -520,9 +521,9 @@ class _Bar:
     >>> bar.draw(10, 10, 50.0, 0.0, final=True)
     """
 
-    def __init__(self, *, tty: bool | None = None, every: float = 10.0) -> None:
+    def __init__(self, *, tty: bool | None = None, every: float | None = None) -> None:
         self.tty = sys.stderr.isatty() if tty is None else tty
-        self.every = every
+        self.every = _progress_every() if every is None else every
         self.shown = False
         self.last = time.monotonic()
 
@@ -540,6 +541,25 @@ class _Bar:
         if final or now - self.last >= self.every:
             self.last = now
             click.echo(_progress_line(done, total, rate, eta), err=True)
+
+
+def _progress_every() -> float:
+    """Seconds between plain progress lines: ``STREAMSRC_PROGRESS_EVERY``, else 10.
+
+    >>> import os
+    >>> os.environ["STREAMSRC_PROGRESS_EVERY"] = "0.5"
+    >>> _progress_every()
+    0.5
+    >>> del os.environ["STREAMSRC_PROGRESS_EVERY"]
+    >>> _progress_every()
+    10.0
+    """
+    raw = os.environ.get("STREAMSRC_PROGRESS_EVERY", "")
+    try:
+        every = float(raw) if raw else 10.0
+    except ValueError:
+        raise click.UsageError(f"STREAMSRC_PROGRESS_EVERY must be a number of seconds, not {raw!r}") from None
+    return every if every >= 0 else 10.0
 
 
 def _same_store(source_url: str, target_url: str) -> bool:

@@ -23,6 +23,7 @@ child is killed and reaped when a test ends, failed or not.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import signal
@@ -89,11 +90,13 @@ def log_text(log: IO[bytes]) -> str:
 
 
 @contextmanager
-def spawned(args: Sequence[str], out: Path, log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+def spawned(
+    args: Sequence[str], out: Path, log: IO[bytes], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     """A child process writing its stdout to ``out``, its stderr to ``log``: killed (if still
     running) and reaped when the block ends, whatever happened in it."""
     with open(out, "ab") as stdout:
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log)
+        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=log, env=env)
     try:
         yield proc
     finally:
@@ -487,7 +490,11 @@ async def test_copy_killed_at_random_moments_resumes_to_an_exact_copy(
         checkpoint = kills = 0
         for attempt in range(COPY_KILLS + 1):
             out, err_path = tmp_path / f"copy-{attempt}.out", tmp_path / f"copy-{attempt}.err"
-            with open_log(err_path) as err, spawned(args, out, err) as proc:
+            # A line per batch: stderr is a file, whose progress lines come every 10 s by default.
+            with (
+                open_log(err_path) as err,
+                spawned(args, out, err, env={**os.environ, "STREAMSRC_PROGRESS_EVERY": "0"}) as proc,
+            ):
                 if attempt < COPY_KILLS:
                     at = checkpoint + rng.randint(1, max(1, (len(source) - checkpoint) // 3))
                     if await wait_until(proc, partial(shown, err_path), at, err):
