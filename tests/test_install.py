@@ -1,6 +1,6 @@
 """Clean installs: the project, and each extra alone, in a fresh virtual environment, imports what it is for.
 
-The project is built into a wheel once (from a copy of ``pyproject.toml``,
+The project is built into a wheel once (from a copy of ``pyproject.toml``, ``LICENSE``,
 ``README.md`` and ``streamsrc/``, so the shared tree gets no ``build/``).
 Then, for the project without extras and for each extra, a fresh virtual
 environment (``python -m venv``, no system site-packages) gets that wheel
@@ -56,7 +56,7 @@ IMPORT_TIMEOUT = 300
 # Modules of the package that need an extra (a module name, or a package and everything under it).
 NEEDS_EXTRA: dict[str, tuple[str, ...]] = {
     "postgres": ("streamsrc.store.postgres", "streamsrc.projections.postgres"),
-    "aws": ("streamsrc.store.dynamodb", "streamsrc.integrations"),
+    "aws": ("streamsrc.store.dynamodb", "streamsrc.integrations", "streamsrc.projections.dynamodb"),
     "test": ("streamsrc.testing.conformance", "streamsrc.testing.entity"),
 }
 # The extras' own packages that the repository's code names in no import the test can read.
@@ -64,7 +64,10 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "postgres": ("asyncpg",),
     "aws": ("aiobotocore", "botocore"),
     "web": ("starlette", "examples.web.app"),
-    "notebooks": ("ipykernel", "matplotlib.pyplot"),
+    "pydantic": ("pydantic", "streamsrc.codec"),
+    "crypto": ("cryptography.hazmat.primitives.ciphers.aead", "streamsrc.transforms", "streamsrc.shredding"),
+    "otel": ("opentelemetry.trace", "opentelemetry.metrics", "streamsrc.telemetry"),
+    "notebooks": ("ipykernel", "matplotlib.pyplot", "pandas", "tqdm.auto", "ipywidgets"),
     "test": ("nbmake", "anyio.pytest_plugin"),  # pyproject's addopts: --nbmake; the tests: pytest.mark.anyio
     "bench": ("aiostream", "eventsourcing", "matplotlib.pyplot"),
 }
@@ -252,7 +255,7 @@ def build_wheel(root: Path) -> Path:
     """One wheel of the project, built from a copy of its sources (verbose: the backend's warnings)."""
     source = root / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(REPO / name, source / name)
     junk = shutil.ignore_patterns("__pycache__", "*.pyc", "*.db", "*.db-*")
     shutil.copytree(REPO / "streamsrc", source / "streamsrc", ignore=junk)
