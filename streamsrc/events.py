@@ -304,6 +304,20 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
 
         return events_html(events, max_chars=200)
 
+    @classmethod
+    def _to_pandas_(cls, events: Sequence[RecordedEvent]) -> Any:
+        """Several events as a ``pandas.DataFrame``: what ``await stream.to_pandas()`` gives for events.
+
+        >>> from datetime import datetime, UTC
+        >>> events = [RecordedEvent("s-1", n, n, "T", {"n": n}, None, uuid.UUID(int=n),
+        ...                         datetime(2026, 1, 1, tzinfo=UTC)) for n in (1, 2)]
+        >>> str(RecordedEvent._to_pandas_(events)["seq"].dtype)
+        'int64'
+        """
+        from streamsrc.display import to_pandas
+
+        return to_pandas(events)
+
     if not TYPE_CHECKING:  # the fields, as mypy sees them above
         stream = _tuplegetter(0, "The stream the event belongs to.")
         seq = _tuplegetter(1, "Its number within the stream: 1, 2, 3, ...")

@@ -202,6 +202,28 @@ def test_to_pandas_has_a_row_per_event_with_proper_dtypes() -> None:
     assert frame.equals(events_table(events).to_pandas())
 
 
+@pytest.mark.anyio
+async def test_a_stream_of_events_or_of_rows_runs_into_a_data_frame() -> None:
+    pytest.importorskip("pandas")
+    store = MemoryStore()
+    await store.append("user-1", [EventData("Registered", {"name": "Ada"}), EventData("Renamed", {})])
+    frame = await store.read_all().to_pandas()
+    assert frame.equals(to_pandas(await store.read_all().to_list()))  # events: the event table's dtypes
+    assert frame["seq"].dtype == "int64"
+    assert str(frame["time"].dtype) == "datetime64[ns, UTC]"
+
+    @dataclass
+    class Row:
+        n: int
+        name: str
+
+    rows = await Stream.emits([Row(1, "a"), Row(2, "b")]).to_pandas()
+    assert list(rows.columns) == ["n", "name"]
+    assert rows["n"].tolist() == [1, 2]
+    assert (await Stream.emits([3, 4]).to_pandas())["value"].tolist() == [3, 4]
+    assert len(await Stream.empty().to_pandas()) == 0
+
+
 def test_to_pandas_of_no_events_keeps_the_columns_and_dtypes() -> None:
     pytest.importorskip("pandas")
     frame = events_table([]).to_pandas()

@@ -1125,6 +1125,31 @@ class Stream(Generic[T]):
                 out.extend(chunk)
         return out
 
+    async def to_pandas(self) -> Any:
+        """Run the stream and return its elements as a ``pandas.DataFrame`` (pandas must be installed).
+
+        Elements whose type knows its own frame (``_to_pandas_``: events, with
+        their dtypes) give that; mappings, dataclasses and named tuples give a
+        column per field; anything else one ``value`` column.
+
+        >>> frame = anyio.run(Stream.emits([{"n": 1, "v": "a"}, {"n": 2, "v": "b"}]).to_pandas)
+        >>> list(frame.columns), frame["n"].tolist()
+        (['n', 'v'], [1, 2])
+        """
+        rows = await self.to_list()
+        own = getattr(type(rows[0]), "_to_pandas_", None) if rows else None
+        if own is not None:
+            return own(rows)
+        try:
+            import pandas  # optional: only this method needs it
+        except ImportError:
+            raise ImportError("Stream.to_pandas needs pandas: pip install 'streamsrc[notebooks]'") from None
+        if rows and dataclasses.is_dataclass(rows[0]):
+            return pandas.DataFrame([dataclasses.asdict(r) for r in rows])  # type: ignore[call-overload]
+        if rows and (isinstance(rows[0], Mapping) or hasattr(rows[0], "_fields")):
+            return pandas.DataFrame(rows)
+        return pandas.DataFrame({"value": rows})
+
     async def count_result(self) -> Result[int, Exception]:
         """``count``, with an error returned as ``Failure`` instead of raised."""
         return await _as_result(self.count())
