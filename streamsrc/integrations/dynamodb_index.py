@@ -62,7 +62,11 @@ async def _open(url: str) -> Any:
 
 class IndexHandler:
     """A synchronous AWS Lambda handler ``handler(event, context) -> dict`` indexing DynamoDB Streams
-    records of an ``order=stream`` table (see :func:`index_handler`)."""
+    records of an ``order=stream`` table (see :func:`index_handler`).
+
+    >>> IndexHandler("dynamodb://shop-events?region=eu-west-1")
+    <IndexHandler dynamodb://shop-events>
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -124,6 +128,12 @@ async def run_indexer(url: str, *, live: bool = True, limit: int = 1000, rebuild
 
     :raises InvalidStoreURL: the table is in ``order=global`` mode.
     :raises StoreUnavailable: if the database fails.
+
+    ``streamsrc dynamodb index URL`` runs it; ``live=False`` reads the stream to its end once:
+
+    >>> import inspect
+    >>> inspect.signature(run_indexer).parameters["live"].default
+    True
     """
     from streamsrc.store.dynamodb import index_events, rebuild_index
 

@@ -79,6 +79,9 @@ class IndexReport(NamedTuple):
     had already (redelivered, duplicated); ``stalled``: for each stream held
     back by a gap, the first seq held back (its predecessor not seen yet:
     hand that record again later); ``head``: the index's last position.
+
+    >>> IndexReport(indexed=3, skipped=1, stalled={"cart-1": 7}, head=40).stalled
+    {'cart-1': 7}
     """
 
     indexed: int
@@ -127,6 +130,13 @@ async def index_events(store: DynamoDBStore, events: Iterable[RecordedEvent]) ->
 
     :raises InvalidStoreURL: the store is in ``order=global`` mode (its appends give positions).
     :raises StoreUnavailable: if the database fails, or other indexers keep winning every race.
+
+    ``await index_events(store, events)`` with the events of stream records
+    (``tests/test_dynamodb_index.py`` runs it on moto's server):
+
+    >>> import inspect
+    >>> inspect.iscoroutinefunction(index_events), list(inspect.signature(index_events).parameters)
+    (True, ['store', 'events'])
     """
     if not store.scale:  # its appends gave the positions: indexing would give them twice
         raise InvalidStoreURL(f"{store.url} is in order=global mode: it has no index to write")
@@ -297,7 +307,12 @@ async def _tips(store: DynamoDBStore, streams: Sequence[str]) -> dict[str, int]:
 
 
 async def index_stream(store: DynamoDBStore, stream: str) -> IndexReport:
-    """Index every event of ``stream`` the index lacks (read from the events table)."""
+    """Index every event of ``stream`` the index lacks (read from the events table).
+
+    >>> import inspect
+    >>> list(inspect.signature(index_stream).parameters)
+    ['store', 'stream']
+    """
     tip = await store.indexed_tip(stream)
     events = await store.read(stream, after=tip).to_list()
     return await index_events(store, events)
@@ -307,6 +322,10 @@ async def rebuild_index(store: DynamoDBStore, *, batch: int = 1000) -> IndexRepo
     """Index every event of the table the index lacks, from a scan of the events table: the recovery
     of an index whose indexer was down past the 24 hours DynamoDB Streams keeps records (and safe
     at any time). The streams come in the scan's order; each stream's events in seq order.
+
+    >>> import inspect
+    >>> inspect.signature(rebuild_index).parameters["batch"].default
+    1000
     """
     total = IndexReport(0, 0, {}, 0)
     request: dict[str, Any] = {"TableName": store.tables["events"], "ConsistentRead": True}

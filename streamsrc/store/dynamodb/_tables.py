@@ -60,7 +60,14 @@ def describe(exc: BaseException) -> str:
 
 def store_client(settings: Settings) -> Any:
     """An aiobotocore DynamoDB client (an async context manager) configured as the store's: bounded
-    timeouts and no retries of botocore's own (the store retries what is worth retrying)."""
+    timeouts and no retries of botocore's own (the store retries what is worth retrying).
+
+    Nothing is sent before the client is entered: ``async with store_client(settings) as client:``.
+
+    >>> import inspect
+    >>> list(inspect.signature(store_client).parameters)
+    ['settings']
+    """
     config = Config(
         connect_timeout=settings.timeout,
         read_timeout=settings.timeout,
