@@ -209,27 +209,33 @@ async def test_a_worker_killed_mid_batch_leaves_its_partitions_to_the_others(tmp
 
 async def test_a_worker_paused_past_its_lease_cannot_write_after_another_took_over(tmp_path: Path) -> None:
     """SIGSTOP a worker past its lease, let the other take its partitions and apply more, SIGCONT it:
-    its batches are refused by the fencing token (it drops the partitions), nothing applied twice."""
-    async with places("sqlite", tmp_path) as (url, where):
-        await prepare(where)
-        async with open_store(url) as store:
-            with children(
-                [worker(url, where, "a", ttl=1.0), worker(url, where, "b", ttl=1.0)], tmp_path
-            ) as procs:
-                await wait_for(
-                    lambda: held(tmp_path, 0) and held(tmp_path, 1) and held(tmp_path, 0)[-1], "shared"
-                )
-                await append(store, 40, 5, "before", pause=0.01)
-                procs[0].send_signal(signal.SIGSTOP)
-                await append(store, 40, 10, "paused", pause=0.01)
-                got = await applied_all(where, store, procs, tmp_path)
-                assert_exactly_once(got, await store.head())
-                assert held(tmp_path, 1)[-1] == [0, 1, 2, 3]
-                seen = len(held(tmp_path, 0))
-                procs[0].send_signal(signal.SIGCONT)
-                await append(store, 40, 5, "resumed", pause=0.01)
-                await wait_for(lambda: len(held(tmp_path, 0)) > seen + 1, "the paused worker rebalanced")
-                got = await applied_all(where, store, procs, tmp_path)
-                assert_exactly_once(got, await store.head())
-                assert procs[0].poll() is None, errors(tmp_path)  # it lost its leases, not its life
-                assert "lost the lease" in (tmp_path / "err-0.txt").read_text()
+    its batches are refused by the fencing token (it drops the partitions), nothing applied twice.
+
+    The read model has a file of its own, and the worker is paused once it has applied everything:
+    a worker paused inside a write transaction holds SQLite's lock on its file, and nobody can
+    write that file until it resumes (SQLite's single writer; PostgreSQL would hold that partition's
+    rows only)."""
+    url, where = f"sqlite:///{tmp_path / 'events.db'}", str(tmp_path / "views.db")
+    await prepare(where)
+    async with open_store(url) as store:
+        with children(
+            [worker(url, where, "a", ttl=1.0), worker(url, where, "b", ttl=1.0)], tmp_path
+        ) as procs:
+            await wait_for(
+                lambda: held(tmp_path, 0) and held(tmp_path, 1) and held(tmp_path, 0)[-1], "shared"
+            )
+            await append(store, 40, 5, "before", pause=0.01)
+            await applied_all(where, store, procs, tmp_path)  # idle now: no batch in flight
+            procs[0].send_signal(signal.SIGSTOP)
+            await append(store, 40, 10, "paused", pause=0.01)
+            got = await applied_all(where, store, procs, tmp_path)
+            assert_exactly_once(got, await store.head())
+            assert held(tmp_path, 1)[-1] == [0, 1, 2, 3]
+            seen = len(held(tmp_path, 0))
+            procs[0].send_signal(signal.SIGCONT)
+            await append(store, 40, 5, "resumed", pause=0.01)
+            await wait_for(lambda: len(held(tmp_path, 0)) > seen + 1, "the paused worker rebalanced")
+            got = await applied_all(where, store, procs, tmp_path)
+            assert_exactly_once(got, await store.head())
+            assert procs[0].poll() is None, errors(tmp_path)  # it lost its leases, not its life
+            assert "lost the lease" in (tmp_path / "err-0.txt").read_text()
