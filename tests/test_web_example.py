@@ -325,7 +325,8 @@ async def test_a_store_that_fails_writes_is_answered_503_and_the_command_can_be_
         with write_locked(tmp_path / "accounts.db"):
             refused = await register(client, id="u2", username="bob")
             assert refused.status_code == 503
-            assert refused.json()["error"].startswith("store unavailable: append to 'username-bob' failed")
+            error = refused.json()["error"]
+            assert error.startswith("store unavailable: append to 'username-bob' on <SqliteStore")
             patched = await client.patch("/users/u1", json={"name": "X"}, headers={"If-Match": '"1"'})
             assert patched.status_code == 503
             assert (await client.get("/users/u1")).status_code == 200  # reads go on

@@ -439,20 +439,22 @@ class StoreBase(ABC):
             wrong = check_expected(stream, expected, current)
             return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
         try:
-            outcome = await self.guard("append", self.insert_batch(stream, batch, expected, times))
+            outcome = await self.guard(
+                f"append to {stream!r}", self.insert_batch(stream, batch, expected, times)
+            )
             if type(outcome) is Written:
                 self.appended.notify()
                 return Success(AppendResult(stream, outcome.last_seq, outcome.positions))
             ids = [e.id for e in batch]
             if isinstance(outcome, IdsTaken):
-                found = outcome.found or await self.guard("append", self.find_ids(ids))
+                found = outcome.found or await self.guard(f"append to {stream!r}", self.find_ids(ids))
                 decided = check_existing(stream, ids, expected, found)
                 if decided is None:  # the id went away again? Only a bug could do that
                     raise StoreUnavailable(f"append to {stream!r}: an id was taken, then not found")
                 return decided
             assert isinstance(outcome, VersionConflict)
             if not outcome.ids_checked:
-                found = await self.guard("append", self.find_ids(ids))
+                found = await self.guard(f"append to {stream!r}", self.find_ids(ids))
                 retried = check_existing(stream, ids, expected, found)
                 if retried is not None:
                     return retried
