@@ -587,11 +587,7 @@ class TransformingStore:
 
     async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
         """Save checkpoint ``name`` in the inner store (with ``expected``: its compare-and-set)."""
-        if expected is None:
-            await self.inner.save_checkpoint(name, position)
-        else:  # the inner store's compare-and-set, where its contract has one
-            inner: Any = self.inner
-            await inner.save_checkpoint(name, position, expected=expected)
+        await self.inner.save_checkpoint(name, position, expected)
 
     # -- life
 
