@@ -131,3 +131,80 @@ def test_no_private_name_is_imported_across_packages() -> None:
             if private_module or private_names:
                 offences.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {target} {names}")
     assert offences == []
+
+
+# The layers of docs/index.md's map, lowest first: a module may import its own layer and the ones
+# below it, never one above (the stream core knows nothing of events or stores; the store contract
+# nothing of entities, projections or the CLI). A new top-level module must be placed here.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "streamsrc.errors",
+        "streamsrc.effect",
+        "streamsrc.display",
+        "streamsrc.telemetry",
+        "streamsrc.sqlite_threads",
+    ),
+    ("streamsrc.stream",),
+    ("streamsrc.events", "streamsrc.codec"),
+    (
+        "streamsrc.store",
+        "streamsrc.transforms",
+        "streamsrc.shredding",
+        "streamsrc.tenancy",
+        "streamsrc.retention",
+        "streamsrc.migrate",
+    ),
+    ("streamsrc.entity", "streamsrc.projections", "streamsrc.integrations"),
+    (
+        "streamsrc.examples",
+        "streamsrc.demo",
+        "streamsrc.testing",
+        "streamsrc.cli",
+        "streamsrc.__main__",
+        "streamsrc",
+    ),
+)
+
+
+def layer(module: str) -> int | None:
+    """The layer of ``module`` (its longest listed prefix), or ``None`` if it is in none."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for number, names in enumerate(LAYERS):
+        for prefix in names:
+            if (module == prefix or module.startswith(prefix + ".")) and (
+                best is None or len(prefix) > best[0]
+            ):
+                best = (len(prefix), number)
+    return None if best is None else best[1]
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in modules() if layer(m) is None] == []
+
+
+def upward(edges: dict[str, set[str]]) -> list[str]:
+    """Every import of a module in a layer above the importer's."""
+    offences = []
+    for name, targets in sorted(edges.items()):
+        here = layer(name)
+        for target in sorted(targets):
+            there = layer(target)
+            if here is not None and there is not None and there > here:
+                offences.append(f"{name} (layer {here}) imports {target} (layer {there})")
+    return offences
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    assert upward(graph()) == []
+
+
+def test_the_layer_check_finds_an_upward_import() -> None:
+    assert layer("streamsrc.stream._core") == 1
+    assert layer("streamsrc.store.dynamodb._items") == 3
+    assert layer("streamsrc") == 5
+    assert upward({"streamsrc.stream._core": {"streamsrc.events", "streamsrc.effect"}}) == [
+        "streamsrc.stream._core (layer 1) imports streamsrc.events (layer 2)"
+    ]
+    assert (
+        upward({"streamsrc.cli": {"streamsrc.store.sqlite"}, "streamsrc.codec": {"streamsrc.events"}}) == []
+    )
