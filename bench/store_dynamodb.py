@@ -115,7 +115,10 @@ _tables = 0
 def fresh_url(endpoint: str) -> str:
     global _tables
     _tables += 1
-    return f"dynamodb://bench-{os.getpid()}-{_tables}-{uuid.uuid4().hex[:6]}?region={REGION}&endpoint_url={endpoint}"
+    table = f"bench-{os.getpid()}-{_tables}-{uuid.uuid4().hex[:6]}"
+    # order=global: the references below make the head-item mode's calls (bench/dynamodb_scale.py
+    # measures order=stream, the default for new tables).
+    return f"dynamodb://{table}?region={REGION}&endpoint_url={endpoint}&order=global"
 
 
 async def measure(endpoint: str, variants: Sequence[Variant], repeat: int, warm_up: int = 10) -> None:

@@ -704,7 +704,9 @@ async def test_end_to_end_from_the_dynamodb_store_through_its_stream_to_a_read_m
     from streamsrc.store import open_store
 
     table = f"events-{uuid.uuid4().hex[:10]}"
-    url = f"dynamodb://{table}?region=us-east-1&endpoint_url={moto_endpoint}&create=true"
+    # order=global: the events table's records carry their positions (order=stream, where projections
+    # follow the index's log table instead: tests/test_dynamodb_index.py's end-to-end test).
+    url = f"dynamodb://{table}?region=us-east-1&endpoint_url={moto_endpoint}&create=true&order=global"
     async with open_store(url) as store:
         for n in range(3):
             assert (await store.append("account-1", [EventData("Deposited", {"n": n})])).unwrap()

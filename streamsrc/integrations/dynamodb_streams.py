@@ -109,13 +109,13 @@ async def latest_stream_arn(client: Any, table: str) -> str:
     ...     async with aws_client("dynamodbstreams", region="eu-west-1", endpoint_url=endpoint) as streams:
     ...         print(await latest_stream_arn(streams, "doc-arns"))
     ...         try:
-    ...             await latest_stream_arn(streams, "doc-arns.log")  # the global order: no stream
+    ...             await latest_stream_arn(streams, "doc-arns.snapshots")  # made without a stream
     ...         except LookupError as error:
     ...             print(error)
     >>> with mock.patch.dict(os.environ, AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="x"):
     ...     anyio.run(main, backend="asyncio")
     arn:aws:dynamodb:eu-west-1:123456789012:table/doc-arns/stream/...
-    table 'doc-arns.log' has no DynamoDB stream: enable one with NEW_IMAGE
+    table 'doc-arns.snapshots' has no DynamoDB stream: enable one with NEW_IMAGE
     >>> server.stop()
     """
     arns: list[tuple[str, str]] = []

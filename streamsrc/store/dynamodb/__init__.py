@@ -82,7 +82,7 @@ the cause. Closing the store ends every operation in flight at once with
 Two modes (``order=``, recorded in the log table's *mode* item when the
 tables are made; a table without one is ``global``; a URL asking for the
 other mode is ``IncompatibleSchema``; without ``order=`` the table's own,
-``global`` for a table made now, :data:`_items.DEFAULT_ORDER`):
+``stream`` for a table made now, :data:`_items.DEFAULT_ORDER`):
 
 * ``order=global`` — everything above: positions at append time, one append
   at a time per table.

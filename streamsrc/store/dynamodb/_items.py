@@ -82,10 +82,9 @@ ID_PREFIX = "id:"
 MODE_KEY = {"pk": {"S": "mode"}, "sk": {"S": "0"}}
 """The key of the item saying the table's order (``order``: ``stream`` or ``global``); a table without
 one was made before the scale-out mode existed and is ``global``."""
-DEFAULT_ORDER = "global"
-"""The order of a table made without ``order=`` in its URL. Still ``global`` while code that creates
-tables without ``order=`` and reads positions from the events table's stream is moved to say
-``order=global``; then ``stream``, the scale-out mode."""
+DEFAULT_ORDER = "stream"
+"""The order of a table made without ``order=`` in its URL: ``stream``, the scale-out mode (a table
+made in ``global`` mode, or before the modes existed, stays ``global``)."""
 ORDERS = ("stream", "global")
 """The modes of a table: ``stream`` (scale-out, indexed after the fact) and ``global`` (head item)."""
 SPANS_PREFIX = "spans:"
