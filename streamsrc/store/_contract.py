@@ -304,6 +304,30 @@ class CheckpointStore(Protocol):
         ...
 
 
+@runtime_checkable
+class ListingCheckpointStore(CheckpointStore, Protocol):
+    """A ``CheckpointStore`` that lists every checkpoint it keeps (what ``streamsrc projection
+    status`` shows); every store that ships is one.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store: ListingCheckpointStore = MemoryStore()
+    ...     await store.save_checkpoint("emails", 120)
+    ...     print(await store.checkpoints().to_list())
+    >>> anyio.run(main)
+    [('emails', 120)]
+    """
+
+    def checkpoints(self) -> Stream[tuple[str, int]]:
+        """Every saved checkpoint as ``(name, position)``, each once: by name on the SQL and memory
+        stores, in a table scan's order on DynamoDB.
+
+        :raises StoreUnavailable: while the stream runs, if the database fails.
+        """
+        ...
+
+
 class AppendSignal:
     """Wakes the subscribers of a store when events are appended through it, in this process.
 

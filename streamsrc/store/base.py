@@ -20,6 +20,7 @@ errors, listed in ``driver_errors``):
 ``read_snapshot``         the latest snapshot row at or before a seq and a time
 ``write_checkpoint``      upsert one checkpoint
 ``read_checkpoint``       one checkpoint, or ``None``
+``list_checkpoints``      a page of saved checkpoints ``(name, position)`` after a name
 ``close``                 release connections and threads (called once, shielded)
 ========================  ==============================================================
 
@@ -339,6 +340,12 @@ class StoreBase(ABC):
             f"{type(self).__name__} has no compare-and-set checkpoints (swap_checkpoint)"
         )
 
+    async def list_checkpoints(self, after: str, size: int) -> Sequence[tuple[str, int]]:
+        """Up to ``size`` saved checkpoints ``(name, position)`` that come after checkpoint ``after``
+        (``""``: from the first) in the backend's listing order (by name, or the order of a table
+        scan), each once; an empty page when there are no more. A backend without it lists none."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints (list_checkpoints)")
+
     async def close(self) -> None:  # noqa: B027 (a backend with nothing to release needs no override)
         """Release the backend's resources; called once, shielded from cancellation."""
 
@@ -642,3 +649,27 @@ class StoreBase(ABC):
         )
         if not swapped:
             raise CheckpointMoved(name, expected, await self.load_checkpoint(name))
+
+    def checkpoints(self) -> Stream[tuple[str, int]]:
+        """Every saved checkpoint as ``(name, position)``, each once, lazily paged: by name on the
+        SQL and memory stores, in a table scan's order on DynamoDB (sort them if order matters).
+
+        >>> import anyio
+        >>> from streamsrc.store.memory import MemoryStore
+        >>> async def main() -> None:
+        ...     async with MemoryStore() as store:
+        ...         await store.save_checkpoint("orders-view", 12)
+        ...         await store.save_checkpoint("emails", 7)
+        ...         print(sorted(await store.checkpoints().to_list()))
+        >>> anyio.run(main)
+        [('emails', 7), ('orders-view', 12)]
+
+        :raises StoreUnavailable: when running the stream, if the database fails.
+        """
+        page_size = self.page_size
+
+        async def step(after: str) -> tuple[Sequence[tuple[str, int]], str] | None:
+            found = await self.guard("checkpoints", self.list_checkpoints(after, page_size))
+            return (found, found[-1][0]) if found else None
+
+        return Stream.unfold_chunk_eval("", step)

@@ -277,6 +277,7 @@ _CREATE_CHECKPOINT = (  # a compare-and-set from 0: a missing row counts as posi
     "WHERE checkpoints.position = 0"
 )
 _MOVE_CHECKPOINT = "UPDATE checkpoints SET position = $2, time = $3 WHERE name = $1 AND position = $4"
+_LIST_CHECKPOINTS = "SELECT name, position FROM checkpoints WHERE name > $1 ORDER BY name LIMIT $2"
 
 CONNECTION_ERRORS = (
     OSError,
@@ -827,6 +828,12 @@ class PostgresStore(StoreBase):
                 ),
             )
         return str(status).endswith(" 1")  # 'INSERT 0 1' / 'UPDATE 1': moved; '... 0': it was elsewhere
+
+    async def list_checkpoints(self, after: str, size: int) -> list[tuple[str, int]]:
+        rows = await self._run(
+            "checkpoints", lambda conn: conn.fetch(_LIST_CHECKPOINTS, after, size, timeout=self._timeout)
+        )
+        return [(r[0], int(r[1])) for r in rows]
 
     # -- beyond the contract
 

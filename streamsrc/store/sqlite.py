@@ -395,6 +395,10 @@ class SqliteStore(StoreBase):
             lambda conn: write_transaction(conn, lambda: swap(conn)), shield=True
         )
 
+    async def list_checkpoints(self, after: str, size: int) -> list[tuple[str, int]]:
+        sql = "SELECT name, position FROM checkpoints WHERE name > ? ORDER BY name LIMIT ?"
+        return await self._reads().call(lambda c: [(r[0], int(r[1])) for r in c.execute(sql, (after, size))])
+
     # -- transactions
 
     @asynccontextmanager

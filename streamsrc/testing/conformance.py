@@ -1414,6 +1414,21 @@ class CheckpointStoreConformance(_Suite):
         assert len(won) == 1
         assert await store.load_checkpoint("race") == 100 + won[0]
 
+    async def test_every_checkpoint_is_listed_once_where_it_is(self, store: CheckpointStore) -> None:
+        listing = getattr(store, "checkpoints", None)
+        assert callable(listing), f"{type(store).__name__} cannot list its checkpoints (checkpoints())"
+        assert await listing().to_list() == []
+        names = [f"view-{n:02d}" for n in range(25)] + ["projection ünï 🎉 '; --", "orders[1/4]"]
+        for n, name in enumerate(names):  # more than a page of the small-paged stores
+            await store.save_checkpoint(name, 10 * n)
+        await store.save_checkpoint("view-03", 999)  # moved: listed where it is now
+        await store.save_checkpoint("cas", 5, expected=0)
+        listed = await listing().to_list()
+        wanted = {name: 10 * n for n, name in enumerate(names)} | {"view-03": 999, "cas": 5}
+        assert len(listed) == len(wanted)  # each once, across pages
+        assert sorted(listed) == sorted(wanted.items())
+        assert len(await listing().take(2).to_list()) == 2
+
 
 class ImportingStoreConformance(_Suite):
     """The ``ImportingStore`` capability: events recorded elsewhere are imported with their id, type,

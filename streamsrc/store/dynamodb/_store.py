@@ -965,6 +965,36 @@ class DynamoDBStore(StoreBase):
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreUnavailable(f"checkpoint {name!r} on {self.url} is damaged: {describe(exc)}") from None
 
+    async def list_checkpoints(self, after: str, size: int) -> list[tuple[str, int]]:
+        """A paged Scan of the checkpoints table, resumed after checkpoint ``after`` (its key is the
+        scan's ExclusiveStartKey); the table's other items (leases, heartbeats) are filtered out."""
+        prefix = checkpoint_key("")
+        scan: dict[str, Any] = {
+            "TableName": self.tables["checkpoints"],
+            "FilterExpression": "begins_with(#n, :prefix)",
+            "ExpressionAttributeNames": {"#n": "name"},
+            "ExpressionAttributeValues": {":prefix": {"S": prefix}},
+            "Limit": size,
+            "ConsistentRead": self.consistent,
+        }
+        if after:
+            scan["ExclusiveStartKey"] = {"name": {"S": checkpoint_key(after)}}
+        found: list[tuple[str, int]] = []
+        while True:  # a filtered page may hold none (all leases): go on until some or the end
+            response = await self._call("checkpoints", "scan", **scan)
+            for item in response.get("Items") or []:
+                key = item["name"]["S"]
+                try:
+                    found.append((key[len(prefix) :], int(item["position"]["N"])))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise StoreUnavailable(
+                        f"checkpoint {key[len(prefix) :]!r} on {self.url} is damaged: {describe(exc)}"
+                    ) from None
+            start = response.get("LastEvaluatedKey")
+            if found or not start:
+                return found
+            scan["ExclusiveStartKey"] = start
+
 
 def _commit(item: Mapping[str, Any]) -> _Commit:
     """A commit item of the log table, its copy of the events decoded (their data stays JSON text)."""
