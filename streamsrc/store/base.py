@@ -52,7 +52,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, TypeAlias, TypeVar
 
 import anyio
 from returns.maybe import Maybe, Nothing, Some
@@ -102,6 +102,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+if TYPE_CHECKING:  # the tenancy module builds on this one
+    from streamsrc.tenancy import TenantStore
 
 _log = logging.getLogger(__name__)
 
@@ -394,6 +397,20 @@ class StoreBase(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    def tenant(self, name: str) -> TenantStore:
+        """The view of this store that tenant ``name`` sees: its own streams, snapshots and checkpoints
+        only (see :mod:`streamsrc.tenancy`). Closing the view leaves this store open.
+
+        >>> from streamsrc.store.memory import MemoryStore
+        >>> MemoryStore().tenant("acme").prefix
+        '@acme/'
+
+        :raises InvalidTenant: ``name`` is not a valid tenant name.
+        """
+        from streamsrc.tenancy import TenantStore  # at run time, here: no import cycle
+
+        return TenantStore(self, name, owns=False)
 
     # -- events
 
