@@ -66,8 +66,9 @@ from returns.result import Failure, Result
 
 from streamsrc.errors import CorruptEvent, InvalidEvent, StoreError, WrongExpectedVersion
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
-from streamsrc.store import ANY, AppendResult, AppendSignal, Expected, Snapshot, Store
+from streamsrc.store import ANY, AppendResult, Expected, Snapshot, Store
 from streamsrc.stream import Stream
+from streamsrc.tenancy import ForwardingStore
 from streamsrc.transforms import _decoded
 
 __all__ = [
@@ -388,7 +389,7 @@ class _Personal:
         return {k: secret.get(k, v) for k, v in data.items() if k != PERSONAL}
 
 
-class ShreddingStore:
+class ShreddingStore(ForwardingStore):
     """A :class:`~streamsrc.store.Store` that encrypts personal fields per subject; see the module docs.
 
     ``personal`` maps event types to the names of their personal fields;
@@ -416,7 +417,7 @@ class ShreddingStore:
         marker: Any = FORGOTTEN,
         snapshot_subject: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.personal = {t: list(fields) for t, fields in personal.items()}
         self.keys: KeyStore = StoreKeyStore(inner) if keys is None else keys
         self.subject = subject or _metadata_subject
@@ -553,19 +554,6 @@ class ShreddingStore:
             return found
         return Some((await self.decode_events([found.unwrap()]))[0])
 
-    async def head(self) -> int:
-        """The inner store's head."""
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        """The inner store's streams."""
-        return self.inner.streams()
-
-    @property
-    def appended(self) -> AppendSignal:
-        """The inner store's append signal."""
-        return self.inner.appended
-
     # -- snapshots and checkpoints
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
@@ -614,26 +602,6 @@ class ShreddingStore:
         except Exception:  # damaged: a snapshot is a shortcut
             return Nothing
         return Some(Snapshot(snapshot.key, snapshot.seq, value, snapshot.schema_version, snapshot.time))
-
-    async def load_checkpoint(self, name: str) -> int:
-        """The inner store's checkpoint ``name``."""
-        return await self.inner.load_checkpoint(name)
-
-    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
-        """Save checkpoint ``name`` in the inner store (with ``expected``: its compare-and-set)."""
-        await self.inner.save_checkpoint(name, position, expected)
-
-    # -- life
-
-    async def aclose(self) -> None:
-        """Close the inner store."""
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> ShreddingStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def _snapshot_context(key: str, seq: int) -> bytes:

@@ -68,8 +68,9 @@ from returns.result import Failure, Result
 
 from streamsrc.errors import CorruptEvent, InvalidEvent, KeyUnavailable, StoreError, UnknownTransform
 from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
-from streamsrc.store import ANY, AppendResult, AppendSignal, Expected, Snapshot, Store
+from streamsrc.store import ANY, AppendResult, Expected, Snapshot, Store
 from streamsrc.stream import Stream
+from streamsrc.tenancy import ForwardingStore
 
 __all__ = [
     "TRANSFORMED",
@@ -407,7 +408,7 @@ def _stored_context(event: RecordedEvent) -> bytes:
     return raw if type(raw) is bytes and len(raw) == 16 else _context(event.id)
 
 
-class TransformingStore:
+class TransformingStore(ForwardingStore):
     """A :class:`~streamsrc.store.Store` that transforms payloads on their way into ``inner`` and back.
 
     Appends and imports of plain events are encoded (see the module docs);
@@ -446,7 +447,7 @@ class TransformingStore:
         also_reads: Iterable[Transform] = (),
         snapshots: bool = True,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.pipeline = Pipeline(transforms, also_reads)
         self.transform_snapshots = snapshots
 
@@ -533,19 +534,6 @@ class TransformingStore:
         """The last event of ``stream``, decoded."""
         return (await self.inner.latest(stream)).map(self.decode_event)
 
-    async def head(self) -> int:
-        """The highest global position written so far."""
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        """The names of all streams."""
-        return self.inner.streams()
-
-    @property
-    def appended(self) -> AppendSignal:
-        """The inner store's append signal."""
-        return self.inner.appended
-
     # -- snapshots and checkpoints
 
     async def save_snapshot(self, key: str, seq: int, state: Any, schema_version: int) -> None:
@@ -580,26 +568,6 @@ class TransformingStore:
         except StoreError:
             return Nothing
         return Some(Snapshot(snapshot.key, snapshot.seq, plain, snapshot.schema_version, snapshot.time))
-
-    async def load_checkpoint(self, name: str) -> int:
-        """The inner store's checkpoint ``name``."""
-        return await self.inner.load_checkpoint(name)
-
-    async def save_checkpoint(self, name: str, position: int, expected: int | None = None) -> None:
-        """Save checkpoint ``name`` in the inner store (with ``expected``: its compare-and-set)."""
-        await self.inner.save_checkpoint(name, position, expected)
-
-    # -- life
-
-    async def aclose(self) -> None:
-        """Close the inner store."""
-        await self.inner.aclose()
-
-    async def __aenter__(self) -> TransformingStore:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
 
 def _snapshot_context(key: str, seq: int) -> bytes:
