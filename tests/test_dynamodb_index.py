@@ -88,9 +88,20 @@ async def test_a_table_keeps_its_mode_and_a_mismatch_is_refused_naming_both() ->
         async with open_store(plain + "&order=global"):
             pass
     made_now = fresh_dynamodb_url("order=global").replace("&order=global", "")
-    async with open_store(made_now) as store:  # a new table without order=: the default
+    async with open_store(made_now) as store:  # a new table without order=: the scale-out mode
         assert isinstance(store, DynamoDBStore)
-        assert store.order == DEFAULT_ORDER
+        assert store.order == DEFAULT_ORDER == "stream"
+        assert (await store.append("cart-1", [EventData("Opened", {})])).unwrap().positions == ()
+    global_url = fresh_dynamodb_url("order=global")
+    async with open_store(global_url) as store:  # made in order=global mode
+        assert isinstance(store, DynamoDBStore)
+        assert store.order == "global"
+    async with open_store(global_url.replace("&order=global", "")) as store:
+        assert isinstance(store, DynamoDBStore)
+        assert store.order == "global"
+    with pytest.raises(IncompatibleSchema, match=r"order=global.*order=stream"):
+        async with open_store(global_url.replace("order=global", "order=stream")):
+            pass
 
 
 async def test_tables_made_before_the_modes_open_as_global() -> None:
