@@ -25,6 +25,8 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
         │   └── UnknownTransform        its metadata names a payload transform this reader does not have
         ├── KeyUnavailable          the key an event was encrypted with is missing or not the right one
         ├── CheckpointMoved         a compare-and-set checkpoint save found the checkpoint elsewhere
+        ├── StreamDeleted           the stream was deleted (it ends with a tombstone): no more appends
+        ├── InvalidTruncation       ``truncate_before`` was given a seq outside the stream (nothing removed)
         └── IncompatibleSchema      the store was made by a newer streamsrc, or is not a streamsrc store
 
 Every append failure is one of the ``StoreError`` values, returned inside a
@@ -43,12 +45,14 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidStoreURL",
+    "InvalidTruncation",
     "KeyUnavailable",
     "ProjectionFailed",
     "ProjectionOwnedElsewhere",
     "Rejection",
     "StoreError",
     "StoreUnavailable",
+    "StreamDeleted",
     "StreamsrcError",
     "UndecodableEvent",
     "UnknownEventType",
@@ -340,6 +344,56 @@ class CheckpointMoved(StoreError):
         self.name = name
         self.expected = expected
         self.found = found
+
+
+class StreamDeleted(StoreError):
+    """The stream was deleted (``delete_stream``: it ends with a tombstone event): an append to it,
+    whatever its expected version, and a second delete are refused; nothing was written.
+
+    ``version`` is the stream's last seq: the tombstone's.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("cart-1", [EventData("Opened", {})])
+    ...     await store.delete_stream("cart-1")
+    ...     print(await store.append("cart-1", [EventData("Opened", {})]))
+    >>> anyio.run(main)
+    <Failure: stream 'cart-1' is deleted (its tombstone is #2): nothing can be appended to it>
+    """
+
+    def __init__(self, stream: str, version: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is deleted (its tombstone is #{version}): nothing can be appended to it"
+        )
+        self.stream = stream
+        self.version = version
+
+
+class InvalidTruncation(StoreError):
+    """``truncate_before(stream, seq)`` was given a ``seq`` it cannot take: below 1, or past the
+    stream's last event (a truncation keeps at least the last event, so ``seq`` is at most the
+    stream's ``version``; a stream with no events cannot be truncated). Nothing was removed.
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.append("cart-1", [EventData("Added", {}), EventData("Added", {})])
+    ...     print(await store.truncate_before("cart-1", 3))
+    >>> anyio.run(main)
+    <Failure: cannot truncate 'cart-1' before #3: its version is 2 (seq: 1 to 2)>
+    """
+
+    def __init__(self, stream: str, seq: object, version: int) -> None:
+        why = "it has no events" if version < 1 else f"its version is {version} (seq: 1 to {version})"
+        super().__init__(f"cannot truncate {stream!r} before #{seq}: {why}")
+        self.stream = stream
+        self.seq = seq
+        self.version = version
 
 
 class IncompatibleSchema(StoreError):

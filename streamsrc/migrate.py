@@ -53,6 +53,17 @@ What it promises:
   checkpoint in one transaction; if that fails, nothing of it was written, and
   the batch goes again import by import, to skip what the target already holds
   or to say what conflicts.
+* **Retired streams.** A tombstone (a stream deleted with ``delete_stream``)
+  is an event like any other: it is copied, and the target's stream is
+  deleted too. A stream truncated at the source (``truncate_before``) starts
+  in the target at its first kept seq (an import takes a first seq above 1
+  into a stream the target does not have); the source's removed events are
+  not copied, since no read gives them. Before a run's first write to a
+  stream it does not start at #1, the copy checks that the target has the
+  stream or the source's stream really starts there, else
+  :class:`CopyConflict` (a checkpoint saved for another target, say).
+  Through ``allow_append`` a truncated stream cannot be copied (an append
+  starts a stream at #1): :class:`CopyConflict`.
 * **A snapshot of the source.** The copy reads what the source holds while it
   reads, up to the point where a read comes back short; events appended to
   the source after that are copied by the next run. Stop the writers, copy,
@@ -400,6 +411,8 @@ class _Copy:
         self.transaction = (
             target.transaction if importing and isinstance(target, TransactionalStore) else None
         )
+        self.seen: set[str] = set()
+        """Streams this run has written (or checked) already: their next runs continue them."""
 
     async def begin(self) -> None:
         self.start = self.position = await self.saves.load_checkpoint(self.name)
@@ -416,6 +429,11 @@ class _Copy:
                 j += 1
             runs.append((stream, events[i:j]))
             i = j
+        for stream, run in runs:
+            if stream not in self.seen:
+                if run[0].seq > 1:
+                    await self.check_start(stream, run)
+                self.seen.add(stream)
         position = events[-1].position
         if not await self.in_one_transaction(runs, position):
             for stream, run in runs:
@@ -428,6 +446,30 @@ class _Copy:
             self.head = max(self.position, await self.source.head())
             self.head_checked = now
         return self.report(now)
+
+    async def check_start(self, stream: str, run: Sequence[RecordedEvent]) -> None:
+        """Before the first write to ``stream`` in this run, when ``run`` starts past #1: if the target
+        does not have the stream, its first events must be missing from the source too (truncated
+        there: the copy then starts the stream where the source's starts), else
+        :class:`CopyConflict` (the checkpoint says they were copied: was it another target's?)."""
+        first = run[0].seq
+        last = (await self.target.latest(stream)).map(lambda e: e.seq).value_or(0)
+        if last > 0:
+            return  # the target has the stream: the write checks that the run continues it
+        head = await self.source.read(stream, limit=1).to_list()
+        if head and head[0].seq == first:  # truncated at the source before ``first``
+            if self.importing:
+                return
+            reason = (
+                f"the source's stream was truncated: it starts at #{first}, and an append cannot "
+                "start a stream there (copy into a store that imports events)"
+            )
+        else:
+            reason = (
+                f"the target's stream ends at #{last}: the source's events before #{first} are "
+                "missing from it (was the checkpoint saved for another target?)"
+            )
+        raise CopyConflict(stream, first, run[0].id, None, reason)
 
     async def in_one_transaction(self, runs: list[tuple[str, list[RecordedEvent]]], position: int) -> bool:
         """Import ``runs`` and save the checkpoint in one transaction, if the target has them.

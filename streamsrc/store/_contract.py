@@ -16,7 +16,15 @@ Guarantees of every ``EventStore``:
   returns the stored positions without writing anything.
 * **Failures are values.** ``append`` returns ``Failure`` with a
   :class:`~streamsrc.errors.StoreError`: ``WrongExpectedVersion``,
-  ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge``, ``StoreUnavailable``.
+  ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge``, ``StoreUnavailable``
+  (and ``StreamDeleted``, for a stream that a :class:`RetiringStore` deleted).
+
+Guarantees of every :class:`RetiringStore` (every ``StoreBase``): a deleted
+stream ends with a tombstone (an event of type :data:`TOMBSTONE_TYPE`, with a
+seq and a global position of its own) and takes no more events, which the
+database decides as it decides the expected version; ``truncate_before``
+removes a stream's first events but never its last, so a stream's version
+never goes back.
 """
 
 from __future__ import annotations
@@ -50,6 +58,21 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 
 DEFAULT_PAGE_SIZE = 1000
 """Default number of events fetched per page by ``read`` and ``read_all``."""
+
+TOMBSTONE_TYPE = "$streamDeleted"
+"""The type of the tombstone ``delete_stream`` writes at the end of a stream (data ``{}``). It is
+reserved: ``append`` refuses events of this type (``InvalidEvent``); ``import_events`` takes one
+only as the last event of its batch (a copy carries tombstones over).
+
+>>> import anyio
+>>> from streamsrc.store.memory import MemoryStore
+>>> async def main() -> None:
+...     store = MemoryStore()
+...     await store.delete_stream("cart-1")
+...     print([(e.stream, e.seq, e.type) for e in await store.read_all().to_list()])
+>>> anyio.run(main)
+[('cart-1', 1, '$streamDeleted')]
+"""
 
 
 class ExpectedVersion(enum.Enum):
@@ -328,6 +351,68 @@ class ListingCheckpointStore(CheckpointStore, Protocol):
         ...
 
 
+@runtime_checkable
+class RetiringStore(Protocol):
+    """A store whose streams can be deleted (a tombstone) and truncated (their first events removed).
+
+    Every :class:`~streamsrc.store.base.StoreBase` is one (memory, SQLite, PostgreSQL; DynamoDB).
+
+    >>> import anyio
+    >>> from streamsrc.events import EventData
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> async def main() -> None:
+    ...     store: RetiringStore = MemoryStore()
+    ...     await store.append("cart-1", [EventData("Added", {"n": n}) for n in range(5)])
+    ...     print(await store.truncate_before("cart-1", 4))  # removes #1 to #3
+    ...     print(await store.delete_stream("cart-1"))  # the tombstone is #6
+    ...     print([(e.seq, e.type) for e in await store.read("cart-1").to_list()])
+    ...     print(await store.append("cart-1", [EventData("Added", {})]))
+    >>> anyio.run(main)
+    <Success: 3>
+    <Success: AppendResult(stream='cart-1', last_seq=6, positions=(6,))>
+    [(4, 'Added'), (5, 'Added'), (6, '$streamDeleted')]
+    <Failure: stream 'cart-1' is deleted (its tombstone is #6): nothing can be appended to it>
+    """
+
+    async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
+        """Delete ``stream`` (softly): append its tombstone, an event of type :data:`TOMBSTONE_TYPE`,
+        if the stream is at ``expected`` (a stream with no events can be deleted: its name is then
+        taken for good).
+
+        The tombstone is an event like any other: it has the next seq and a global position, so
+        ``read`` ends with it, ``read_all`` (projections, subscriptions) shows it and a copy carries
+        it. From then on every append to the stream, whatever its ``expected``, concurrent ones
+        too, and every import, is refused with ``StreamDeleted``, decided by the database
+        atomically with the write, as the expected version is. Deleting a deleted stream is refused
+        the same way (``StreamDeleted``: the caller knows it is deleted). The events stay until
+        ``truncate_before(stream, version)`` removes all but the tombstone.
+
+        :returns: ``Success(AppendResult)`` of the tombstone, or ``Failure`` with
+            ``StreamDeleted``, ``WrongExpectedVersion``, ``InvalidEvent`` (a bad name) or
+            ``StoreUnavailable``.
+        :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
+        """
+        ...
+
+    async def truncate_before(self, stream: str, seq: int) -> Result[int, StoreError]:
+        """Remove the events of ``stream`` with a seq below ``seq``, in one transaction; how many.
+
+        ``seq`` runs from 1 (nothing removed) to the stream's version (all but its last event): a
+        truncation always keeps the last event, so the stream's version, and appends with
+        ``expected=version``, are unchanged. The removed events are gone for every reader:
+        ``read``, ``read_all`` (a projection rebuilt afterwards never sees them), ``latest``,
+        ``find``; a SQL store deletes their rows. A copy of a truncated stream starts at its first
+        kept seq (imports accept a stream's first event at a seq above 1 into a stream the
+        target does not have). Truncating again below an earlier truncation removes nothing.
+
+        :returns: ``Success(count)``, or ``Failure`` with ``InvalidTruncation`` (``seq`` below 1 or
+            above the version, or a stream with no events: nothing removed), ``InvalidEvent`` (a
+            bad name) or ``StoreUnavailable``.
+        :raises TypeError: ``seq`` is not an int (a bug).
+        """
+        ...
+
+
 class AppendSignal:
     """Wakes the subscribers of a store when events are appended through it, in this process.
 
@@ -411,7 +496,10 @@ class ImportingStore(Protocol):
         The events' ``seq`` must continue the stream: the first is the
         stream's last seq + 1 and they are consecutive (that is the expected
         version, checked atomically as ``append`` checks it:
-        ``WrongExpectedVersion`` otherwise). Every event's ``stream`` must be
+        ``WrongExpectedVersion`` otherwise). Into a stream with no events the
+        first may have any seq from 1 (a stream truncated at the source: see
+        ``RetiringStore.truncate_before``); the stream then starts there. A
+        stream deleted here refuses imports (``StreamDeleted``). Every event's ``stream`` must be
         ``stream`` (``InvalidEvent`` otherwise). Positions are this store's
         own, given in its commit order. Idempotent like ``append``: the same
         ids already stored at those seqs give ``Success`` with the stored
@@ -626,6 +714,8 @@ def encode_batch(
             if type(event.id) is not uuid.UUID and not isinstance(event.id, uuid.UUID):
                 raise InvalidEvent(f"event id must be a UUID, got {event.id!r}")
             _check_name(event.type, "event type")
+            if event.type == TOMBSTONE_TYPE:
+                raise InvalidEvent(f"event type {TOMBSTONE_TYPE!r} is reserved: delete_stream writes it")
             data, size = encode_json_sized(event.data)
             metadata = None
             if event.metadata is not None:
@@ -709,6 +799,8 @@ def encode_recorded_stored(
                     raise InvalidEvent(f"event {event.id} has no timezone-aware time: {moment!r}")
             times.append(moment)
             out.append(_encode_one(event, max_size))
+            if event.type == TOMBSTONE_TYPE and k != len(events) - 1:
+                raise InvalidEvent(f"stream {stream!r} has events after its tombstone (#{seq})")
         if len(out) > 1 and len({e.id for e in out}) < len(out):
             raise InvalidEvent("an event id appears twice in one batch")
     except InvalidEvent as exc:
@@ -726,14 +818,16 @@ def _encode_one(event: RecordedEvent, max_size: int) -> EncodedEvent:
         if size <= max_size and type(event_id) is uuid.UUID:
             return EncodedEvent(event_id, event.type, data, metadata)
         # over the limit as stored (another store's spacing?) or odd: measured as append measures it
+    tombstone = event.type == TOMBSTONE_TYPE  # reserved for append, carried over by imports
     try:
-        fields = EventData(event.type, event.data, event.metadata, event.id)
+        fields = EventData("T" if tombstone else event.type, event.data, event.metadata, event.id)
     except (ValueError, TypeError) as exc:  # stored fields that do not decode
         raise InvalidEvent(f"cannot import event {_stored(event, 6)!r}: {exc!r}") from None
     encoded = encode_batch(event.stream, [fields], max_size)
     if isinstance(encoded, Failure):
         raise encoded.failure()
-    return encoded.unwrap()[0]
+    one = encoded.unwrap()[0]
+    return one._replace(type=TOMBSTONE_TYPE) if tombstone else one
 
 
 def _as_datetime(moment: int | datetime) -> datetime:

@@ -10,8 +10,8 @@ errors, listed in ``driver_errors``):
 
 ========================  ==============================================================
 ``insert_batch``          write a checked batch at the end of a stream, atomically, if the
-                          stream is at ``expected``: :class:`Written`, :class:`VersionConflict`
-                          or :class:`IdsTaken`
+                          stream is at ``expected``: :class:`Written`, :class:`VersionConflict`,
+                          :class:`IdsTaken` or :class:`StreamGone` (it ends with a tombstone)
 ``find_ids``              where events with these ids are stored (for idempotent retries)
 ``read_page``             one page of a stream or of the global log: a :class:`Page`
 ``last_position``         the highest global position written (0 if none)
@@ -20,6 +20,7 @@ errors, listed in ``driver_errors``):
 ``read_snapshot``         the latest snapshot row at or before a seq and a time
 ``write_checkpoint``      upsert one checkpoint
 ``read_checkpoint``       one checkpoint, or ``None``
+``remove_before``         delete a stream's events below a seq, never its last: :class:`Truncated`
 ``list_checkpoints``      a page of saved checkpoints ``(name, position)`` after a name
 ``close``                 release connections and threads (called once, shielded)
 ========================  ==============================================================
@@ -59,12 +60,20 @@ from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
 import streamsrc.telemetry as _telemetry
-from streamsrc.errors import CheckpointMoved, StoreError, StoreUnavailable
-from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
+from streamsrc.errors import (
+    CheckpointMoved,
+    InvalidEvent,
+    InvalidTruncation,
+    StoreError,
+    StoreUnavailable,
+    StreamDeleted,
+)
+from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json, new_event_id
 from streamsrc.store._contract import (
     ANY,
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
+    TOMBSTONE_TYPE,
     AppendResult,
     AppendSignal,
     EncodedEvent,
@@ -95,6 +104,8 @@ __all__ = [
     "PageRequest",
     "StoreBase",
     "StoredSnapshot",
+    "StreamGone",
+    "Truncated",
     "VersionConflict",
     "Written",
     "check_expected",
@@ -180,7 +191,49 @@ class IdsTaken(NamedTuple):
     found: Mapping[uuid.UUID, EventAddress] = {}
 
 
-Inserted: TypeAlias = Written | VersionConflict | IdsTaken
+class StreamGone(NamedTuple):
+    """``insert_batch`` wrote nothing: the stream's last event is a tombstone (of type
+    :data:`~streamsrc.store._contract.TOMBSTONE_TYPE`, at seq ``current``): it was deleted.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> opened = EncodedEvent(uuid.UUID(int=1), "Opened", "{}", None)
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.delete_stream("cart-1")
+    ...     print(await store.insert_batch("cart-1", [opened], ANY, None))
+    >>> anyio.run(main)
+    StreamGone(current=1, ids_checked=False)
+
+    ``ids_checked`` as for :class:`VersionConflict`: the backend found none of the batch's ids
+    stored (a retry of a batch written before the delete is still a retry).
+    """
+
+    current: int
+    ids_checked: bool = False
+
+
+class Truncated(NamedTuple):
+    """What ``remove_before`` did: ``removed`` events deleted; ``version``, the stream's last seq
+    (0: no such stream) read in the same transaction. Nothing was removed if the seq asked for was
+    above ``version``.
+
+    >>> import anyio
+    >>> from streamsrc.store.memory import MemoryStore
+    >>> batch = [EncodedEvent(uuid.UUID(int=n), "Added", "{}", None) for n in range(1, 4)]
+    >>> async def main() -> None:
+    ...     store = MemoryStore()
+    ...     await store.insert_batch("cart-1", batch, 0, None)
+    ...     print(await store.remove_before("cart-1", 3), await store.remove_before("cart-1", 9))
+    >>> anyio.run(main)
+    Truncated(removed=2, version=3) Truncated(removed=0, version=3)
+    """
+
+    removed: int
+    version: int
+
+
+Inserted: TypeAlias = Written | VersionConflict | IdsTaken | StreamGone
 """What ``insert_batch`` answers."""
 
 
@@ -299,6 +352,15 @@ class StoreBase(ABC):
 
         ``times`` are the events' own times in microseconds since the epoch
         (an import), or ``None`` for now. The batch is never empty.
+
+        Two rules of the retiring contract, decided in the same atomic step as the version:
+
+        * a stream whose last event has type ``TOMBSTONE_TYPE`` takes nothing: answer
+          :class:`StreamGone` (whatever ``expected`` is; ids may be checked first, as for a
+          conflict);
+        * an import (``times`` given, ``expected`` an int ``e``) into a stream with no events
+          writes the batch at seqs ``e + 1, e + 2, ...`` (its source was truncated), as if the
+          stream were at ``e``.
         """
 
     @abstractmethod
@@ -348,6 +410,12 @@ class StoreBase(ABC):
         (``""``: from the first) in the backend's listing order (by name, or the order of a table
         scan), each once; an empty page when there are no more. A backend without it lists none."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its checkpoints (list_checkpoints)")
+
+    async def remove_before(self, stream: str, seq: int) -> Truncated:
+        """In one transaction: read the version ``v`` of ``stream`` (its last seq, 0 if none) and,
+        if ``seq <= v``, delete its events with a seq below ``seq`` (never the last one, then);
+        answer :class:`Truncated`. A backend without it truncates nothing."""
+        raise NotImplementedError(f"{type(self).__name__} cannot truncate streams (remove_before)")
 
     async def close(self) -> None:  # noqa: B027 (a backend with nothing to release needs no override)
         """Release the backend's resources; called once, shielded from cancellation."""
@@ -460,6 +528,7 @@ class StoreBase(ABC):
                 current = await self._current(stream)
             except StoreError as exc:
                 return Failure(exc)
+                return Failure(exc)
             wrong = check_expected(stream, expected, current)
             return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
         try:
@@ -476,12 +545,15 @@ class StoreBase(ABC):
                 if decided is None:  # the id went away again? Only a bug could do that
                     raise StoreUnavailable(f"append to {stream!r}: an id was taken, then not found")
                 return decided
-            assert isinstance(outcome, VersionConflict)
+            assert not isinstance(outcome, Written)
             if not outcome.ids_checked:
                 found = await self.guard(f"append to {stream!r}", self.find_ids(ids))
                 retried = check_existing(stream, ids, expected, found)
                 if retried is not None:
                     return retried
+            if type(outcome) is StreamGone:
+                return Failure(StreamDeleted(stream, outcome.current))
+            assert isinstance(outcome, VersionConflict)
             wrong = check_expected(stream, expected, outcome.current)
             if wrong is None:  # a backend said conflict where there is none: tell it as unavailable
                 raise StoreUnavailable(f"append to {stream!r}: a conflict at version {outcome.current}")
@@ -495,8 +567,86 @@ class StoreBase(ABC):
             return Failure(exc)
 
     async def _current(self, stream: str) -> int:
+        """The stream's version; raises ``StreamDeleted`` if it ends with a tombstone."""
         if not can_be_stored(stream):
             return 0
+        page = await self.guard("read", self.read_page(PageRequest(stream, MAX_SEQ, 1, backwards=True)))
+        if not page.events:
+            return 0
+        last = page.events[0]
+        if last.type == TOMBSTONE_TYPE:
+            raise StreamDeleted(stream, last.seq)
+        return last.seq
+
+    # -- retiring streams
+
+    async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
+        """Delete ``stream`` softly: append its tombstone (type ``TOMBSTONE_TYPE``) if it is at
+        ``expected``; from then on every append to it is refused (see ``RetiringStore``).
+
+        >>> import anyio
+        >>> from streamsrc.store.memory import MemoryStore
+        >>> async def main() -> None:
+        ...     store = MemoryStore()
+        ...     await store.append("cart-1", [EventData("Opened", {})])
+        ...     print(await store.delete_stream("cart-1", expected=1))
+        ...     print(await store.delete_stream("cart-1"))
+        >>> anyio.run(main)
+        <Success: AppendResult(stream='cart-1', last_seq=2, positions=(2,))>
+        <Failure: stream 'cart-1' is deleted (its tombstone is #2): nothing can be appended to it>
+
+        :returns: the tombstone's ``AppendResult``, or ``Failure`` with ``StreamDeleted``,
+            ``WrongExpectedVersion``, ``InvalidEvent`` or ``StoreUnavailable``.
+        :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
+        """
+        if type(expected) is not int or expected < 0:
+            check_expected(stream, expected, 0)  # a bad ``expected`` is a bug: raise before anything
+        try:
+            check_key(stream, "stream name")
+        except InvalidEvent as exc:
+            return Failure(exc)
+        tombstone = EncodedEvent(new_event_id(), TOMBSTONE_TYPE, "{}", None)
+        return await self._write(stream, [tombstone], expected, None)
+
+    async def truncate_before(self, stream: str, seq: int) -> Result[int, StoreError]:
+        """Remove the events of ``stream`` below ``seq`` (1 to the stream's version: the last event
+        always stays), in one transaction; how many were removed (see ``RetiringStore``).
+
+        >>> import anyio
+        >>> from streamsrc.store.memory import MemoryStore
+        >>> async def main() -> None:
+        ...     store = MemoryStore()
+        ...     await store.append("cart-1", [EventData("Added", {"n": n}) for n in range(4)])
+        ...     print(await store.truncate_before("cart-1", 3))
+        ...     print([e.seq for e in await store.read("cart-1").to_list()])
+        ...     print(await store.truncate_before("cart-1", 0))
+        >>> anyio.run(main)
+        <Success: 2>
+        [3, 4]
+        <Failure: cannot truncate 'cart-1' before #0: its version is 4 (seq: 1 to 4)>
+
+        :returns: ``Success(count)``, or ``Failure`` with ``InvalidTruncation``, ``InvalidEvent`` or
+            ``StoreUnavailable``.
+        :raises TypeError: ``seq`` is not an int (a bug).
+        """
+        if type(seq) is not int:
+            raise TypeError(f"seq must be an int, not {type(seq).__name__}: {seq!r}")
+        try:
+            check_key(stream, "stream name")
+            if seq < 1:
+                version = await self._version(stream)
+                return Failure(InvalidTruncation(stream, seq, version))
+            outcome = await self.guard(f"truncate {stream!r}", self.remove_before(stream, seq))
+        except StoreError as exc:
+            if isinstance(exc, StoreUnavailable):
+                _unavailable(exc, "truncate", stream, seq)
+            return Failure(exc)
+        if seq > outcome.version:
+            return Failure(InvalidTruncation(stream, seq, outcome.version))
+        return Success(outcome.removed)
+
+    async def _version(self, stream: str) -> int:
+        """The stream's last seq (its tombstone's, if deleted), 0 if it has none."""
         page = await self.guard("read", self.read_page(PageRequest(stream, MAX_SEQ, 1, backwards=True)))
         return page.events[0].seq if page.events else 0
 

@@ -21,6 +21,7 @@ from streamsrc.events import RecordedEvent
 from streamsrc.store._contract import (
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
+    TOMBSTONE_TYPE,
     EncodedEvent,
     Expected,
     check_expected,
@@ -33,6 +34,8 @@ from streamsrc.store.base import (
     PageRequest,
     StoreBase,
     StoredSnapshot,
+    StreamGone,
+    Truncated,
     VersionConflict,
     Written,
 )
@@ -57,14 +60,16 @@ class MemoryStore(StoreBase):
         super().__init__(page_size=page_size, max_event_size=max_event_size)
         # Events in their stored form: plain tuples in RecordedEvent's field order, data and
         # metadata as JSON text; every read makes new RecordedEvents (decoded lazily).
-        self._log: list[_Row] = []
+        self._log: list[_Row | None] = []  # by position; None where truncate_before removed a row
         self._streams: dict[str, list[_Row]] = {}
+        self._trimmed: dict[str, int] = {}  # seqs before a stream's first kept event (truncated)
+        self._removed = 0
         self._ids: dict[uuid.UUID, _Row] = {}
         self._snapshots: dict[str, list[tuple[int, int, StoredSnapshot]]] = {}
         self._checkpoints: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"<MemoryStore {len(self._log)} events>"
+        return f"<MemoryStore {len(self._log) - self._removed} events>"
 
     # -- the primitives: no await between a check and its write, so atomic on the event loop
 
@@ -75,22 +80,29 @@ class MemoryStore(StoreBase):
         found = {e.id: EventAddress(*r[:3]) for e in batch if (r := self._ids.get(e.id))}
         if found:
             return IdsTaken(found)
-        log = self._streams.setdefault(stream, [])
-        if check_expected(stream, expected, len(log)) is not None:
-            if not log:
-                del self._streams[stream]
-            return VersionConflict(len(log))
+        log = self._streams.get(stream)
+        current = 0 if not log else self._trimmed.get(stream, 0) + len(log)
+        if log and log[-1][3] == TOMBSTONE_TYPE:
+            return StreamGone(current)
+        if not log and times is not None and type(expected) is int:
+            current = expected  # an import into a new stream may start past #1 (a truncated source)
+        if check_expected(stream, expected, current) is not None:
+            return VersionConflict(current)
+        if log is None:
+            log = self._streams[stream] = []
+            if current:
+                self._trimmed[stream] = current
         now = datetime.now(UTC)
         written = []
         for k, e in enumerate(batch):
             position = len(self._log) + 1
             at = now if times is None else _EPOCH + timedelta(microseconds=times[k])
-            record = (stream, len(log) + 1, position, e.type, e.data, e.metadata, e.id, at)
+            record = (stream, current + k + 1, position, e.type, e.data, e.metadata, e.id, at)
             log.append(record)
             self._log.append(record)
             self._ids[e.id] = record
             written.append(position)
-        return Written(len(log), tuple(written))
+        return Written(current + len(batch), tuple(written))
 
     async def find_ids(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:
         await anyio.lowlevel.checkpoint()
@@ -101,18 +113,23 @@ class MemoryStore(StoreBase):
         size, bound = request.size, request.bound
         if request.stream is not None:
             log = self._streams.get(request.stream, [])
+            bound -= self._trimmed.get(request.stream, 0)  # an index into the kept rows
             if request.backwards:
                 stop = min(len(log), max(0, bound - 1))
                 rows = list(reversed(log[max(0, stop - size) : stop]))
             else:
-                rows = log[bound : bound + size]
+                rows = log[max(0, bound) : max(0, bound) + size]
         elif request.filter.everything:
-            rows = self._log[bound : bound + size]
+            chunk = self._log[bound : bound + size]
+            if self._removed:  # holes where rows were removed: the page may hold fewer events
+                kept = [r for r in chunk if r is not None]
+                return Page(list(map(_event, kept)), None if len(chunk) < size else bound + size)
+            rows = chunk  # type: ignore[assignment]
         else:
             keep = request.filter
             rows = []
             for row in itertools.islice(self._log, bound, None):
-                if keep.keeps(row[0], row[3]):
+                if row is not None and keep.keeps(row[0], row[3]):
                     rows.append(row)
                     if len(rows) == size:
                         break
@@ -121,6 +138,22 @@ class MemoryStore(StoreBase):
     async def last_position(self) -> int:
         await anyio.lowlevel.checkpoint()
         return len(self._log)
+
+    async def remove_before(self, stream: str, seq: int) -> Truncated:
+        await anyio.lowlevel.checkpoint()  # then no await between the check and the removal
+        log = self._streams.get(stream, [])
+        trimmed = self._trimmed.get(stream, 0)
+        version = trimmed + len(log) if log else 0
+        if not log or seq > version:
+            return Truncated(0, version)
+        n = max(0, seq - 1 - trimmed)
+        for row in log[:n]:
+            self._log[row[2] - 1] = None
+            del self._ids[row[6]]
+        del log[:n]
+        self._trimmed[stream] = trimmed + n
+        self._removed += n
+        return Truncated(n, version)
 
     async def stream_names(self, after: str, size: int) -> list[str]:
         await anyio.lowlevel.checkpoint()

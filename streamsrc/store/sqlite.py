@@ -61,12 +61,13 @@ import anyio
 import anyio.lowlevel
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable
+from streamsrc.errors import IncompatibleSchema, StoreError, StoreUnavailable, StreamDeleted
 from streamsrc.events import EventData, RecordedEvent, encode_json, uuid_from_bytes
 from streamsrc.sqlite_threads import ConnectionThreads as ConnectionThreads
 from streamsrc.sqlite_threads import connect, rollback, write_transaction
 from streamsrc.store._contract import (
     ANY,
+    TOMBSTONE_TYPE,
     AppendResult,
     EventFilter,
     Expected,
@@ -88,6 +89,8 @@ from streamsrc.store.base import (
     PageRequest,
     StoreBase,
     StoredSnapshot,
+    StreamGone,
+    Truncated,
     VersionConflict,
     Written,
     check_expected,
@@ -132,6 +135,7 @@ _INSERT = "INSERT INTO events (stream, seq, id, type, data, metadata, time) VALU
 _READ_FORWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq > ? ORDER BY seq LIMIT ?"
 _READ_BACKWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = ? AND seq < ? ORDER BY seq DESC LIMIT ?"
 _READ_ALL = f"SELECT {_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?"
+_LAST = "SELECT seq, type FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1"
 _SAVE_SNAPSHOT = (
     "INSERT OR REPLACE INTO snapshots (key, schema_version, seq, state, time) VALUES (?, ?, ?, ?, ?)"
 )
@@ -350,6 +354,11 @@ class SqliteStore(StoreBase):
     async def last_position(self) -> int:
         rows = await self._reads().call(lambda c: c.execute("SELECT MAX(position) FROM events").fetchall())
         return int(rows[0][0] or 0)
+
+    async def remove_before(self, stream: str, seq: int) -> Truncated:
+        return await self._writes().call(
+            lambda conn: write_transaction(conn, lambda: _remove_before(conn, stream, seq)), shield=True
+        )
 
     async def stream_names(self, after: str, size: int) -> list[str]:
         sql = "SELECT DISTINCT stream FROM events WHERE stream > ? ORDER BY stream LIMIT ?"
@@ -634,12 +643,18 @@ def _import_together(conn: sqlite3.Connection, ops: list[_QueuedAppend]) -> bool
     for start in range(0, len(names), 500):
         part = names[start : start + 500]
         marks = ",".join("?" * len(part))
-        sql = f"SELECT stream, MAX(seq) FROM events WHERE stream IN ({marks}) GROUP BY stream"
-        current.update(conn.execute(sql, part).fetchall())
+        # SQLite gives the bare column ``type`` from the row of MAX(seq): the stream's last event
+        sql = f"SELECT stream, MAX(seq), type FROM events WHERE stream IN ({marks}) GROUP BY stream"
+        for name, at, kind in conn.execute(sql, part).fetchall():
+            if kind == TOMBSTONE_TYPE:
+                return False  # deleted: one by one, which says so
+            current[name] = at
     rows: list[tuple[Any, ...]] = []
     ends: list[int] = []
     for op in ops:
         at = current.get(op.stream, 0)
+        if not at and type(op.expected) is int:
+            at = op.expected  # a new stream may start past #1 (a truncated source)
         if not op.batch or op.expected != at or op.times is None:
             return False
         stream = op.stream
@@ -703,8 +718,21 @@ def _insert(
     times: Sequence[int] | None,
 ) -> Inserted:
     """Insert a non-empty batch at the end of ``stream`` if it is at ``expected`` (``times``: the
-    events' own, in microseconds; ``None``: now); runs inside a write transaction."""
-    current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
+    events' own, in microseconds; ``None``: now); runs inside a write transaction.
+
+    The stream's last event is read in the transaction (an index search, as ``MAX(seq)`` was, plus
+    its row for the type): a tombstone there refuses the batch (:class:`StreamGone`), decided with
+    the version under the same write lock."""
+    last = conn.execute(_LAST, (stream,)).fetchone()
+    if last is not None:
+        current = last[0]
+        if last[1] == TOMBSTONE_TYPE:
+            found = _find_ids(conn, [e.id for e in batch])  # a retry of a batch from before the delete?
+            return IdsTaken(found) if found else StreamGone(current, ids_checked=True)
+    elif times is not None and type(expected) is int:
+        current = expected  # an import into a new stream may start past #1 (a truncated source)
+    else:
+        current = 0
     if check_expected(stream, expected, current) is not None:
         # A retry of a batch written already is a conflict too: tell them apart here, in one trip.
         found = _find_ids(conn, [e.id for e in batch])
@@ -753,7 +781,10 @@ def _append(
     """An append decided whole inside a transaction (queued in :class:`SqliteTransaction`): written,
     an idempotent retry, or the failure."""
     if not batch:
-        current = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
+        last = conn.execute(_LAST, (stream,)).fetchone()
+        if last is not None and last[1] == TOMBSTONE_TYPE:
+            return Failure(StreamDeleted(stream, last[0]))
+        current = 0 if last is None else last[0]
         wrong = check_expected(stream, expected, current)
         return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
     outcome = _insert(conn, stream, batch, expected, times)
@@ -763,9 +794,21 @@ def _append(
         decided = check_existing(stream, [e.id for e in batch], expected, outcome.found)
         assert decided is not None  # found is never empty
         return decided
+    if isinstance(outcome, StreamGone):
+        return Failure(StreamDeleted(stream, outcome.current))
     wrong = check_expected(stream, expected, outcome.current)
     assert wrong is not None
     return Failure(wrong)
+
+
+def _remove_before(conn: sqlite3.Connection, stream: str, seq: int) -> Truncated:
+    """Delete the events of ``stream`` below ``seq`` if ``seq`` is at most its version (so never
+    its last event); runs inside a write transaction."""
+    version = conn.execute("SELECT MAX(seq) FROM events WHERE stream = ?", (stream,)).fetchone()[0] or 0
+    if seq > version:
+        return Truncated(0, version)
+    removed = conn.execute("DELETE FROM events WHERE stream = ? AND seq < ?", (stream, seq)).rowcount
+    return Truncated(removed, version)
 
 
 def _find_ids(conn: sqlite3.Connection, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, EventAddress]:

@@ -18,6 +18,9 @@ test of those classes runs: nothing is skipped by a flag.
 :class:`NotifyingStoreConformance` ``NotifyingStore``: the in-process append signal
 :class:`BatchLimitedStoreConformance` ``BatchLimitedStore``: ``max_batch`` events in one append, and
                                    not one more
+:class:`RetiringStoreConformance`  ``RetiringStore``: ``delete_stream`` (a tombstone, appends
+                                   refused) and ``truncate_before``; run on its own, beside
+                                   :class:`StoreConformance`
 :class:`StoreConformance`          a full ``Store`` (what ``open_store`` gives): all of the above
                                    but the batch limit, and how they work together
 :class:`ErrorRuleConformance`      the error rule under fault injection, on every operation, for
@@ -74,8 +77,10 @@ from streamsrc.errors import (
     DuplicateEvent,
     EventTooLarge,
     InvalidEvent,
+    InvalidTruncation,
     StoreError,
     StoreUnavailable,
+    StreamDeleted,
     WrongExpectedVersion,
 )
 from streamsrc.events import MAX_NAME_LENGTH, EventData, RecordedEvent
@@ -95,6 +100,7 @@ from streamsrc.store import (
     Store,
     open_store,
 )
+from streamsrc.store._contract import TOMBSTONE_TYPE, RetiringStore
 from streamsrc.store.base import DEFAULT_MAX_EVENT_SIZE, DEFAULT_PAGE_SIZE, StoreBase
 
 __all__ = [
@@ -108,6 +114,8 @@ __all__ = [
     "ImportingStoreConformance",
     "NotifyingEventStore",
     "NotifyingStoreConformance",
+    "RetiringEventStore",
+    "RetiringStoreConformance",
     "SnapshotStoreConformance",
     "StoreConformance",
 ]
@@ -1478,10 +1486,8 @@ class ImportingStoreConformance(_Suite):
         for first, actual in ((5, 3), (3, 3), (1, 3), (2, 3)):  # a gap, overlaps, from the start
             error = expect_failure(await importer.import_events("s", batch(first)), WrongExpectedVersion)
             assert (error.stream, error.actual) == ("s", actual), first
-        error = expect_failure(
-            await importer.import_events("fresh", batch(2, stream="fresh")), WrongExpectedVersion
-        )
-        assert (error.stream, error.actual) == ("fresh", 0)
+        # (into a stream with no events, a first seq above 1 is a truncated source's: see
+        # RetiringStoreConformance.test_a_truncated_stream_imports_from_its_first_kept_seq)
         assert await stored_state(store) == before
         gap = batch(4, 3)
         invalid = {
@@ -1687,6 +1693,223 @@ class StoreConformance(
         assert [e.seq for e in await store.read("s").to_list()] == [1, 2]
 
 
+class RetiringEventStore(EventStore, ImportingStore, RetiringStore, Protocol):
+    """What :class:`RetiringStoreConformance` tests: an importing event store that deletes and truncates."""
+
+
+class RetiringStoreConformance(_Suite):
+    """The ``RetiringStore`` capability: ``delete_stream`` ends a stream with a tombstone (an event with
+    a seq and a position, seen by ``read`` and ``read_all``) after which every append, concurrent ones
+    included, and every import is refused with ``StreamDeleted``; ``truncate_before`` removes a stream's
+    first events from every read but never its last, so the version and appends at it are unchanged;
+    a truncated stream imports into another store (its first seq above 1), and so does a tombstone.
+    Bad input (a seq below 1 or past the end, a bad name, the reserved tombstone type) is a typed
+    failure that changes nothing.
+    """
+
+    # ------------------------------------------------------------------ delete_stream
+
+    async def test_is_a_retiring_store(self, store: object) -> None:
+        assert isinstance(store, RetiringStore), f"{type(store).__name__} lacks a method of RetiringStore"
+
+    async def test_delete_writes_a_tombstone_that_reads_end_with(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "gone", make_events(3, "gone"))
+        await append_ok(store, "kept", make_events(1, "kept"))
+        deleted = expect_success(await store.delete_stream("gone", expected=3))
+        assert deleted.last_seq == 4
+        assert deleted.first_seq == 4
+        events = await store.read("gone").to_list()
+        assert [(e.seq, e.type) for e in events] == [
+            (1, "Tested"),
+            (2, "Tested"),
+            (3, "Tested"),
+            (4, TOMBSTONE_TYPE),
+        ]
+        tombstone = events[-1]
+        assert (tombstone.data, tombstone.metadata) == ({}, None)
+        assert _is_utc(tombstone.time)
+        if deleted.positions:  # a store that gives positions at once (see AppendResult)
+            assert deleted.positions == (tombstone.position,)
+        log = await all_events(store)
+        assert log[-1] == tombstone  # read_all shows it, at the end of the global order
+        assert [e.type for e in await store.read_all(types={TOMBSTONE_TYPE}).to_list()] == [TOMBSTONE_TYPE]
+        assert (await store.latest("gone")).map(lambda e: e.type) == Some(TOMBSTONE_TYPE)
+        assert [e.seq for e in await store.read("gone", backwards=True).to_list()] == [4, 3, 2, 1]
+        assert await store.streams().to_list() == ["gone", "kept"]
+        assert [e.seq for e in await store.read("kept").to_list()] == [1]
+
+    async def test_every_append_to_a_deleted_stream_is_refused(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(2))
+        expect_success(await store.delete_stream("s"))
+        before = await stored_state(store)
+        for expected in (ANY, STREAM_EXISTS, NO_STREAM, 0, 2, 3, 4):
+            refused = expect_failure(await store.append("s", make_events(2), expected), StreamDeleted)
+            assert (refused.stream, refused.version) == ("s", 3)
+            expect_failure(await store.append("s", [], expected), StreamDeleted)
+        expect_failure(await store.import_events("s", recorded("s", 4, _IMPORTED_SHAPES[:2])), StreamDeleted)
+        assert await stored_state(store) == before
+        await append_ok(store, "s2", make_events(1))  # other streams go on
+
+    async def test_deleting_twice_is_refused_as_deleted(self, store: RetiringEventStore) -> None:
+        expect_success(await store.delete_stream("s"))
+        before = await stored_state(store)
+        for expected in (ANY, 1, 0, STREAM_EXISTS):
+            assert expect_failure(await store.delete_stream("s", expected), StreamDeleted).version == 1
+        assert await stored_state(store) == before
+
+    async def test_delete_checks_the_expected_version(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(2))
+        before = await stored_state(store)
+        for expected in (0, 1, 3, NO_STREAM):
+            wrong = expect_failure(await store.delete_stream("s", expected), WrongExpectedVersion)
+            assert wrong.actual == 2
+        expect_failure(await store.delete_stream("never", STREAM_EXISTS), WrongExpectedVersion)
+        assert await stored_state(store) == before
+        with pytest.raises(TypeError):
+            await store.delete_stream("s", -1)
+        assert expect_success(await store.delete_stream("s", STREAM_EXISTS)).last_seq == 3
+
+    async def test_deleting_a_stream_with_no_events_takes_its_name(self, store: RetiringEventStore) -> None:
+        assert expect_success(await store.delete_stream("new", NO_STREAM)).last_seq == 1
+        assert [e.type for e in await store.read("new").to_list()] == [TOMBSTONE_TYPE]
+        expect_failure(await store.append("new", make_events(1), NO_STREAM), StreamDeleted)
+
+    async def test_delete_refuses_a_bad_name(self, store: RetiringEventStore) -> None:
+        for name in _INVALID_NAMES:
+            expect_failure(await store.delete_stream(name), InvalidEvent)
+        assert await stored_state(store) == (0, [], [])
+
+    async def test_the_tombstone_type_is_reserved(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(1))
+        expect_failure(await store.append("s", [EventData(TOMBSTONE_TYPE, {})]), InvalidEvent)
+        bad = recorded("s", 2, [(TOMBSTONE_TYPE, {}, None), ("After", {}, None)])
+        expect_failure(await store.import_events("s", bad), InvalidEvent)
+        assert [e.seq for e in await store.read("s").to_list()] == [1]
+        await append_ok(store, "s", make_events(1), 1)
+
+    async def test_a_retry_of_a_batch_written_before_the_delete_is_still_a_retry(
+        self, store: RetiringEventStore
+    ) -> None:
+        batch = make_events(2)
+        first = await append_ok(store, "s", batch, NO_STREAM)
+        expect_success(await store.delete_stream("s"))
+        again = expect_success(await store.append("s", batch, NO_STREAM))
+        assert again.last_seq == first.last_seq == 2
+        assert [e.seq for e in await store.read("s").to_list()] == [1, 2, 3]
+
+    async def test_appends_racing_a_delete_land_before_the_tombstone_or_are_refused(
+        self, store: RetiringEventStore
+    ) -> None:
+        await append_ok(store, "s", make_events(1))
+        tasks = self.concurrent_writer_tasks
+        answers: list[Result[AppendResult, StoreError]] = []
+        deleted: list[Result[AppendResult, StoreError]] = []
+
+        async def writer(n: int) -> None:
+            for expected in (ANY, ANY, STREAM_EXISTS):
+                answers.append(await store.append("s", make_events(1, f"w{n}"), expected))
+
+        async def deleter() -> None:
+            await anyio.lowlevel.checkpoint()
+            deleted.append(await store.delete_stream("s"))
+
+        async with anyio.create_task_group() as group:
+            for n in range(tasks):
+                group.start_soon(writer, n)
+            group.start_soon(deleter)
+        tombstone = expect_success(deleted[0]).last_seq
+        events = await store.read("s").to_list()
+        assert [e.seq for e in events] == list(range(1, tombstone + 1))
+        assert events[-1].type == TOMBSTONE_TYPE
+        written = [r.unwrap().last_seq for r in answers if isinstance(r, Success)]
+        assert sorted(written) == list(range(2, tombstone))  # every success landed before it
+        for refused in (r.failure() for r in answers if isinstance(r, Failure)):
+            assert isinstance(refused, StreamDeleted), refused
+        assert len(written) + sum(isinstance(r, Failure) for r in answers) == 3 * tasks
+
+    # ------------------------------------------------------------------ truncate_before
+
+    async def test_truncate_removes_the_first_events_from_every_read(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(6, "s"))
+        await append_ok(store, "t", make_events(2, "t"))
+        kept = await store.read("s", after=3).to_list()
+        assert await store.truncate_before("s", 4) == Success(3)
+        assert await store.read("s").to_list() == kept
+        assert [e.seq for e in await store.read("s", backwards=True).to_list()] == [6, 5, 4]
+        assert [e.seq for e in await store.read("s", after=1, limit=2).to_list()] == [4, 5]
+        assert [e.seq for e in await store.read("s", after=5, backwards=True).to_list()] == [4]
+        log = await all_events(store)
+        assert [(e.stream, e.seq) for e in log] == [("s", 4), ("s", 5), ("s", 6), ("t", 1), ("t", 2)]
+        assert [e.seq for e in await store.read_all(stream_prefix="s").to_list()] == [4, 5, 6]
+        assert [e.seq for e in await store.read_all(after=0, limit=1).to_list()] == [4]
+        assert await store.head() == 8  # positions are never given again
+        assert (await store.latest("s")).map(lambda e: e.seq) == Some(6)
+        assert await store.streams().to_list() == ["s", "t"]
+
+    async def test_truncate_keeps_the_version(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(3))
+        assert await store.truncate_before("s", 3) == Success(2)  # all but the last
+        expect_failure(await store.append("s", make_events(1), 0), WrongExpectedVersion)
+        assert (await append_ok(store, "s", make_events(2), 3)).last_seq == 5
+        assert expect_success(await store.append("s", [], 5)).last_seq == 5
+        assert [e.seq for e in await store.read("s").to_list()] == [3, 4, 5]
+        assert await store.truncate_before("s", 2) == Success(0)  # below an earlier truncation
+        assert await store.truncate_before("s", 3) == Success(0)
+        assert await store.truncate_before("s", 1) == Success(0)
+        assert await store.truncate_before("s", 5) == Success(2)
+        assert [e.seq for e in await store.read("s").to_list()] == [5]
+
+    async def test_truncate_past_the_end_or_below_one_is_refused(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(3))
+        before = await stored_state(store)
+        for seq in (4, 5, 1 << 40, 0, -1):
+            result = await store.truncate_before("s", seq)
+            assert isinstance(result, Failure), (seq, result)
+            refused = result.failure()
+            assert isinstance(refused, InvalidTruncation), refused
+            assert (refused.stream, refused.seq, refused.version) == ("s", seq, 3)
+        missing = await store.truncate_before("never", 1)
+        assert isinstance(missing, Failure)
+        assert isinstance(missing.failure(), InvalidTruncation)
+        for name in _INVALID_NAMES:
+            bad = await store.truncate_before(name, 1)
+            assert isinstance(bad, Failure), (name, bad)
+            assert isinstance(bad.failure(), InvalidEvent), (name, bad)
+        with pytest.raises(TypeError):
+            await store.truncate_before("s", "2")  # type: ignore[arg-type]
+        assert await stored_state(store) == before
+
+    async def test_truncating_a_deleted_stream_keeps_its_tombstone(self, store: RetiringEventStore) -> None:
+        await append_ok(store, "s", make_events(4))
+        expect_success(await store.delete_stream("s"))
+        assert await store.truncate_before("s", 5) == Success(4)
+        assert [(e.seq, e.type) for e in await store.read("s").to_list()] == [(5, TOMBSTONE_TYPE)]
+        expect_failure(await store.append("s", make_events(1)), StreamDeleted)
+        expect_failure(await store.delete_stream("s"), StreamDeleted)
+
+    # ------------------------------------------------------------------ imports (what a copy does)
+
+    async def test_a_truncated_stream_imports_from_its_first_kept_seq(
+        self, store: RetiringEventStore
+    ) -> None:
+        events = recorded("s", 7, _IMPORTED_SHAPES[:3])
+        imported = expect_success(await store.import_events("s", events))
+        assert (imported.first_seq, imported.last_seq) == (7, 9)
+        assert [_fields(e) for e in await store.read("s").to_list()] == [_fields(e) for e in events]
+        assert expect_success(await store.import_events("s", events)).last_seq == 9  # idempotent
+        assert (await append_ok(store, "s", make_events(1), 9)).last_seq == 10
+        gap = recorded("s", 12, _IMPORTED_SHAPES[:1])
+        assert expect_failure(await store.import_events("s", gap), WrongExpectedVersion).actual == 10
+        expect_failure(await store.append("fresh", make_events(1), 6), WrongExpectedVersion)  # appends do not
+        assert await store.read("fresh").to_list() == []
+
+    async def test_a_tombstone_imports_and_deletes(self, store: RetiringEventStore) -> None:
+        source = recorded("s", 3, [("Tested", {}, None), (TOMBSTONE_TYPE, {}, None)])
+        expect_success(await store.import_events("s", source))
+        expect_failure(await store.append("s", make_events(1)), StreamDeleted)
+        assert expect_success(await store.import_events("s", source)).last_seq == 4  # a re-run of a copy
+
+
 class BatchLimitedStoreConformance(_Suite):
     """The ``BatchLimitedStore`` capability (of an importing event store): an append or an import of
     ``max_batch`` events is written whole, and one of ``max_batch + 1`` is refused whole with an
@@ -1731,6 +1954,7 @@ PRIMITIVES = (
     "read_snapshot",
     "write_checkpoint",
     "read_checkpoint",
+    "remove_before",
 )
 """The primitives of :class:`~streamsrc.store.base.StoreBase` that operations await through ``guard``
 (``close`` is awaited by ``aclose``, which is checked on its own)."""
@@ -1820,6 +2044,12 @@ _OPERATIONS: dict[str, _Operation] = {
         lambda s, d: s.save_checkpoint("c", 3), lambda r: r is None, "write_checkpoint"
     ),
     "load_checkpoint": _Operation(lambda s, d: s.load_checkpoint("c"), lambda r: r == 2, "read_checkpoint"),
+    "delete_stream": _Operation(
+        lambda s, d: s.delete_stream("s", 2), _ok, "insert_batch", True, ("find_ids",)
+    ),
+    "truncate_before": _Operation(
+        lambda s, d: s.truncate_before("s", 2), lambda r: r == Success(1), "remove_before", True
+    ),
 }
 """Every public operation of a store, with a case for each path to another primitive (an append that
 conflicts may go on to ``find_ids``; an empty one reads the stream's version)."""
