@@ -759,12 +759,13 @@ def _load_projections(specs: Sequence[str]) -> list[Any]:
     return found
 
 
-async def _recorded(model: Any, own: bool) -> dict[str, int]:
-    """Every checkpoint a SQL read model records (and, in the store's own database, the store's)."""
-    rows = list(await model.query("SELECT name, position FROM streamsrc_projections"))
-    if own:  # the store's checkpoints table (migrate.copy, callback read models)
-        with contextlib.suppress(StreamsrcError):  # a read model's own database has no store tables
-            rows += await model.query("SELECT name, position FROM checkpoints")
+async def _recorded(store: Any, model: Any) -> dict[str, int]:
+    """Every checkpoint the store keeps (``store.checkpoints()``, on any backend: migrate.copy's,
+    callback read models', partitions') and every one a SQL read model records (its own wins)."""
+    listing = getattr(store, "checkpoints", None)
+    rows = [] if listing is None else list(await listing().to_list())
+    if model is not None:
+        rows += await model.query("SELECT name, position FROM streamsrc_projections")
     return {str(name): int(position) for name, position in rows}
 
 
@@ -810,17 +811,17 @@ def projection_status(ctx: click.Context, projection_specs: tuple[str, ...], mod
     async def main() -> None:
         async with _open(url) as store:
             head = await store.head()
-            positions: dict[str, int] = {}
             leases: Any = None
+            read_model: Any = None
             async with contextlib.AsyncExitStack() as stack:
                 if where is not None:
                     read_model = await stack.enter_async_context(_read_model_at(where))
-                    positions = await _recorded(read_model, own=where == url)
                     leases = read_model.leases()
                 elif url.startswith("dynamodb://"):
                     from streamsrc.projections.dynamodb import DynamoDBLeases
 
                     leases = await stack.enter_async_context(DynamoDBLeases(url))
+                positions = await _recorded(store, read_model)
                 for name in given:
                     if name not in positions:
                         positions[name] = await store.load_checkpoint(name)
@@ -991,6 +992,15 @@ def _switch_sqlite(live: str, rebuilt: str, name: str) -> tuple[list[str], int]:
                 " time = excluded.time",
                 (name,),
             )
+            conn.execute("DELETE FROM main.streamsrc_projection_streams WHERE name = ?", (name,))
+            if conn.execute(  # how far each stream got past the checkpoint: the rebuilt model's
+                "SELECT 1 FROM rebuilt.sqlite_master WHERE name = 'streamsrc_projection_streams'"
+            ).fetchone():
+                conn.execute(
+                    "INSERT INTO main.streamsrc_projection_streams"
+                    " SELECT * FROM rebuilt.streamsrc_projection_streams WHERE name = ?",
+                    (name,),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -1002,38 +1012,210 @@ def _switch_sqlite(live: str, rebuilt: str, name: str) -> tuple[list[str], int]:
         conn.close()
 
 
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+_PG_TABLES = """
+SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'streamsrc\\_%'
+ORDER BY c.relname
+"""
+_PG_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+       a.attidentity::text, a.attgenerated::text, pg_get_serial_sequence(quote_ident($2), a.attname)
+FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+"""
+_PG_CONSTRAINTS = """
+SELECT contype = 'f', 'CONSTRAINT ' || quote_ident(conname) || ' ' || pg_get_constraintdef(oid)
+FROM pg_constraint WHERE conrelid = $1 AND contype IN ('p', 'u', 'c', 'x', 'f') ORDER BY contype, conname
+"""
+_PG_INDEXES = """
+SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+WHERE i.indrelid = $1 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)
+"""
+
+
+async def _pg_table(source: Any, oid: int, table: str) -> tuple[list[str], list[str], list[str], list[str]]:
+    """How to make ``table`` of the rebuilt database again: its statements before the rows (sequences,
+    CREATE TABLE), after them (indexes, sequence values), its foreign keys, and the columns to copy."""
+    quoted = _quoted(table)
+    columns, copied, before, after = [], [], [], []
+    for column, kind, not_null, default, identity, generated, sequence in await source.fetch(
+        _PG_COLUMNS, oid, table
+    ):
+        spec = f"{_quoted(column)} {kind}"
+        if generated:
+            spec += f" GENERATED ALWAYS AS ({default}) STORED"
+        else:
+            copied.append(column)
+            if identity:
+                spec += f" GENERATED {'ALWAYS' if identity == 'a' else 'BY DEFAULT'} AS IDENTITY"
+            elif default is not None:
+                spec += f" DEFAULT {default}"
+                if sequence is not None and "nextval(" in default:  # serial: the sequence first
+                    before.append(f"CREATE SEQUENCE IF NOT EXISTS {sequence}")
+                    after.append(f"ALTER SEQUENCE {sequence} OWNED BY {quoted}.{_quoted(column)}")
+        if not_null:
+            spec += " NOT NULL"
+        columns.append(spec)
+        if sequence is not None:
+            last, called = await source.fetchrow(f"SELECT last_value, is_called FROM {sequence}")
+            literal = "'" + quoted.replace("'", "''") + "'"
+            name = "'" + column.replace("'", "''") + "'"
+            after.append(
+                f"SELECT setval(pg_get_serial_sequence({literal}, {name}), {int(last)}, {bool(called)})"
+            )
+    keys = []
+    for foreign, constraint in await source.fetch(_PG_CONSTRAINTS, oid):
+        if foreign:
+            keys.append(f"ALTER TABLE {quoted} ADD {constraint}")
+        else:
+            columns.append(constraint)
+    before.append(f"CREATE TABLE {quoted} ({', '.join(columns)})")
+    after += [row[0] for row in await source.fetch(_PG_INDEXES, oid)]
+    return before, after, keys, copied
+
+
+async def _switch_postgres(live: str, rebuilt: str, name: str) -> tuple[list[str], int]:
+    """In one transaction of the ``live`` PostgreSQL database: replace each table of the ``rebuilt``
+    database (the projection's: its columns, constraints, indexes, sequences and rows) and NAME's
+    checkpoint, marks and dead letters with the rebuilt ones."""
+    import asyncpg
+
+    from streamsrc.projections.postgres import PostgresReadModel
+    from streamsrc.store.postgres import connect
+
+    async with PostgresReadModel(live):  # the live database has the models' bookkeeping tables
+        pass
+    try:
+        source = await connect(rebuilt, timeout=10.0)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CommandFailed(f"cannot open {redact(rebuilt)}: {_one_line(exc)}") from None
+    try:
+        async with source.transaction(isolation="repeatable_read", readonly=True):  # one snapshot
+            tables, position = await _copy_postgres(source, live, name, redact(rebuilt))
+        return tables, position
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise CommandFailed(f"cannot switch {name!r} in: {_one_line(exc)}") from None
+    finally:
+        await source.close()
+
+
+async def _copy_postgres(source: Any, live: str, name: str, shown: str) -> tuple[list[str], int]:
+    from streamsrc.store.postgres import connect
+
+    if await source.fetchval("SELECT to_regclass('streamsrc_projections')") is None:
+        row = None
+    else:
+        row = await source.fetchrow("SELECT position FROM streamsrc_projections WHERE name = $1", name)
+    if row is None:
+        raise CommandFailed(f"{shown} has no projection {name!r}: rebuild it first")
+    tables = [(int(oid), str(table)) for oid, table in await source.fetch(_PG_TABLES)]
+    if clash := sorted({t for _, t in tables} & _STORE_TABLES):
+        raise CommandFailed(f"{shown} has tables of an event store: {', '.join(clash)}")
+    made = [(table, await _pg_table(source, oid, table)) for oid, table in tables]
+    kept = {
+        bookkeeping: await source.fetch(f"SELECT * FROM {bookkeeping} WHERE {column} = $1", name)
+        for bookkeeping, column in (
+            ("streamsrc_dead_letters", "projection"),
+            ("streamsrc_projection_streams", "name"),
+        )
+        if await source.fetchval("SELECT to_regclass($1)", bookkeeping) is not None
+    }
+    target = await connect(live, timeout=10.0)
+    try:
+        async with target.transaction():
+            if made:  # in one statement: the tables may refer to each other
+                await target.execute(f"DROP TABLE IF EXISTS {', '.join(_quoted(t) for t, _ in made)}")
+            for table, (before, after, _, copied) in made:
+                for sql in before:
+                    await target.execute(sql)
+                columns = ", ".join(_quoted(c) for c in copied)
+                rows = source.cursor(f"SELECT {columns} FROM {_quoted(table)}")
+                await target.copy_records_to_table(table, records=rows, columns=copied)
+                for sql in after:
+                    await target.execute(sql)
+            for _, (_, _, keys, _) in made:
+                for sql in keys:
+                    await target.execute(sql)
+            await target.execute("DELETE FROM streamsrc_dead_letters WHERE projection = $1", name)
+            await target.execute("DELETE FROM streamsrc_projection_streams WHERE name = $1", name)
+            for bookkeeping, rows in kept.items():
+                if rows:
+                    await target.copy_records_to_table(bookkeeping, records=rows)
+            await target.execute(
+                "INSERT INTO streamsrc_projections (name, position, time) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO UPDATE SET position = excluded.position, time = excluded.time",
+                name,
+                int(row[0]),
+                int(time.time() * 1_000_000),
+            )
+    finally:
+        await target.close()
+    return [t for _, t in tables], int(row[0])
+
+
 @projection.command("switch")
 @click.argument("name")
-@click.option("--from", "rebuilt", required=True, metavar="PATH", help="The rebuilt SQLite file.")
+@click.option(
+    "--from",
+    "rebuilt",
+    required=True,
+    metavar="PATH|URL",
+    help="The rebuilt SQLite file or PostgreSQL database.",
+)
 @_model_option
 @click.pass_context
 def projection_switch(ctx: click.Context, name: str, rebuilt: str, model: str | None) -> None:
     """Switch a rebuilt read model in: NAME's tables, checkpoint and dead letters from --from.
 
-    The tables of the rebuilt file (made by `projection rebuild`) replace
-    those of the live read model (--model, by default the store's SQLite
-    file) in one transaction, with NAME's checkpoint: the projection goes on
-    from where the rebuild stopped. A projector still running on the old
-    tables finds its checkpoint moved and stops. SQLite read models only.
+    The tables of the rebuilt read model (made by `projection rebuild`)
+    replace those of the live one (--model, by default the store's own
+    SQLite file or PostgreSQL database) in one transaction, with NAME's
+    checkpoint and dead letters: the projection goes on from where the
+    rebuild stopped. A projector still running on the old tables finds its
+    checkpoint moved and stops. SQLite into SQLite, PostgreSQL into
+    PostgreSQL (another database of any server: its tables, constraints,
+    indexes, sequences and rows are copied over).
     """
     where = _models_of(_url(ctx.find_root()), model)
-    live = None if where is None else _sqlite_path(where) if "://" in where else where
-    if live is None:
-        raise CommandFailed("projection switch works on SQLite read models: give --model PATH")
-    if not Path(rebuilt).exists():
-        raise CommandFailed(f"no rebuilt read model at {rebuilt}")
+    if where is not None and where.startswith(("postgresql://", "postgres://")):
+        if not rebuilt.startswith(("postgresql://", "postgres://")):
+            raise CommandFailed("the live read model is in PostgreSQL: give --from postgresql://...")
+        if rebuilt == where:
+            raise CommandFailed(f"{redact(rebuilt)} is the live read model itself: nothing to switch")
 
-    async def prepare() -> None:  # the live file has the model's bookkeeping tables
-        from streamsrc.projections.sqlite import SqliteReadModel
+        async def switch() -> tuple[list[str], int]:
+            return await _switch_postgres(where, rebuilt, name)
 
-        async with SqliteReadModel(live):
-            pass
+        tables, position = _run(switch)
+    else:
+        live = None if where is None else _sqlite_path(where) if "://" in where else where
+        if live is None:
+            raise CommandFailed(
+                "projection switch works on SQLite and PostgreSQL read models: give --model PATH|URL"
+            )
+        if "://" in rebuilt:
+            raise CommandFailed(
+                f"the live read model is a SQLite file: give --from PATH, not {redact(rebuilt)}"
+            )
+        if not Path(rebuilt).exists():
+            raise CommandFailed(f"no rebuilt read model at {rebuilt}")
+        if os.path.realpath(rebuilt) == os.path.realpath(live):
+            raise CommandFailed(f"{rebuilt} is the live read model itself: nothing to switch")
 
-    _run(prepare)
-    tables, position = _switch_sqlite(live, rebuilt, name)
-    click.echo(
-        f"{name} switched in from {rebuilt} at position {position} ({', '.join(tables) or 'no tables'})"
-    )
+        async def prepare() -> None:  # the live file has the model's bookkeeping tables
+            from streamsrc.projections.sqlite import SqliteReadModel
+
+            async with SqliteReadModel(live):
+                pass
+
+        _run(prepare)
+        tables, position = _switch_sqlite(live, rebuilt, name)
+    made = ", ".join(tables) or "no tables"
+    click.echo(f"{name} switched in from {redact(rebuilt)} at position {position} ({made})")
 
 
 # ------------------------------------------------------------------------------------------ set-up
