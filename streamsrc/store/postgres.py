@@ -89,6 +89,7 @@ from streamsrc.store._contract import (
     DEFAULT_PAGE_SIZE,
     NO_STREAM,
     STREAM_EXISTS,
+    TOMBSTONE_TYPE,
     EncodedEvent,
     EventFilter,
     Expected,
@@ -103,6 +104,8 @@ from streamsrc.store.base import (
     PageRequest,
     StoreBase,
     StoredSnapshot,
+    StreamGone,
+    Truncated,
     VersionConflict,
     Written,
 )
@@ -113,7 +116,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 3: streamsrc_append_group (group commit)
+SCHEMA_VERSION = 4  # 3: streamsrc_append_group (group commit); 4: tombstones, imports of truncated streams
 CHANNEL = "streamsrc_events"
 _LOCK_KEY = 0x5E7A_5C_01  # the advisory lock every append takes
 
@@ -150,7 +153,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 -- Version 1 of the function took one time for the whole batch; imports give one per event.
 DROP FUNCTION IF EXISTS streamsrc_append(TEXT, BIGINT, UUID[], TEXT[], TEXT[], TEXT[], BIGINT);
 -- code 0: written (last seq, first position); 1: some ids exist (rows in found_*);
--- 2: wrong expected version (current seq in last_seq).
+-- 2: wrong expected version (current seq in last_seq); 3 (version 4): the stream ends with a
+-- tombstone, it was deleted (its seq in last_seq).
+-- p_expected: >= 0 exact seq, -1 any, -3 the stream exists; <= -11 (version 4, imports): exact seq
+-- -10 - p_expected, or a stream with no events, which then starts there (a truncated source).
 CREATE OR REPLACE FUNCTION streamsrc_append(
     p_stream TEXT, p_expected BIGINT, p_ids UUID[], p_types TEXT[], p_data TEXT[], p_meta TEXT[],
     p_times BIGINT[]
@@ -166,21 +172,34 @@ AS $$
 DECLARE
     taken BOOLEAN;
     current BIGINT;
+    last_type TEXT;
     head BIGINT;
     n INT := coalesce(array_length(p_ids, 1), 0);
 BEGIN
     -- Taken before anything is read: the statements below see every append committed before.
     PERFORM pg_advisory_xact_lock({_LOCK_KEY});
     SELECT EXISTS (SELECT 1 FROM events e WHERE e.id = ANY(p_ids)),
-           coalesce((SELECT e.seq FROM events e WHERE e.stream = p_stream ORDER BY e.seq DESC LIMIT 1), 0),
+           coalesce(l.seq, 0), l.type,
            coalesce((SELECT e.position FROM events e ORDER BY e.position DESC LIMIT 1), 0)
-      INTO taken, current, head;
+      INTO taken, current, last_type, head
+      FROM (SELECT 1) AS one LEFT JOIN LATERAL (
+          SELECT e.seq, e.type FROM events e WHERE e.stream = p_stream ORDER BY e.seq DESC LIMIT 1
+      ) AS l ON true;
     IF taken THEN
         RETURN QUERY SELECT 1, 0::BIGINT, 0::BIGINT, e.id, e.stream, e.seq, e.position
             FROM events e WHERE e.id = ANY(p_ids);
         RETURN;
     END IF;
-    -- p_expected: >= 0 exact seq, -1 any, -3 the stream exists
+    IF last_type = '{TOMBSTONE_TYPE}' THEN
+        RETURN QUERY SELECT 3, current, 0::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
+        RETURN;
+    END IF;
+    IF p_expected <= -10 THEN
+        p_expected := -10 - p_expected;
+        IF current = 0 THEN
+            current := p_expected;
+        END IF;
+    END IF;
     IF (p_expected >= 0 AND current <> p_expected) OR (p_expected = -3 AND current = 0) THEN
         RETURN QUERY SELECT 2, current, 0::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
         RETURN;
@@ -213,6 +232,8 @@ DECLARE
     n INT;
     batch_ids UUID[];
     current BIGINT;
+    last_type TEXT;
+    expected BIGINT;
     head BIGINT;
     head_before BIGINT;
 BEGIN
@@ -226,9 +247,22 @@ BEGIN
             RETURN QUERY SELECT i, 1, 0::BIGINT, 0::BIGINT, e.id, e.stream, e.seq, e.position
                 FROM events e WHERE e.id = ANY(batch_ids);
         ELSE
-            current := coalesce((SELECT e.seq FROM events e WHERE e.stream = p_streams[i]
-                                 ORDER BY e.seq DESC LIMIT 1), 0);
-            IF (p_expected[i] >= 0 AND current <> p_expected[i]) OR (p_expected[i] = -3 AND current = 0) THEN
+            current := NULL;
+            last_type := NULL;
+            SELECT e.seq, e.type INTO current, last_type FROM events e WHERE e.stream = p_streams[i]
+                ORDER BY e.seq DESC LIMIT 1;
+            current := coalesce(current, 0);
+            expected := p_expected[i];
+            IF expected <= -10 THEN
+                expected := -10 - expected;
+                IF current = 0 THEN
+                    current := expected;
+                END IF;
+            END IF;
+            IF last_type = '{TOMBSTONE_TYPE}' THEN
+                RETURN QUERY SELECT i, 3, current, 0::BIGINT,
+                    NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
+            ELSIF (expected >= 0 AND current <> expected) OR (expected = -3 AND current = 0) THEN
                 RETURN QUERY SELECT i, 2, current, 0::BIGINT,
                     NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
             ELSE
@@ -257,6 +291,12 @@ _FIND_IDS = "SELECT id, stream, seq, position FROM events WHERE id = ANY($1::UUI
 _READ_FORWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
 _READ_BACKWARDS = f"SELECT {_COLUMNS} FROM events WHERE stream = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
 _HEAD = "SELECT max(position) FROM events"
+_REMOVE_BEFORE = (  # in one statement: the version, and the rows below $2 only if $2 is at most it
+    "WITH v AS (SELECT coalesce(max(seq), 0) AS version FROM events WHERE stream = $1), "
+    "d AS (DELETE FROM events WHERE stream = $1 AND seq < $2 AND $2 <= (SELECT version FROM v) "
+    "RETURNING 1) "
+    "SELECT (SELECT count(*) FROM d), (SELECT version FROM v)"
+)
 _STREAMS = "SELECT DISTINCT stream FROM events WHERE stream > $1 ORDER BY stream LIMIT $2"
 _SAVE_SNAPSHOT = (
     "INSERT INTO snapshots (key, schema_version, seq, state, time) VALUES ($1, $2, $3, $4, $5) "
@@ -326,7 +366,9 @@ class _Waiting:
         return outcome
 
 
-def _expected_code(expected: Expected) -> int:
+def _expected_code(expected: Expected, importing: bool = False) -> int:
+    if importing and type(expected) is int and expected > 0:
+        return -10 - expected  # this seq, or a new stream that starts past #1 (a truncated source)
     if expected is ANY:
         return -1
     if expected is NO_STREAM:
@@ -707,7 +749,7 @@ class PostgresStore(StoreBase):
             times.extend([now] * len(batch) if own is None else own)
         args = (
             [a[0] for a in group],
-            [_expected_code(a[2]) for a in group],
+            [_expected_code(a[2], a[3] is not None) for a in group],
             [len(a[1]) for a in group],
             ids,
             types,
@@ -742,6 +784,8 @@ class PostgresStore(StoreBase):
             return Written(last_seq, tuple(range(first, first + n)))
         if code == 1:
             return IdsTaken({uuid.UUID(bytes=r[3].bytes): EventAddress(r[4], r[5], r[6]) for r in rows})
+        if code == 3:
+            return StreamGone(last_seq, ids_checked=True)
         return VersionConflict(last_seq, ids_checked=True)  # the function looked for the ids first
 
     async def _insert_one(
@@ -749,7 +793,7 @@ class PostgresStore(StoreBase):
     ) -> Inserted:
         args = (
             stream,
-            _expected_code(expected),
+            _expected_code(expected, times is not None),
             [e.id for e in batch],
             [e.type for e in batch],
             [e.data for e in batch],
@@ -779,6 +823,14 @@ class PostgresStore(StoreBase):
     async def last_position(self) -> int:
         value = await self._run("head", lambda conn: conn.fetchval(_HEAD, timeout=self._timeout))
         return int(value or 0)
+
+    async def remove_before(self, stream: str, seq: int) -> Truncated:
+        timeout = self._timeout
+        row = await self._run(
+            "truncate", lambda conn: conn.fetchrow(_REMOVE_BEFORE, stream, seq, timeout=timeout)
+        )
+        assert row is not None
+        return Truncated(int(row[0]), int(row[1]))
 
     async def stream_names(self, after: str, size: int) -> list[str]:
         rows = await self._run(

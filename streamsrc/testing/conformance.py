@@ -100,8 +100,13 @@ from streamsrc.store import (
     Store,
     open_store,
 )
-from streamsrc.store._contract import TOMBSTONE_TYPE, RetiringStore
-from streamsrc.store.base import DEFAULT_MAX_EVENT_SIZE, DEFAULT_PAGE_SIZE, StoreBase
+from streamsrc.store.base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    DEFAULT_PAGE_SIZE,
+    TOMBSTONE_TYPE,
+    RetiringStore,
+    StoreBase,
+)
 
 __all__ = [
     "BatchLimitedStoreConformance",
