@@ -465,12 +465,62 @@ async def test_show_of_a_concurrent_endless_stream_leaves_no_task_behind() -> No
     assert task_count() == tasks
 
 
+@dataclass
+class _Order:
+    order: str
+    lines: int
+    total: float
+    note: str | None
+
+
+@pytest.mark.anyio
+async def test_show_right_aligns_numbers_as_text_and_in_html() -> None:
+    """The text table of ``await s.show()`` printed each element's repr, numbers left where they fell,
+    and the HTML table set every column left: number columns are right-aligned now, text left."""
+    orders = [
+        _Order("A-1", 3, 12.5, None),
+        _Order("B-22", 120, 1030.0, "gift"),
+        _Order("C-333", 7, 8.25, "x"),
+    ]
+    shown = await Stream.emits(orders).show()
+    assert repr(shown).splitlines() == [
+        "all 3 elements:",
+        "  order  lines   total  note",
+        "  A-1        3    12.5  None",
+        "  B-22     120  1030.0  gift",
+        "  C-333      7    8.25  x",
+    ]
+    page = shown._repr_html_()
+    right = 'style="text-align:right; font-variant-numeric:tabular-nums"'
+    assert page.count(f"<th {right}>") == 2  # lines, total
+    assert page.count(f"<td {right}>") == 6
+    assert '<th style="text-align:left">note</th>' in page
+    numbers = await Stream.emits([5, 40, 300]).show()
+    assert repr(numbers).splitlines()[1:] == ["  value", "      5", "     40", "    300"]
+    mixed = await Stream.emits([{"id": 1, "v": "7"}, {"id": "x", "v": True}, {"v": 2}]).show()
+    assert repr(mixed).splitlines()[1:] == [  # a column that is not all numbers stays left-aligned
+        "  id  v",
+        "  1   7",
+        "  x   True",
+        "      2",
+    ]
+
+
+@pytest.mark.anyio
+async def test_show_cuts_long_cells_and_keeps_each_row_on_one_line() -> None:
+    shown = await Stream.emits([{"n": 1, "text": "a" * 200}, {"n": 22, "text": "two\nlines"}]).show()
+    lines = repr(shown).splitlines()
+    assert len(lines) == 4
+    assert lines[2] == "   1  " + "a" * 79 + "…"
+    assert lines[3] == "  22  two\\nlines"
+
+
 @pytest.mark.anyio
 async def test_show_of_a_short_stream_says_it_is_complete() -> None:
     preview = await Stream.emits("ab").show(10)
     assert preview.complete
     assert list(preview) == ["a", "b"]
-    assert repr(preview) == "all 2 elements:\n  'a'\n  'b'"
+    assert repr(preview) == "all 2 elements:\n  value\n  a\n  b"
     empty = await Stream[int].empty().show()
     assert empty.complete
     assert repr(empty) == "the stream is empty"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import numbers
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -1195,20 +1196,26 @@ class Stream(Generic[T]):
 
         Elements with fields (dataclasses, named tuples, mappings) get a
         column each; a stream of events gets the event table of
-        :mod:`streamsrc.display`; anything else one ``value`` column.
+        :mod:`streamsrc.display` in HTML; anything else one ``value`` column.
+        As text (and in HTML), a column of numbers is right-aligned, any
+        other left-aligned; a cell longer than 80 characters is cut with an
+        ellipsis.
 
         >>> async def ticks():
         ...     return "tick"
-        >>> rows = Stream.repeat_eval(ticks).zip_with_index().map(lambda p: {"n": p[1], "v": p[0]})
+        >>> rows = Stream.repeat_eval(ticks).zip_with_index().map(lambda p: {"n": p[1] * 50, "v": p[0]})
         >>> anyio.run(rows.show, 3)
         first 3 elements (the stream was not run further):
-          {'n': 0, 'v': 'tick'}
-          {'n': 1, 'v': 'tick'}
-          {'n': 2, 'v': 'tick'}
-        >>> anyio.run(Stream.emits("ab").show)
-        all 2 elements:
-          'a'
-          'b'
+            n  v
+            0  tick
+           50  tick
+          100  tick
+        >>> anyio.run(Stream.emits([7, 1250, 3.5]).show)
+        all 3 elements:
+           value
+               7
+            1250
+             3.5
         """
         if n < 1:
             raise ValueError("show needs n >= 1")
@@ -1342,7 +1349,19 @@ class Preview(Generic[T]):
         return f"first {n} element{'s' if n != 1 else ''} (the stream was not run further)"
 
     def __repr__(self) -> str:
-        return "\n".join([self._note() + (":" if self.items else ""), *(f"  {x!r}" for x in self.items)])
+        """The note, then the elements as an aligned text table (numbers right-aligned)."""
+        if not self.items:
+            return self._note()
+        columns, cells = _columns_of(self.items)
+        texts = [[_cell_text(v, _TEXT_CHARS).replace("\n", "\\n") for v in row] for row in cells]
+        right = [_numeric(row[i] for row in cells) for i in range(len(columns))]
+        widths = [max(len(columns[i]), *(len(row[i]) for row in texts)) for i in range(len(columns))]
+        lines = [
+            "  "
+            + "  ".join(t.rjust(w) if r else t.ljust(w) for t, w, r in zip(row, widths, right, strict=True))
+            for row in [columns, *texts]
+        ]
+        return "\n".join([self._note() + ":", *(line.rstrip() for line in lines)])
 
     def _repr_html_(self) -> str:
         """The elements as an HTML table, with a note saying whether the stream goes on."""
@@ -1358,6 +1377,25 @@ class Preview(Generic[T]):
 
 _MISSING = object()
 _LEFT = ' style="text-align:left"'
+_RIGHT = ' style="text-align:right; font-variant-numeric:tabular-nums"'
+_TEXT_CHARS = 80
+"""The longest cell of a preview's text table (the HTML one holds 200 characters)."""
+
+
+def _numeric(values: Iterable[object]) -> bool:
+    """Whether a column holds numbers (and at least one): it is right-aligned, as in an event table.
+
+    >>> _numeric([1, 2.5, None, _MISSING]), _numeric([1, "2"]), _numeric([True]), _numeric([None])
+    (True, False, False, False)
+    """
+    found = False
+    for value in values:
+        if value is None or value is _MISSING:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Number):
+            return False
+        found = True
+    return found
 
 
 def _fields_of(item: object) -> dict[str, Any] | None:
@@ -1371,20 +1409,26 @@ def _fields_of(item: object) -> dict[str, Any] | None:
     return None
 
 
-def _html_table(items: Sequence[object]) -> str:
+def _columns_of(items: Sequence[object]) -> tuple[list[str], list[list[object]]]:
+    """The columns of a preview (the elements' fields, or ``value``) and each element's cells."""
     rows = [_fields_of(x) for x in items]
-    columns: list[str]
-    cells: list[list[object]]
     if items and all(r is not None for r in rows):
         named = [r for r in rows if r is not None]
         columns = list(dict.fromkeys(name for r in named for name in r))
-        cells = [[r.get(c, _MISSING) for c in columns] for r in named]
-    else:
-        columns = ["value"]
-        cells = [[x] for x in items]
-    head = "".join(f"<th{_LEFT}>{html.escape(c)}</th>" for c in columns)
+        return columns, [[r.get(c, _MISSING) for c in columns] for r in named]
+    return ["value"], [[x] for x in items]
+
+
+def _html_table(items: Sequence[object]) -> str:
+    columns, cells = _columns_of(items)
+    styles = [_RIGHT if _numeric(row[i] for row in cells) else _LEFT for i in range(len(columns))]
+    head = "".join(f"<th{style}>{html.escape(c)}</th>" for c, style in zip(columns, styles, strict=True))
     body = "\n".join(
-        "<tr>" + "".join(f"<td{_LEFT}>{html.escape(_cell_text(v))}</td>" for v in row) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td{style}>{html.escape(_cell_text(v))}</td>" for v, style in zip(row, styles, strict=True)
+        )
+        + "</tr>"
         for row in cells
     )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
