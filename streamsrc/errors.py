@@ -27,6 +27,7 @@ exceptions too, so a terminal operation that raises can raise them unchanged.
         ├── CheckpointMoved         a compare-and-set checkpoint save found the checkpoint elsewhere
         ├── StreamDeleted           the stream was deleted (it ends with a tombstone): no more appends
         ├── InvalidTruncation       ``truncate_before`` was given a seq outside the stream (nothing removed)
+        ├── InvalidRetentionPolicy  a retention policy that limits nothing, or by a bad amount
         └── IncompatibleSchema      the store was made by a newer streamsrc, or is not a streamsrc store
 
 Every append failure is one of the ``StoreError`` values, returned inside a
@@ -44,6 +45,7 @@ __all__ = [
     "EventTooLarge",
     "IncompatibleSchema",
     "InvalidEvent",
+    "InvalidRetentionPolicy",
     "InvalidStoreURL",
     "InvalidTruncation",
     "KeyUnavailable",
@@ -394,6 +396,20 @@ class InvalidTruncation(StoreError):
         self.stream = stream
         self.seq = seq
         self.version = version
+
+
+class InvalidRetentionPolicy(StoreError, ValueError):
+    """A retention policy that cannot be applied: it limits neither age nor count, a ``max_age`` that
+    is not a positive time, a ``max_count`` below 1, or a prefix that is not text. Raised when the
+    policy is made (a ``ValueError`` too, as a bad argument is).
+
+    >>> from streamsrc.retention import RetentionPolicy
+    >>> try:
+    ...     RetentionPolicy("orders-")
+    ... except InvalidRetentionPolicy as exc:
+    ...     print(exc)
+    retention policy 'orders-' limits nothing: give max_age, max_count or both
+    """
 
 
 class IncompatibleSchema(StoreError):
