@@ -1284,6 +1284,70 @@ def dynamodb_index(ctx: click.Context, url: str | None, once: bool, rebuild: boo
     click.echo(f"indexed {_run(main)} events of {redact(target)}")
 
 
+# ------------------------------------------------------------------------------------------ retention
+
+
+@cli.group()
+def retention() -> None:
+    """Retention: truncate streams to an age or a count of events."""
+
+
+@retention.command("apply")
+@click.option("--prefix", required=True, help="Streams whose name starts with this ('' for every stream).")
+@click.option(
+    "--max-age",
+    "max_age",
+    default=None,
+    metavar="AGE",
+    help="Remove events older than AGE (30d, 12h, 2w, 1d12h).",
+)
+@click.option(
+    "--max-count", "max_count", type=click.IntRange(min=1), default=None, help="Keep only the last N events."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
+@click.pass_context
+def retention_apply(
+    ctx: click.Context, prefix: str, max_age: str | None, max_count: int | None, dry_run: bool
+) -> None:
+    """Truncate every stream starting with --prefix to --max-age and/or --max-count (a stream's last
+    event always stays, so does a deleted stream's tombstone)."""
+    from streamsrc.errors import InvalidRetentionPolicy
+    from streamsrc.retention import RetentionPolicy, apply_retention, parse_duration
+
+    try:
+        age = None if max_age is None else parse_duration(max_age)
+    except InvalidRetentionPolicy as exc:
+        raise click.BadParameter(str(exc), param_hint="'--max-age'") from None
+    if age is None and max_count is None:
+        raise click.UsageError("give --max-age, --max-count or both: a policy must limit something")
+    policy = RetentionPolicy(prefix, max_age=age, max_count=max_count)
+
+    async def main() -> Any:
+        async with _open(_url(ctx)) as store:
+            return await apply_retention(store, [policy], dry_run=dry_run)
+
+    with _quiet_pipe():
+        report = _run(main)
+        width = _width()
+        stream_w = 40 if width is None else max(10, width - 22)
+        if report.streams:
+            click.echo(f"{_cell('STREAM', stream_w)} {'BEFORE':>8} {'REMOVED':>8}")
+        for done in report.streams:
+            shown = f"{done.stream:<{stream_w}}" if width is None else _cell(done.stream, stream_w)
+            click.echo(f"{shown} {'#' + str(done.before):>8} {done.removed:>8}")
+        verb = "would remove" if dry_run else "removed"
+        summary = (
+            f"{verb} {report.removed} events from {len(report.streams)} of {report.checked} "
+            f"streams starting with {prefix!r}"
+        )
+        click.echo(summary, err=not report.streams)
+    if report.failed:
+        first = report.failed[0]
+        raise CommandFailed(
+            f"{len(report.failed)} streams were not truncated; {first.stream!r}: {first.error}"
+        )
+
+
 def redact(url: str) -> str:
     """``url`` with any password or secret replaced (for messages): every URL the CLI prints goes here.
 
