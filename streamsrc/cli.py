@@ -30,7 +30,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -102,15 +102,26 @@ def _quiet_pipe() -> Iterator[None]:
         sys.exit(0)
 
 
-def _open(url: str, *, must_exist: bool = True) -> Any:
-    """``open_store(url)``; for commands that only read, a SQLite file that is not there is an error."""
+def _open(url: str, *, must_exist: bool = True, scoped: bool = True) -> Any:
+    """``open_store(url)``; for commands that only read, a SQLite file that is not there is an error.
+    With ``--tenant`` (and ``scoped``), the tenant's view of the store (closed with the store)."""
     from streamsrc.store import open_store
 
     if must_exist and url.startswith("sqlite:///"):
         path = url[len("sqlite:///") :].split("?", 1)[0]
         if path and path != ":memory:" and not Path(path).exists():
             raise CommandFailed(f"no store at {path} (run `streamsrc demo`, or give --url)")
-    return open_store(url)
+    tenant = _tenant() if scoped else None
+    return open_store(url) if tenant is None else _tenant_view(url, tenant)
+
+
+@contextlib.asynccontextmanager
+async def _tenant_view(url: str, tenant: str) -> AsyncIterator[Any]:
+    from streamsrc.store import open_store
+    from streamsrc.tenancy import TenantStore
+
+    async with open_store(url) as store:
+        yield TenantStore(store, tenant, owns=False)
 
 
 # ----------------------------------------------------------------------------------------- output
@@ -245,11 +256,37 @@ def _load_attribute(spec: str, what: str) -> Any:
     show_default=True,
     help="Store URL: sqlite:///path.db, memory://, postgresql://..., dynamodb://table?...",
 )
+@click.option(
+    "--tenant",
+    envvar="STREAMSRC_TENANT",
+    default=None,
+    metavar="NAME",
+    help="Work on tenant NAME's view of the store: its streams, events and checkpoints only.",
+)
 @click.version_option(package_name="streamsrc")
 @click.pass_context
-def cli(ctx: click.Context, url: str) -> None:
+def cli(ctx: click.Context, url: str, tenant: str | None) -> None:
     """Event sourcing on a streaming core: look into, follow, copy and set up event stores."""
     ctx.obj = url
+    if tenant is None and os.environ.get("STREAMSRC_TENANT") == "":
+        tenant = ""  # set but empty: refused, never the whole store
+    if tenant is not None:
+        from streamsrc.tenancy import InvalidTenant, check_tenant
+
+        try:
+            ctx.meta[_TENANT] = check_tenant(tenant)
+        except InvalidTenant as exc:
+            raise click.BadParameter(str(exc), param_hint="'--tenant' / STREAMSRC_TENANT") from None
+
+
+_TENANT = "streamsrc.tenant"
+
+
+def _tenant() -> str | None:
+    """The tenant of ``--tenant``/``STREAMSRC_TENANT``, or ``None``: the whole store."""
+    ctx = click.get_current_context(silent=True)
+    tenant: str | None = None if ctx is None else ctx.meta.get(_TENANT)
+    return tenant
 
 
 def _url(ctx: click.Context) -> str:
@@ -263,6 +300,9 @@ def _url(ctx: click.Context) -> str:
 def demo(ctx: click.Context, demo_url: str | None) -> None:
     """Run the account-management example end to end and print what happened."""
     from streamsrc.demo import run_demo
+
+    if _tenant() is not None:
+        raise click.UsageError("demo writes the example into the whole store: run it without --tenant")
 
     def say(line: str) -> None:
         click.echo(redact_text(line))
@@ -806,7 +846,8 @@ def projection_status(ctx: click.Context, projection_specs: tuple[str, ...], mod
     """
     url = _url(ctx.find_root())
     given = [p.name for p in _load_projections(projection_specs)]
-    where = _models_of(url, model)
+    # a tenant's projections: the store's checkpoints it sees, and a read model only if --model names its own
+    where = _models_of(url, model) if _tenant() is None or model is not None else None
 
     async def main() -> None:
         async with _open(url) as store:
@@ -1236,7 +1277,7 @@ def postgres_init(ctx: click.Context, url: str | None) -> None:
         raise click.BadParameter(f"not a PostgreSQL URL: {target.split('://', 1)[0]}://...")
 
     async def main() -> str:
-        async with _open(target, must_exist=False) as store:
+        async with _open(target, must_exist=False, scoped=False) as store:  # the tables of every tenant
             return repr(store)
 
     click.echo(f"ready: {redact_text(_run(main))}")

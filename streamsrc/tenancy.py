@@ -242,6 +242,25 @@ class ForwardingStore:
         """The inner store's last event of ``stream``."""
         return await self.inner.latest(stream)
 
+    async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
+        """Delete ``stream`` in the inner store (a tombstone; see ``RetiringStore.delete_stream``).
+
+        :raises NotImplementedError: the inner store retires no streams.
+        """
+        result: Result[AppendResult, StoreError] = await _method(self.inner, "delete_stream")(
+            stream, expected
+        )
+        return result
+
+    async def truncate_before(self, stream: str, seq: int) -> Result[int, StoreError]:
+        """Drop the events of ``stream`` below ``seq`` in the inner store (see
+        ``RetiringStore.truncate_before``).
+
+        :raises NotImplementedError: the inner store retires no streams.
+        """
+        result: Result[int, StoreError] = await _method(self.inner, "truncate_before")(stream, seq)
+        return result
+
     async def head(self) -> int:
         """The inner store's head."""
         return await self.inner.head()
@@ -262,6 +281,22 @@ class ForwardingStore:
     def appended(self) -> AppendSignal:
         """The inner store's append signal."""
         return self.inner.appended
+
+    @property
+    def page_size(self) -> int:
+        """The inner store's events per read page (``AttributeError`` if it does not say)."""
+        return int(getattr(self.inner, "page_size"))  # noqa: B009 (absent: absent here too)
+
+    @property
+    def max_event_size(self) -> int:
+        """The inner store's limit on one event's encoded size (``AttributeError`` if it does not say)."""
+        return int(getattr(self.inner, "max_event_size"))  # noqa: B009
+
+    @property
+    def max_batch(self) -> int:
+        """The most events the inner store takes in one append, if it has a limit (a
+        :class:`~streamsrc.store.BatchLimitedStore`; ``AttributeError`` otherwise)."""
+        return int(getattr(self.inner, "max_batch"))  # noqa: B009
 
     # -- snapshots and checkpoints
 
@@ -287,6 +322,14 @@ class ForwardingStore:
         """Save checkpoint ``name`` in the inner store (with ``expected``: its compare-and-set)."""
         await self.inner.save_checkpoint(name, position, expected)
 
+    def checkpoints(self) -> Stream[tuple[str, int]]:
+        """The inner store's saved checkpoints ``(name, position)``.
+
+        :raises NotImplementedError: the inner store lists no checkpoints.
+        """
+        listing: Stream[tuple[str, int]] = _method(self.inner, "checkpoints")()
+        return listing
+
     # -- views and life
 
     def tenant(self, name: str) -> TenantStore:
@@ -306,6 +349,14 @@ class ForwardingStore:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _method(store: Any, name: str) -> Any:
+    """``store``'s method ``name``, or ``NotImplementedError`` saying it has none."""
+    method = getattr(store, name, None)
+    if method is None:
+        raise NotImplementedError(f"{store!r} has no {name}")
+    return method
 
 
 async def _names_after(store: Any, after: str, size: int) -> Sequence[str]:
@@ -444,6 +495,23 @@ class TenantStore(ForwardingStore):
             return Failure(exc)
         return self._result(stream, await self.inner.import_events(full, moved))
 
+    async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
+        """Delete the tenant's ``stream`` (a tombstone; see ``RetiringStore.delete_stream``)."""
+        try:
+            full = self._full(stream, "stream name")
+        except InvalidEvent as exc:
+            return Failure(exc)
+        return self._result(stream, await super().delete_stream(full, expected))
+
+    async def truncate_before(self, stream: str, seq: int) -> Result[int, StoreError]:
+        """Drop the events of the tenant's ``stream`` below ``seq`` (see
+        ``RetiringStore.truncate_before``)."""
+        try:
+            full = self._full(stream, "stream name")
+        except InvalidEvent as exc:
+            return Failure(exc)
+        return await super().truncate_before(full, seq)
+
     def read(
         self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
     ) -> Stream[RecordedEvent]:
@@ -515,7 +583,7 @@ class TenantStore(ForwardingStore):
 
         :raises StoreUnavailable: while the stream runs, if the database fails.
         """
-        page_size = max(1, int(getattr(self.inner, "page_size", 1000)))
+        page_size = max(1, int(getattr(self.inner, "page_size", 1000)))  # the stores' default page
 
         async def step(after: str | None) -> tuple[Sequence[str], str | None] | None:
             if after is None:
@@ -580,6 +648,13 @@ class TenantStore(ForwardingStore):
             await self.inner.save_checkpoint(full, position, expected)
         except CheckpointMoved as exc:
             raise CheckpointMoved(name, exc.expected, exc.found) from None
+
+    def checkpoints(self) -> Stream[tuple[str, int]]:
+        """The tenant's saved checkpoints ``(name, position)``: the store's listing, kept to the
+        tenant's names (the store lists every tenant's checkpoints: there are few)."""
+        prefix, cut = self.prefix, self._cut
+        listing = super().checkpoints()
+        return listing.filter(lambda c: c[0].startswith(prefix)).map(lambda c: (c[0][cut:], c[1]))
 
     # -- life
 
