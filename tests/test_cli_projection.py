@@ -93,6 +93,24 @@ def test_status_on_dynamodb_lists_the_stores_checkpoints_and_the_partitions_leas
     assert rows["parted[2/3]"] == ["0", str(head), str(head), "-"]
     assert not any("lease" in name or "member" in name for name in rows)  # leases are no checkpoints
     assert "\x00" not in status.stdout
+    # rebuild and switch work on a DynamoDB store too: the read model is a SQLite file (--model).
+    for into in ("live.db", "rebuilt.db"):
+        done = streamsrc(
+            "--url", url, "projection", "rebuild", "account-user-search", "--into", into, cwd=tmp_path
+        )
+        assert f"up to position {head}" in ok(done)
+    with sqlite3.connect(tmp_path / "live.db") as conn:
+        conn.execute("DELETE FROM users")
+    model = ["--model", "live.db"]
+    switch = ["projection", "switch", "account-user-search", "--from", "rebuilt.db", *model]
+    assert f"at position {head}" in ok(streamsrc("--url", url, *switch, cwd=tmp_path))
+    with sqlite3.connect(tmp_path / "live.db") as conn:
+        assert conn.execute("SELECT count(*) FROM users").fetchone()[0] == 3
+    both = _rows(
+        ok(streamsrc("--url", url, "projection", "status", *model, cwd=tmp_path, env={"COLUMNS": ""}))
+    )
+    assert both["account-user-search"] == [str(head), str(head), "0"]  # the read model's checkpoint
+    assert both["mailer"] == [str(head), str(head), "0"]  # and the store's
 
 
 # ---------------------------------------------------------------------------------------- PostgreSQL
