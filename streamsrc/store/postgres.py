@@ -119,6 +119,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 4  # 3: streamsrc_append_group (group commit); 4: tombstones, imports of truncated streams
 CHANNEL = "streamsrc_events"
 _LOCK_KEY = 0x5E7A_5C_01  # the advisory lock every append takes
+_TOMBSTONE = "$streamDeleted"  # TOMBSTONE_TYPE, spelt out: the schema's SQL is built from literals only
+assert _TOMBSTONE == TOMBSTONE_TYPE
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS streamsrc_meta (
@@ -190,7 +192,7 @@ BEGIN
             FROM events e WHERE e.id = ANY(p_ids);
         RETURN;
     END IF;
-    IF last_type = '{TOMBSTONE_TYPE}' THEN
+    IF last_type = '{_TOMBSTONE}' THEN
         RETURN QUERY SELECT 3, current, 0::BIGINT, NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
         RETURN;
     END IF;
@@ -259,7 +261,7 @@ BEGIN
                     current := expected;
                 END IF;
             END IF;
-            IF last_type = '{TOMBSTONE_TYPE}' THEN
+            IF last_type = '{_TOMBSTONE}' THEN
                 RETURN QUERY SELECT i, 3, current, 0::BIGINT,
                     NULL::UUID, NULL::TEXT, NULL::BIGINT, NULL::BIGINT;
             ELSIF (expected >= 0 AND current <> expected) OR (expected = -3 AND current = 0) THEN
