@@ -103,12 +103,35 @@ class EventData:
 decode_json = json.loads
 """Decode JSON text written by :func:`encode_json`."""
 
+_scan = json.JSONDecoder().scan_once  # the C scanner ``json.loads`` ends in
+
+
+def _decode_stored(text: Any) -> Any:
+    """``json.loads(text)`` for a stored field, without its Python layers when ``text`` is plain JSON.
+
+    The C scanner alone decodes text that starts with a value and has nothing after it (what
+    :func:`encode_json` writes); anything else (whitespace, a BOM, not a ``str``, an error) goes
+    through ``json.loads``, so results and errors are exactly its own.
+    """
+    if type(text) is str:
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            return decode_json(text)
+        if end == len(text):
+            return value
+    return decode_json(text)
+
+
 try:
     from collections import _tuplegetter  # type: ignore[attr-defined]  # what namedtuple uses
 except ImportError:  # pragma: no cover - other Pythons
 
     def _tuplegetter(index: int, doc: str) -> Any:
         return property(itemgetter(index), doc=doc)
+
+
+_item = tuple.__getitem__
 
 
 class _Lazy:
@@ -123,7 +146,7 @@ class _Lazy:
         if instance is None:
             return self
         try:
-            value = self.decode(tuple.__getitem__(instance, self.index))
+            value = self.decode(_item(instance, self.index))
         except Exception as exc:  # a damaged row: say where it is, as a store error
             raise _damaged(instance, self.name, self.index, exc) from None
         instance.__dict__[self.name] = value  # later reads find it before this descriptor
@@ -157,7 +180,7 @@ def _shown(event: Any, name: str) -> Any:
 def _decode_metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    value = decode_json(text)
+    value = _decode_stored(text)
     if type(value) is not dict:
         raise TypeError(f"metadata must be a JSON object, not {type(value).__name__}")
     return value
@@ -323,7 +346,7 @@ class RecordedEvent(tuple):  # type: ignore[type-arg]
         seq = _tuplegetter(1, "Its number within the stream: 1, 2, 3, ...")
         position = _tuplegetter(2, "Its place in the global log, increasing in commit order.")
         type = _tuplegetter(3, "The event type.")
-        data = _Lazy("data", 4, decode_json)
+        data = _Lazy("data", 4, _decode_stored)
         metadata = _Lazy("metadata", 5, _decode_metadata)
         id = _Lazy("id", 6, _decode_id)
         time = _Lazy("time", 7, _decode_time)
