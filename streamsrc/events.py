@@ -103,7 +103,8 @@ class EventData:
 decode_json = json.loads
 """Decode JSON text written by :func:`encode_json`."""
 
-_scan = json.JSONDecoder().scan_once  # the C scanner ``json.loads`` ends in
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+"""The C scanner ``json.loads`` ends in: ``(value, end)`` from text at an index."""
 
 
 def _decode_stored(text: Any) -> Any:
