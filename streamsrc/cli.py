@@ -1058,7 +1058,8 @@ def _quoted(name: str) -> str:
 
 
 _PG_TABLES = """
-SELECT c.oid, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+SELECT c.oid, c.relname, c.relkind = 'p' OR c.relispartition
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'streamsrc\\_%'
 ORDER BY c.relname
 """
@@ -1153,9 +1154,12 @@ async def _copy_postgres(source: Any, live: str, name: str, shown: str) -> tuple
         row = await source.fetchrow("SELECT position FROM streamsrc_projections WHERE name = $1", name)
     if row is None:
         raise CommandFailed(f"{shown} has no projection {name!r}: rebuild it first")
-    tables = [(int(oid), str(table)) for oid, table in await source.fetch(_PG_TABLES)]
+    found = await source.fetch(_PG_TABLES)
+    tables = [(int(oid), str(table)) for oid, table, _ in found]
     if clash := sorted({t for _, t in tables} & _STORE_TABLES):
         raise CommandFailed(f"{shown} has tables of an event store: {', '.join(clash)}")
+    if parted := sorted(str(table) for _, table, partitioned in found if partitioned):
+        raise CommandFailed(f"{shown} has partitioned tables, which switch cannot copy: {', '.join(parted)}")
     made = [(table, await _pg_table(source, oid, table)) for oid, table in tables]
     kept = {
         bookkeeping: await source.fetch(f"SELECT * FROM {bookkeeping} WHERE {column} = $1", name)
@@ -1238,6 +1242,7 @@ def projection_switch(ctx: click.Context, name: str, rebuilt: str, model: str | 
             raise CommandFailed(
                 "projection switch works on SQLite and PostgreSQL read models: give --model PATH|URL"
             )
+        rebuilt = _sqlite_path(rebuilt) or rebuilt  # sqlite:///PATH or PATH
         if "://" in rebuilt:
             raise CommandFailed(
                 f"the live read model is a SQLite file: give --from PATH, not {redact(rebuilt)}"

@@ -246,6 +246,12 @@ def test_a_postgresql_switch_that_fails_changes_nothing(
     one_line_error(failed, "cannot switch 'kinds' in", "mood")
     assert _sql(live, "SELECT count(*) FROM seen") == [(0,)]  # rolled back: the live tables as they were
     assert _sql(live, "SELECT to_regclass('zz')") == [(None,)]
+    _sql(rebuilt, "DROP TABLE zz")
+    _sql(rebuilt, "CREATE TABLE parted (k INT) PARTITION BY RANGE (k)")
+    _sql(rebuilt, "CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (10)")
+    parted = streamsrc("--url", live, "projection", "switch", "kinds", "--from", rebuilt, cwd=tmp_path)
+    one_line_error(parted, "partitioned tables", "parted, parted_low")
+    assert _sql(live, "SELECT count(*) FROM seen") == [(0,)]
     one_line_error(
         streamsrc("--url", live, "projection", "switch", "kinds", "--from", "rebuilt.db", cwd=tmp_path),
         "give --from postgresql://",
@@ -285,6 +291,8 @@ def test_a_sqlite_switch_moves_the_projections_stream_marks_with_its_checkpoint(
     )
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT * FROM streamsrc_projection_streams").fetchall() == []
+    again = ["projection", "switch", "account-user-search", "--from", f"sqlite:///{rebuilt}"]
+    assert "switched in" in ok(streamsrc("--url", url, *again, cwd=tmp_path))  # a sqlite:/// URL as well
     one_line_error(
         streamsrc(
             "--url", url, "projection", "switch", "account-user-search", "--from", str(db), cwd=tmp_path
