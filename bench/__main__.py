@@ -54,6 +54,7 @@ SCRIPTS = (
     "kinesis_moto",
     "migrate",
     "transforms",
+    "tenancy",
     "soak",
 )
 TITLES = {
@@ -70,6 +71,7 @@ TITLES = {
     "kinesis_moto": "Kinesis sink vs raw put_records (moto's server)",
     "migrate": "streamsrc.migrate.copy vs a raw sqlite3 copy loop",
     "soak": "Soak: concurrent writers and live projections on SQLite and PostgreSQL",
+    "tenancy": "Multi-tenancy: a tenant's view vs the plain store on SQLite (appends, reads)",
 }
 TIMEOUT = {False: 1800.0, True: 600.0}
 """Seconds a script may take (full, quick) before the report gives up on it."""
