@@ -1959,6 +1959,7 @@ PRIMITIVES = (
     "read_snapshot",
     "write_checkpoint",
     "read_checkpoint",
+    "list_checkpoints",
     "remove_before",
 )
 """The primitives of :class:`~streamsrc.store.base.StoreBase` that operations await through ``guard``
@@ -2049,6 +2050,9 @@ _OPERATIONS: dict[str, _Operation] = {
         lambda s, d: s.save_checkpoint("c", 3), lambda r: r is None, "write_checkpoint"
     ),
     "load_checkpoint": _Operation(lambda s, d: s.load_checkpoint("c"), lambda r: r == 2, "read_checkpoint"),
+    "checkpoints": _Operation(
+        lambda s, d: s.checkpoints().to_list(), lambda r: r == [("c", 2)], "list_checkpoints"
+    ),
     "delete_stream": _Operation(
         lambda s, d: s.delete_stream("s", 2), _ok, "insert_batch", True, ("find_ids",)
     ),
