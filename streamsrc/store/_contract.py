@@ -191,7 +191,8 @@ class EventStore(Protocol):
         """Append ``events`` to ``stream`` atomically if it is at ``expected``.
 
         :returns: ``Success(AppendResult)``, or ``Failure`` with ``WrongExpectedVersion``,
-            ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge`` or ``StoreUnavailable``.
+            ``DuplicateEvent``, ``InvalidEvent``, ``EventTooLarge``, ``StreamDeleted`` (the stream
+            was deleted: see ``RetiringStore``) or ``StoreUnavailable``.
         :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
         """
         ...

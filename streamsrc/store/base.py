@@ -27,11 +27,12 @@ errors, listed in ``driver_errors``):
 
 The error rule (every store, every method)
 ------------------------------------------
-* ``append`` and ``import_events`` return ``Failure`` with a
-  :class:`~streamsrc.errors.StoreError` for every expected failure —
-  ``WrongExpectedVersion``, ``DuplicateEvent``, ``InvalidEvent``,
-  ``EventTooLarge``, ``StoreUnavailable`` — and raise only for bugs (a bad
-  ``expected`` value: ``TypeError``) and cancellation.
+* ``append``, ``import_events``, ``delete_stream`` and ``truncate_before``
+  return ``Failure`` with a :class:`~streamsrc.errors.StoreError` for every
+  expected failure — ``WrongExpectedVersion``, ``DuplicateEvent``,
+  ``InvalidEvent``, ``EventTooLarge``, ``StreamDeleted``,
+  ``InvalidTruncation``, ``StoreUnavailable`` — and raise only for bugs (a
+  bad ``expected`` or ``seq``: ``TypeError``) and cancellation.
 * Every other method raises only :class:`~streamsrc.errors.StoreError`
   subclasses (``StoreUnavailable`` when the database fails, ``InvalidEvent``
   for a name that cannot be stored, ``CorruptEvent`` for a damaged row),
@@ -492,7 +493,7 @@ class StoreBase(ABC):
 
         :returns: ``Success`` with the new last seq and the positions, or
             ``Failure`` with ``WrongExpectedVersion``, ``DuplicateEvent``,
-            ``InvalidEvent``, ``EventTooLarge`` or ``StoreUnavailable``.
+            ``InvalidEvent``, ``EventTooLarge``, ``StreamDeleted`` or ``StoreUnavailable``.
         :raises TypeError: ``expected`` is not an int >= 0 or an ``ExpectedVersion`` (a bug).
         """
         if type(expected) is not int or expected < 0:  # a plain version is fine (the common case)
