@@ -381,12 +381,16 @@ async def _names_after(store: Any, after: str, size: int) -> Sequence[str]:
 
 def _rename(event: RecordedEvent, name: str) -> RecordedEvent:
     """``event`` with stream ``name``: the same class, fields as stored, anything decoded kept."""
-    item = tuple.__getitem__
-    renamed: RecordedEvent = tuple.__new__(type(event), (name, *item(event, slice(1, None))))
-    decoded = event.__dict__
-    if decoded:
-        renamed.__dict__.update(decoded)
+    kind = type(event)
+    renamed: RecordedEvent = _new(kind, (name, *_item(event, _TAIL)))
+    if kind is not RecordedEvent or type(_item(event, 4)) is not str:  # fields kept decoded, not stored
+        renamed.__dict__.update(event.__dict__)
     return renamed
+
+
+_new = tuple.__new__
+_item = tuple.__getitem__
+_TAIL = slice(1, None)
 
 
 class TenantStore(ForwardingStore):
@@ -441,13 +445,11 @@ class TenantStore(ForwardingStore):
 
     def _mine(self, page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         """A page of the shared log as the tenant sees it: its events only, renamed."""
-        prefix, cut, item = self.prefix, self._cut, tuple.__getitem__
-        out = []
-        for event in page:
-            stream = item(event, 0)
-            if stream.startswith(prefix):  # the store filtered already: never trust it with another's
-                out.append(_rename(event, stream[cut:]))
-        return out
+        prefix, cut, item, new, tail, stored = self.prefix, self._cut, _item, _new, _TAIL, RecordedEvent
+        # the store filtered already: never trust it with another's (every event is checked)
+        if all(type(e) is stored and type(item(e, 4)) is str for e in page):  # as stored: nothing to keep
+            return [new(stored, (s[cut:], *item(e, tail))) for e in page if (s := item(e, 0))[:cut] == prefix]
+        return [_rename(e, s[cut:]) for e in page if (s := item(e, 0))[:cut] == prefix]
 
     def _result(
         self, stream: str, result: Result[AppendResult, StoreError]
