@@ -198,12 +198,13 @@ async def test_imports_queued_together_each_get_their_own_answer(store: StoreBas
             assert isinstance(await source.append(f"src-{i}", batch), Success)
         assert isinstance(await source.append("gap", [EventData("G", {"n": n}) for n in range(3)]), Success)
         recorded = await source.read_all().to_list()
-        gap = recorded[-1]  # seq 3 of a stream the target does not have: it expects seq 2 there
-        recorded = recorded[:-3]
+        gap_first, gap = recorded[-3], recorded[-1]  # the target gets seq 1: seq 3 expects seq 2 there
+        recorded = recorded[:-2]
     by_stream: dict[str, list[RecordedEvent]] = {}
-    for e in recorded:
+    for e in recorded[:-1]:
         by_stream.setdefault(e.stream, []).append(e)
     assert isinstance(await store.import_events("src-3", by_stream["src-3"]), Success)
+    assert isinstance(await store.import_events("gap", [gap_first]), Success)
     results: list[Result[AppendResult, StoreError] | None] = [None] * 9
 
     async def one(i: int) -> None:
