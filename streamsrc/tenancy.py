@@ -90,14 +90,22 @@ store that has any.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any, Self
 
 from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure, Result, Success
 
-from streamsrc.errors import CheckpointMoved, DuplicateEvent, InvalidEvent, StoreError, WrongExpectedVersion
+from streamsrc.errors import (
+    CheckpointMoved,
+    DuplicateEvent,
+    InvalidEvent,
+    InvalidTruncation,
+    StoreError,
+    StreamDeleted,
+    WrongExpectedVersion,
+)
 from streamsrc.events import MAX_NAME_LENGTH, EventData, RecordedEvent, validate_stream_name
 from streamsrc.store import ANY, AppendResult, AppendSignal, Expected, Snapshot, Store
 from streamsrc.stream import Stream
@@ -425,6 +433,7 @@ class TenantStore(ForwardingStore):
         self._head_key = f"{TENANT_MARK}{tenant}#head"
         self._mark: tuple[int, int] | None = None  # (the tenant's last position, the log looked at up to)
         self._saved = 0  # how far the saved mark has looked
+        self._names: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"TenantStore({self.inner!r}, {self.name!r})"
@@ -447,9 +456,33 @@ class TenantStore(ForwardingStore):
         """A page of the shared log as the tenant sees it: its events only, renamed."""
         prefix, cut, item, new, tail, stored = self.prefix, self._cut, _item, _new, _TAIL, RecordedEvent
         # the store filtered already: never trust it with another's (every event is checked)
-        if all(type(e) is stored and type(item(e, 4)) is str for e in page):  # as stored: nothing to keep
-            return [new(stored, (s[cut:], *item(e, tail))) for e in page if (s := item(e, 0))[:cut] == prefix]
-        return [_rename(e, s[cut:]) for e in page if (s := item(e, 0))[:cut] == prefix]
+        if not all(type(e) is stored and type(item(e, 4)) is str for e in page):  # decoded fields to keep
+            return [_rename(e, s[cut:]) for e in page if (s := item(e, 0))[:cut] == prefix]
+        names = self._names  # the tenant's name of each stored name seen (they repeat a lot)
+        known = names.get
+        out = []
+        for e in page:
+            full = item(e, 0)
+            name = known(full)
+            if name is None:
+                if full[:cut] != prefix:
+                    continue
+                if len(names) >= 4096:
+                    names.clear()
+                name = names[full] = full[cut:]
+            out.append(new(stored, (name, *item(e, tail))))
+        return out
+
+    def _one(self, stream: str) -> Callable[[Sequence[RecordedEvent]], list[RecordedEvent]]:
+        """``_mine`` for a page of one stream: the tenant's name of it is known."""
+        full, item, new, tail, stored = self.prefix + stream, _item, _new, _TAIL, RecordedEvent
+
+        def mine(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+            if not all(type(e) is stored and type(item(e, 4)) is str for e in page):
+                return [_rename(e, stream) for e in page if item(e, 0) == full]
+            return [new(stored, (stream, *item(e, tail))) for e in page if item(e, 0) == full]
+
+        return mine
 
     def _result(
         self, stream: str, result: Result[AppendResult, StoreError]
@@ -464,6 +497,8 @@ class TenantStore(ForwardingStore):
             return Failure(WrongExpectedVersion(stream, error.expected, error.actual))
         if isinstance(error, DuplicateEvent):
             return Failure(DuplicateEvent(stream, error.event_id))
+        if isinstance(error, StreamDeleted):
+            return Failure(StreamDeleted(stream, error.version))
         return result
 
     # -- the event store
@@ -512,7 +547,14 @@ class TenantStore(ForwardingStore):
             full = self._full(stream, "stream name")
         except InvalidEvent as exc:
             return Failure(exc)
-        return await super().truncate_before(full, seq)
+        result = await super().truncate_before(full, seq)
+        if isinstance(result, Failure):
+            error = result.failure()
+            if isinstance(error, InvalidTruncation):
+                return Failure(InvalidTruncation(stream, error.seq, error.version))
+            if isinstance(error, StreamDeleted):
+                return Failure(StreamDeleted(stream, error.version))
+        return result
 
     def read(
         self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
@@ -520,7 +562,7 @@ class TenantStore(ForwardingStore):
         """The events of the tenant's ``stream`` (see :meth:`~streamsrc.store.EventStore.read`)."""
         if not self._usable(stream):
             return Stream.empty()
-        return self.inner.read(self.prefix + stream, after, limit, backwards).map_chunks(self._mine)
+        return self.inner.read(self.prefix + stream, after, limit, backwards).map_chunks(self._one(stream))
 
     def read_all(
         self,
@@ -546,7 +588,7 @@ class TenantStore(ForwardingStore):
         found = await self.inner.latest(self.prefix + stream)
         if not isinstance(found, Some):
             return found
-        mine = self._mine([found.unwrap()])
+        mine = self._one(stream)([found.unwrap()])
         return Some(mine[0]) if mine else Nothing
 
     async def head(self) -> int:

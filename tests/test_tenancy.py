@@ -31,7 +31,13 @@ from streamsrc.tenancy import (
     check_tenant,
     tenant_prefix,
 )
-from streamsrc.testing import BatchLimitedStoreConformance, ConformantStore, StoreConformance, conformance
+from streamsrc.testing import (
+    BatchLimitedStoreConformance,
+    ConformantStore,
+    StoreConformance,
+    conformance,
+)
+from streamsrc.testing.conformance import RetiringStoreConformance
 from streamsrc.transforms import TransformingStore, Zlib
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +113,24 @@ class TestTenantViewConformanceDynamoDB(_TenantSuite, BatchLimitedStoreConforman
         async with opened_store(request.param, tmp_path) as inner:
             await neighbours(inner)
             yield TenantStore(inner, "acme")
+
+
+class TestTenantViewRetiring(RetiringStoreConformance):
+    """Deleting and truncating a tenant's streams (the backends that retire streams), beside other
+    tenants' streams of the same names, which stay as they were."""
+
+    @pytest.fixture(params=sorted(set(STORE_URLS) - set(DYNAMODB_STORE_URLS)))
+    async def store(self, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConformantStore]:
+        async with opened_store(request.param, tmp_path) as inner:
+            await neighbours(inner)
+            before = await inner.tenant("globex").read_all().to_list()
+            yield TenantStore(inner, "acme")
+            assert await inner.tenant("globex").read_all().to_list() == before
+
+    async def test_truncate_removes_the_first_events_from_every_read(self, store: Any) -> None:
+        shifted = _Shifted(store.inner, "acme")  # the suite asks for head() == 8: others' events came first
+        shifted.offset = await store.inner.head()
+        await super().test_truncate_removes_the_first_events_from_every_read(shifted)
 
 
 @pytest.fixture(params=FAST_STORES)
