@@ -10,6 +10,7 @@ itself and maps the driver's errors to :mod:`streamsrc.errors`.
 from streamsrc.store._contract import ANY as ANY
 from streamsrc.store._contract import NO_STREAM as NO_STREAM
 from streamsrc.store._contract import STREAM_EXISTS as STREAM_EXISTS
+from streamsrc.store._contract import TOMBSTONE_TYPE as TOMBSTONE_TYPE
 from streamsrc.store._contract import AppendResult as AppendResult
 from streamsrc.store._contract import AppendSignal as AppendSignal
 from streamsrc.store._contract import BatchLimitedStore as BatchLimitedStore
@@ -19,7 +20,9 @@ from streamsrc.store._contract import EventStore as EventStore
 from streamsrc.store._contract import Expected as Expected
 from streamsrc.store._contract import ExpectedVersion as ExpectedVersion
 from streamsrc.store._contract import ImportingStore as ImportingStore
+from streamsrc.store._contract import ListingCheckpointStore as ListingCheckpointStore
 from streamsrc.store._contract import NotifyingStore as NotifyingStore
+from streamsrc.store._contract import RetiringStore as RetiringStore
 from streamsrc.store._contract import Snapshot as Snapshot
 from streamsrc.store._contract import SnapshotStore as SnapshotStore
 from streamsrc.store._contract import Store as Store
@@ -36,6 +39,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "NO_STREAM",
     "STREAM_EXISTS",
+    "TOMBSTONE_TYPE",
     "AppendResult",
     "AppendSignal",
     "BatchLimitedStore",
@@ -45,8 +49,10 @@ __all__ = [
     "Expected",
     "ExpectedVersion",
     "ImportingStore",
+    "ListingCheckpointStore",
     "NotifyingStore",
     "Opener",
+    "RetiringStore",
     "Snapshot",
     "SnapshotStore",
     "Store",

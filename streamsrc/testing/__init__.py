@@ -6,7 +6,7 @@
   suite for a full ``Store``; :class:`EventStoreConformance`,
   :class:`GlobalOrderConformance`, :class:`SnapshotStoreConformance`,
   :class:`CheckpointStoreConformance`, :class:`ImportingStoreConformance`,
-  :class:`NotifyingStoreConformance` and
+  :class:`NotifyingStoreConformance`, :class:`RetiringStoreConformance` and
   :class:`BatchLimitedStoreConformance` are its parts, for a backend with
   only some capabilities; :class:`ErrorRuleConformance` checks the error
   rule under fault injection on every operation of a store built on
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from streamsrc.testing.conformance import GlobalOrderConformance as GlobalOrderConformance
     from streamsrc.testing.conformance import ImportingStoreConformance as ImportingStoreConformance
     from streamsrc.testing.conformance import NotifyingStoreConformance as NotifyingStoreConformance
+    from streamsrc.testing.conformance import RetiringStoreConformance as RetiringStoreConformance
     from streamsrc.testing.conformance import SnapshotStoreConformance as SnapshotStoreConformance
     from streamsrc.testing.conformance import StoreConformance as StoreConformance
     from streamsrc.testing.entity import EntityConformance as EntityConformance
@@ -62,6 +63,7 @@ __all__ = [
     "GlobalOrderConformance",
     "ImportingStoreConformance",
     "NotifyingStoreConformance",
+    "RetiringStoreConformance",
     "SnapshotStoreConformance",
     "StoreConformance",
     "Timeout",
@@ -76,6 +78,7 @@ _SUITES = {
     "GlobalOrderConformance": "streamsrc.testing.conformance",
     "ImportingStoreConformance": "streamsrc.testing.conformance",
     "NotifyingStoreConformance": "streamsrc.testing.conformance",
+    "RetiringStoreConformance": "streamsrc.testing.conformance",
     "SnapshotStoreConformance": "streamsrc.testing.conformance",
     "StoreConformance": "streamsrc.testing.conformance",
     "EntityConformance": "streamsrc.testing.entity",
