@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_urls import (
@@ -33,6 +34,7 @@ from store_urls import (
 )
 
 from streamsrc.store import (
+    ANY,
     BatchLimitedStore,
     CheckpointStore,
     EventStore,
@@ -121,21 +123,35 @@ class TestRetiringStoreConformance(RetiringStoreConformance):
             yield store
 
 
-_DYNAMODB_RETIRING = pytest.mark.xfail(
-    run=False,
-    reason="the DynamoDB store's tombstone check in insert_batch, remove_before and imports of truncated "
-    "streams come with the DynamoDB store's own change (streamsrc/store/dynamodb/)",
-)
-
-
-@_DYNAMODB_RETIRING
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
 class TestDynamoDBRetiringConformance(RetiringStoreConformance):
+    """``order=global``: the tombstone check is a condition on the stream's last event item in the
+    append's transaction; a truncation deletes the event items and empties the log's copies."""
+
     concurrent_writer_tasks = 6
 
     @pytest.fixture
     async def store(self) -> AsyncIterator[ConformantStore]:
         async with open_store(fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}")) as store:
+            yield store
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
+class TestDynamoDBScaleRetiringConformance(RetiringStoreConformance):
+    """``order=stream``, indexed after each write (tombstones too) as in ``TestDynamoDBScaleConformance``."""
+
+    concurrent_writer_tasks = 6
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[ConformantStore]:
+        url = fresh_dynamodb_url(f"page_size={DYNAMODB_PAGE_SIZE}&order=stream")
+        async with await indexing_dynamodb_store(url).open() as store:
+            deleting = store.delete_stream
+
+            async def delete_stream(stream: str, expected: Any = ANY) -> Any:
+                return await store._indexed(await deleting(stream, expected))
+
+            store.delete_stream = delete_stream  # the indexer after a tombstone too
             yield store
 
 
@@ -181,11 +197,6 @@ class TestPostgresErrorRule(ErrorRuleConformance):
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiobotocore runs on asyncio only
 class TestDynamoDBErrorRule(ErrorRuleConformance):
-    @pytest.fixture(autouse=True)
-    def _retiring_comes_with_the_dynamodb_change(self, request: pytest.FixtureRequest) -> None:
-        if "truncate" in request.node.name:
-            request.node.add_marker(_DYNAMODB_RETIRING)
-
     @pytest.fixture
     def store_url(self) -> str:
         return fresh_dynamodb_url("page_size=2")

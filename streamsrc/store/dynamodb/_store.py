@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from typing import Any, NamedTuple, TypeVar
 
@@ -30,6 +30,7 @@ from streamsrc.events import EventData, RecordedEvent, decode_json, encode_json
 from streamsrc.store._contract import (
     ANY,
     NO_STREAM,
+    TOMBSTONE_TYPE,
     AppendResult,
     EncodedEvent,
     EventFilter,
@@ -47,6 +48,8 @@ from streamsrc.store.base import (
     PageRequest,
     StoreBase,
     StoredSnapshot,
+    StreamGone,
+    Truncated,
     VersionConflict,
     Written,
 )
@@ -120,6 +123,25 @@ _TRANSIENT = frozenset(
     }
 )
 """Error codes (of a call, or of a cancelled transaction's items) worth trying again after a pause."""
+
+
+class _Last(NamedTuple):
+    seq: int  # the stream's last seq, 0 if it has no events
+    deleted: bool  # whether that event is its tombstone
+
+
+def _start(last: int, expected: Expected, times: Sequence[int] | None) -> tuple[int, bool, bool]:
+    """Where a batch goes in a stream whose last seq was just read: ``(current, fresh, new)``. An
+    import (``times``) with an expected version into a stream with no events starts past it (its
+    source was truncated): a new stream at ``expected``."""
+    if last == 0 and times is not None and type(expected) is int and expected > 0:
+        return expected, True, True
+    return last, True, last == 0
+
+
+def _put_new(table: str, item: dict[str, Any]) -> dict[str, Any]:
+    """A put of an item that must not exist yet (a new stream's registry item: the stream is new)."""
+    return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
 
 
 class _Commit(NamedTuple):
@@ -326,6 +348,11 @@ class DynamoDBStore(StoreBase):
         """As every store's (see ``StoreBase.import_events``); positions as :meth:`append` says."""
         return _counted(await super().import_events(stream, events), len(events))
 
+    async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
+        """As every store's (see ``StoreBase.delete_stream``); the tombstone's position as :meth:`append`
+        says (in ``order=stream`` mode: once indexed)."""
+        return _counted(await super().delete_stream(stream, expected), 1)
+
     async def indexed(self, result: AppendResult, timeout: float = 10.0) -> AppendResult:  # noqa: ASYNC109
         """``result`` with its positions, once the indexer has given them (read-your-writes).
 
@@ -422,18 +449,24 @@ class DynamoDBStore(StoreBase):
         and, for a new stream, its registry item); no item shared with other streams, no lock."""
         n = len(batch)
         current = self._seqs.get(stream)
-        fresh = False
+        fresh = new = False
         if current is None and (expected is ANY or expected is NO_STREAM or expected == 0):
             current = 0  # a guess, no read: the conditions on the events' seqs check it
         elif current is None:
-            current, fresh = await self._last_seq(stream), True
+            last = await self._last_event(stream)
+            if last.deleted:
+                return StreamGone(last.seq)
+            current, fresh, new = _start(last.seq, expected, times)
         for attempt in range(_MAX_CONTENDED_TRIES):
             if check_expected(stream, expected, current) is not None:
                 if not fresh:
-                    current, fresh = await self._last_seq(stream), True
+                    last = await self._last_event(stream)
+                    if last.deleted:
+                        return StreamGone(last.seq)
+                    current, fresh, new = _start(last.seq, expected, times)
                     continue
                 return VersionConflict(current)
-            items = self._stream_items(stream, batch, current, times)
+            items = self._stream_items(stream, batch, current, times, new or current == 0)
             reasons = await self._transact(stream, items)
             if reasons is None:
                 self._remember(stream, current + n)
@@ -441,7 +474,10 @@ class DynamoDBStore(StoreBase):
             codes = [r.get("Code") for r in reasons]
             if "ConditionalCheckFailed" in codes[n : 2 * n]:
                 return IdsTaken()
-            current, fresh = await self._last_seq(stream), True
+            last = await self._last_event(stream)  # the stream moved on, or was deleted
+            if last.deleted:
+                return StreamGone(last.seq)
+            current, fresh, new = _start(last.seq, expected, times)
             if attempt:
                 await _backoff(min(attempt, 5))
         raise StoreUnavailable(
@@ -450,8 +486,16 @@ class DynamoDBStore(StoreBase):
         )
 
     def _stream_items(
-        self, stream: str, batch: Sequence[EncodedEvent], current: int, times: Sequence[int] | None
+        self,
+        stream: str,
+        batch: Sequence[EncodedEvent],
+        current: int,
+        times: Sequence[int] | None,
+        new: bool,
     ) -> list[dict[str, Any]]:
+        """Scale mode: events, ids, then the stream's registry item (a new stream: ``new``) or the check
+        that its last event is no tombstone; an import starting a stream past #1 also starts its
+        indexed tip there (the indexer gives positions from the seq after it)."""
         events_table, log_table = self._events_table, self._log_table
         now = now_us()
         items: list[dict[str, Any]] = []
@@ -484,10 +528,27 @@ class DynamoDBStore(StoreBase):
                 }
             )
         items += ids
-        if current == 0:
+        if new:
             registry = {"pk": {"S": streams_pk(stream)}, "sk": {"S": stream}}
-            items.append({"Put": {"TableName": log_table, "Item": registry}})
+            items.append(_put_new(log_table, registry))
+            if current:  # an import of a truncated stream: nothing below it will ever be indexed
+                tip = {"pk": {"S": SPANS_PREFIX + stream}, "sk": {"S": TIP_SK}, "seq": {"N": str(current)}}
+                items.append(_put_new(log_table, tip))
+        else:
+            items.append(self._not_deleted(stream, current))
         return items
+
+    def _not_deleted(self, stream: str, seq: int) -> dict[str, Any]:
+        """The check that the stream's event ``seq`` (its last) exists and is no tombstone."""
+        return {
+            "ConditionCheck": {
+                "TableName": self._events_table,
+                "Key": {"stream": {"S": stream}, "seq": {"N": str(seq)}},
+                "ConditionExpression": "attribute_exists(#q) AND #t <> :tombstone",
+                "ExpressionAttributeNames": {"#q": "seq", "#t": "type"},
+                "ExpressionAttributeValues": {":tombstone": {"S": TOMBSTONE_TYPE}},
+            }
+        }
 
     async def _insert(
         self,
@@ -502,22 +563,28 @@ class DynamoDBStore(StoreBase):
         async with self._writing:
             n = len(batch)
             current = self._seqs.get(stream)
-            fresh = False
+            fresh = new = False
             if current is None and (expected is ANY or expected is NO_STREAM or expected == 0):
                 current = 0  # a guess, no read: the conditions on the events' seqs check it
             elif current is None:
-                current, fresh = await self._last_seq(stream), True
+                last_event = await self._last_event(stream)
+                if last_event.deleted:
+                    return StreamGone(last_event.seq)
+                current, fresh, new = _start(last_event.seq, expected, times)
             head = self._head
             losses = 0
             for _ in range(_MAX_CONTENDED_TRIES):
                 if check_expected(stream, expected, current) is not None:
                     if not fresh:  # what this store saw last may be old: look again before refusing
-                        current, fresh = await self._last_seq(stream), True
+                        last_event = await self._last_event(stream)
+                        if last_event.deleted:
+                            return StreamGone(last_event.seq)
+                        current, fresh, new = _start(last_event.seq, expected, times)
                         continue
                     return VersionConflict(current)  # the base looks for the batch's ids first
                 if head is None:
                     head = await self._read_head(True)
-                items = self._items(stream, batch, current, head, times, inline)
+                items = self._items(stream, batch, current, head, times, inline, new or current == 0)
                 reasons = await self._transact(stream, items)
                 if reasons is None:
                     last = head + n
@@ -528,9 +595,13 @@ class DynamoDBStore(StoreBase):
                 codes = [r.get("Code") for r in reasons]
                 if "ConditionalCheckFailed" in codes[n : 2 * n]:  # an id is stored already
                     return IdsTaken()
-                if "ConditionalCheckFailed" in codes[:n]:  # the stream moved on
-                    current, fresh = await self._last_seq(stream), True
-                if "ConditionalCheckFailed" in codes[2 * n :]:  # another append took the head
+                if "ConditionalCheckFailed" in codes[:n] + codes[2 * n : -2]:
+                    # the stream moved on (its next seq, its registry item), or was deleted
+                    last_event = await self._last_event(stream)
+                    if last_event.deleted:
+                        return StreamGone(last_event.seq)
+                    current, fresh, new = _start(last_event.seq, expected, times)
+                if "ConditionalCheckFailed" in codes[-2:]:  # another append took the head
                     head = _head_from(reasons[-1])
                     if head is None or codes[-2] == "ConditionalCheckFailed":
                         head = await self._read_head(True)
@@ -552,8 +623,10 @@ class DynamoDBStore(StoreBase):
         head: int,
         times: Sequence[int] | None,
         inline: bool,
+        new: bool,
     ) -> list[dict[str, Any]]:
-        """The transaction: event items, id items, [stream item], commit item, head update."""
+        """The transaction: event items, id items, the stream item (a new stream: ``new``) or the check
+        that the stream's last event is no tombstone, commit item, head update."""
         events_table, log_table = self._events_table, self._log_table
         n = len(batch)
         now = now_us()
@@ -591,10 +664,10 @@ class DynamoDBStore(StoreBase):
             if inline:
                 copy.append((event.type, event.data, event.metadata, str(event.id), t))
         items += ids
-        if current == 0:
-            items.append(
-                {"Put": {"TableName": log_table, "Item": {"pk": {"S": STREAMS_PK}, "sk": {"S": stream}}}}
-            )
+        if new:
+            items.append(_put_new(log_table, {"pk": {"S": STREAMS_PK}, "sk": {"S": stream}}))
+        else:
+            items.append(self._not_deleted(stream, current))
         commit: dict[str, Any] = {
             "pk": {"S": LOG_PK},
             "sk": {"S": log_key(head + n)},
@@ -671,24 +744,27 @@ class DynamoDBStore(StoreBase):
         if seqs.get(stream, 0) < seq:
             seqs[stream] = seq
 
-    async def _last_seq(self, stream: str) -> int:
-        """The stream's last seq, read strongly consistently (0 for no stream)."""
+    async def _last_event(self, stream: str) -> _Last:
+        """The stream's last seq (0 for no stream) and whether that event is its tombstone, read
+        strongly consistently."""
         response = await self._call(
             "reading a stream's version",
             "query",
             TableName=self._events_table,
             KeyConditionExpression="#s = :s",
-            ExpressionAttributeNames={"#s": "stream", "#q": "seq"},
+            ExpressionAttributeNames={"#s": "stream", "#q": "seq", "#t": "type"},
             ExpressionAttributeValues={":s": {"S": stream}},
-            ProjectionExpression="#q",
+            ProjectionExpression="#q, #t",
             ScanIndexForward=False,
             Limit=1,
             ConsistentRead=True,
         )
         items = response.get("Items") or []
-        seq = int(items[0]["seq"]["N"]) if items else 0
+        if not items:
+            return _Last(0, False)
+        seq = int(items[0]["seq"]["N"])
         self._remember(stream, seq)
-        return seq
+        return _Last(seq, items[0].get("type", {}).get("S") == TOMBSTONE_TYPE)
 
     async def _read_head(self, consistent: bool) -> int:
         response = await self._call(
@@ -724,6 +800,198 @@ class DynamoDBStore(StoreBase):
                     await _backoff(min(attempt, 4))
                     attempt += 1
         return found
+
+    # -- retiring streams
+
+    async def remove_before(self, stream: str, seq: int) -> Truncated:
+        """Delete the events of ``stream`` below ``seq`` (never its last), oldest first.
+
+        DynamoDB has no transaction of thousands of items, so a truncation is a series of
+        transactions of up to 100 items, each deleting the next events in seq order together with
+        the commit items of the log that copy them (a copy emptied, or dropped: ``read_all`` then
+        reads what is left of that commit from the events table). Whatever point it is stopped at,
+        the stream is truncated before some seq, never holed; running it again finishes it. Items
+        are deleted, not given a TTL: a TTL costs the same write per item, and DynamoDB removes
+        expired items only within days, so every read would have to filter them meanwhile. The
+        events' id items stay (a retry of an old batch is still answered as one; they hold no
+        data). In ``order=stream`` mode the stream's events are indexed first (what the indexer
+        would do), so the indexer never gives a removed event a position afterwards.
+        """
+        if too_long(stream):
+            raise InvalidEvent(
+                f"stream name is over the {MAX_NAME_BYTES} bytes (UTF-8) a DynamoDB key may hold"
+            )
+        return await self._in_flight(f"truncate {stream!r}", self._remove_before(stream, seq))
+
+    async def _remove_before(self, stream: str, seq: int) -> Truncated:
+        version = (await self._last_event(stream)).seq
+        if seq > version or seq <= 1:
+            return Truncated(0, version)
+        if self.scale:
+            from streamsrc.store.dynamodb._index import index_stream
+
+            if await self.indexed_tip(stream) < seq - 1:
+                await index_stream(self, stream)
+                if await self.indexed_tip(stream) < seq - 1:
+                    raise StoreUnavailable(
+                        f"truncate {stream!r} on {self.url}: its events below #{seq} could not be "
+                        "indexed first"
+                    )
+        removed = 0
+        pending: list[dict[str, Any]] = []
+        async for commit_key, seqs, whole in self._commits_below(stream, seq):
+            removed += len(seqs)
+            deletes = [
+                {
+                    "Delete": {
+                        "TableName": self._events_table,
+                        "Key": {"stream": {"S": stream}, "seq": {"N": str(q)}},
+                    }
+                }
+                for q in seqs
+            ]
+            if len(deletes) + 1 <= MAX_TRANSACTION_ITEMS:
+                if len(pending) + len(deletes) + 1 > MAX_TRANSACTION_ITEMS:
+                    await self._truncating(stream, pending)
+                    pending = []
+                pending += [self._emptied(commit_key, whole), *deletes]
+                continue
+            # A commit of more events than a transaction holds: its copy dropped first (read_all then
+            # reads its events from the table, as read does), emptied with its last events.
+            if pending:
+                await self._truncating(stream, pending)
+            room = MAX_TRANSACTION_ITEMS - 1
+            chunks = [deletes[k : k + room] for k in range(0, len(deletes), room)]
+            for k, chunk in enumerate(chunks):
+                if k == 0:
+                    update = [self._emptied(commit_key, False)]
+                elif k == len(chunks) - 1 and whole:
+                    update = [self._emptied(commit_key, True)]
+                else:
+                    update = []
+                await self._truncating(stream, update + chunk)
+            pending = []
+        if pending:
+            await self._truncating(stream, pending)
+        return Truncated(removed, version)
+
+    async def _commits_below(self, stream: str, seq: int) -> AsyncIterator[tuple[str, list[int], bool]]:
+        """For each commit item holding events of ``stream`` below ``seq``, oldest first: its key, those
+        seqs, and whether they are all of its events."""
+        if self.scale:  # the stream's spans say where its commits are
+            query: dict[str, Any] = {
+                "TableName": self._log_table,
+                "KeyConditionExpression": "pk = :p AND sk < :s",
+                "ExpressionAttributeValues": {":p": {"S": SPANS_PREFIX + stream}, ":s": {"S": seq_key(seq)}},
+                "ConsistentRead": True,
+            }
+            while True:
+                response = await self._call("truncate", "query", **query)
+                for item in response.get("Items") or []:
+                    first, position, count = (
+                        int(item["sk"]["S"]),
+                        int(item["position"]["N"]),
+                        int(item["count"]["N"]),
+                    )
+                    found = await self._existing(stream, first, min(first + count, seq) - 1)
+                    if found:
+                        yield log_key(position + count - 1), found, first + count <= seq
+                start = response.get("LastEvaluatedKey")
+                if start is None:
+                    return
+                query["ExclusiveStartKey"] = start
+        # order=global: each event item has its position; the commit holding it is the first at or after
+        query = {
+            "TableName": self._events_table,
+            "KeyConditionExpression": "#s = :s AND #q < :q",
+            "ExpressionAttributeNames": {"#s": "stream", "#q": "seq", "#p": "position"},
+            "ExpressionAttributeValues": {":s": {"S": stream}, ":q": {"N": str(seq)}},
+            "ProjectionExpression": "#q, #p",
+            "ConsistentRead": True,
+        }
+        commit: _Commit | None = None
+        seqs: list[int] = []
+        while True:
+            response = await self._call("truncate", "query", **query)
+            for item in response.get("Items") or []:
+                q, position = int(item["seq"]["N"]), int(item["position"]["N"])
+                if commit is None or position > commit.last:
+                    if commit is not None:
+                        yield log_key(commit.last), seqs, commit.first_seq + commit.last - commit.first < seq
+                    commit, seqs = await self._commit_at(position), []
+                seqs.append(q)
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                break
+            query["ExclusiveStartKey"] = start
+        if commit is not None:
+            yield log_key(commit.last), seqs, commit.first_seq + commit.last - commit.first < seq
+
+    async def _existing(self, stream: str, first: int, last: int) -> list[int]:
+        """The seqs from ``first`` to ``last`` that ``stream`` still has (an earlier truncation may have
+        removed some)."""
+        query: dict[str, Any] = {
+            "TableName": self._events_table,
+            "KeyConditionExpression": "#s = :s AND #q BETWEEN :a AND :b",
+            "ExpressionAttributeNames": {"#s": "stream", "#q": "seq"},
+            "ExpressionAttributeValues": {
+                ":s": {"S": stream},
+                ":a": {"N": str(first)},
+                ":b": {"N": str(last)},
+            },
+            "ProjectionExpression": "#q",
+            "ConsistentRead": True,
+        }
+        seqs: list[int] = []
+        while True:
+            response = await self._call("truncate", "query", **query)
+            seqs += [int(item["seq"]["N"]) for item in response.get("Items") or []]
+            start = response.get("LastEvaluatedKey")
+            if start is None:
+                return seqs
+            query["ExclusiveStartKey"] = start
+
+    async def _commit_at(self, position: int) -> _Commit:
+        """The commit item holding ``position`` (commits cover the positions densely)."""
+        response = await self._call(
+            "truncate",
+            "query",
+            TableName=self._log_table,
+            KeyConditionExpression="pk = :log AND sk >= :p",
+            ExpressionAttributeValues={":log": {"S": LOG_PK}, ":p": {"S": log_key(position)}},
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = response.get("Items") or []
+        if not items:
+            raise StoreUnavailable(f"truncate on {self.url}: no commit item holds position {position}")
+        return _commit(items[0])
+
+    def _emptied(self, commit_key: str, whole: bool) -> dict[str, Any]:
+        """The update of a commit item whose events are being removed: all of them (``whole``) — its copy
+        made empty, so ``read_all`` finds nothing there — or some — its copy dropped, so ``read_all``
+        reads what is left from the events table."""
+        update: dict[str, Any] = {
+            "TableName": self._log_table,
+            "Key": {"pk": {"S": LOG_PK}, "sk": {"S": commit_key}},
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeNames": {"#e": "events"},
+        }
+        if whole:
+            update["UpdateExpression"] = "SET #e = :none"
+            update["ExpressionAttributeValues"] = {":none": {"S": "[]"}}
+        else:
+            update["UpdateExpression"] = "REMOVE #e"
+        return {"Update": update}
+
+    async def _truncating(self, stream: str, items: list[dict[str, Any]]) -> None:
+        reasons = await self._transact(stream, items)
+        if reasons is not None:
+            raise StoreUnavailable(
+                f"truncate {stream!r} on {self.url}: a commit item of the log is missing "
+                f"({[r.get('Code') for r in reasons]})"
+            )
+        self.appended.notify()  # readers in this process: the log changed
 
     # -- reads
 
