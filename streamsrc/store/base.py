@@ -532,7 +532,6 @@ class StoreBase(ABC):
                 current = await self._current(stream)
             except StoreError as exc:
                 return Failure(exc)
-                return Failure(exc)
             wrong = check_expected(stream, expected, current)
             return Failure(wrong) if wrong else Success(AppendResult(stream, current, ()))
         try:
