@@ -49,12 +49,10 @@ it opens (pragmas or functions an application's own tables need).
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, ClassVar, Self
@@ -209,7 +207,6 @@ class SqliteStore(StoreBase):
         self._readers: ConnectionThreads | None = None
         self._queue: list[_Waiting] = []  # appends waiting for the next group commit
         self._leading = False  # a group is in flight, or its successor leader is being woken
-        self._ahead: dict[PageRequest, _Ahead] = {}  # pages being read ahead, by where they start
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -344,35 +341,9 @@ class SqliteStore(StoreBase):
         return await self._reads().call(lambda conn: _find_ids(conn, ids))
 
     async def read_page(self, request: PageRequest) -> Page:
-        """One page; after a full forward page, the next one is read ahead in a reader thread.
-
-        A long read (a catch-up, a replay) then decodes one page while SQLite reads the next.
-        A page read ahead is used only when it is full (so it is exactly what reading it now
-        would give: positions are given in commit order by the one writer, and a full page does
-        not end at the tail); a short one, a failed one or one nobody asks for is dropped.
-        """
-        readers = self._reads()
-        events: list[RecordedEvent] | None = None
-        if self._ahead:
-            ahead = self._ahead.pop(replace(request, size=0), None)
-            if ahead is not None:
-                events = await ahead.events(request.size)
-        if events is None:
-            sql, params = _page_query(request)
-            events = await readers.call(lambda conn: _records(conn.execute(sql, params).fetchall()))
-        page = Page.of(events, request)
-        if page.resume is not None and not request.backwards and request.size >= _READ_AHEAD_FROM:
-            self._read_ahead(readers, replace(request, bound=page.resume))
-        return page
-
-    def _read_ahead(self, readers: ConnectionThreads, request: PageRequest) -> None:
-        """Start reading ``request``'s page in a reader thread (see :meth:`read_page`)."""
-        if len(self._ahead) >= _READ_AHEAD_KEPT:  # readers that stopped early: forget the oldest
-            del self._ahead[next(iter(self._ahead))]
         sql, params = _page_query(request)
-        self._ahead[replace(request, size=0)] = _Ahead(
-            readers, lambda conn: _records(conn.execute(sql, params).fetchall())
-        )
+        events = await self._reads().call(lambda conn: _records(conn.execute(sql, params).fetchall()))
+        return Page.of(events, request)
 
     async def last_position(self) -> int:
         rows = await self._reads().call(lambda c: c.execute("SELECT MAX(position) FROM events").fetchall())
@@ -522,55 +493,6 @@ def _insert_group(conn: sqlite3.Connection, args: list[_AppendArgs]) -> list[Ins
             rollback(conn)
         raise
     return outcomes
-
-
-_READ_AHEAD_FROM = 100
-"""Forward pages of this many events or more are followed by a read ahead of the next one."""
-
-_READ_AHEAD_KEPT = 16
-"""Pages read ahead kept at most, for readers that may ask for them."""
-
-
-class _Ahead:
-    """A page being read in a reader thread before anyone asked for it (see ``read_page``)."""
-
-    __slots__ = ("box", "done")
-
-    def __init__(
-        self, readers: ConnectionThreads, fn: Callable[[sqlite3.Connection], list[RecordedEvent]]
-    ) -> None:
-        # The reader threads' own hand-over (ConnectionThreads.call), without awaiting it here.
-        self.box: list[tuple[bool, Any]] = []
-        loop = readers._loop
-        wake: Callable[[], object]
-        if loop is not None:
-            future = loop.create_future()
-            self.done: asyncio.Future[None] | anyio.Event = future
-            wake = partial(loop.call_soon_threadsafe, _settle, future)
-        else:
-            event = anyio.Event()
-            self.done = event
-            token = readers.token
-            wake = partial(token.backend_class.run_sync_soon, event.set, (), token.native_token)
-        readers._jobs.put((fn, self.box, wake))
-
-    async def events(self, size: int) -> list[RecordedEvent] | None:
-        """The page's first ``size`` events if it has that many; else ``None`` (read it afresh)."""
-        if not self.box:
-            if isinstance(self.done, anyio.Event):
-                await self.done.wait()
-            else:
-                await self.done
-        ok, value = self.box[0]
-        if not ok or len(value) < size:
-            return None
-        events: list[RecordedEvent] = value
-        return events if len(events) == size else events[:size]
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():  # the reader stopped waiting
-        future.set_result(None)
 
 
 def _page_query(request: PageRequest) -> tuple[str, tuple[Any, ...]]:
