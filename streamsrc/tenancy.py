@@ -456,8 +456,6 @@ class TenantStore(ForwardingStore):
         """A page of the shared log as the tenant sees it: its events only, renamed."""
         prefix, cut, item, new, tail, stored = self.prefix, self._cut, _item, _new, _TAIL, RecordedEvent
         # the store filtered already: never trust it with another's (every event is checked)
-        if not all(type(e) is stored and type(item(e, 4)) is str for e in page):  # decoded fields to keep
-            return [_rename(e, s[cut:]) for e in page if (s := item(e, 0))[:cut] == prefix]
         names = self._names  # the tenant's name of each stored name seen (they repeat a lot)
         known = names.get
         out = []
@@ -470,7 +468,10 @@ class TenantStore(ForwardingStore):
                 if len(names) >= 4096:
                     names.clear()
                 name = names[full] = full[cut:]
-            out.append(new(stored, (name, *item(e, tail))))
+            if type(e) is stored and type(item(e, 4)) is str:  # as stored: nothing decoded to keep
+                out.append(new(stored, (name, *item(e, tail))))
+            else:
+                out.append(_rename(e, name))
         return out
 
     def _one(self, stream: str) -> Callable[[Sequence[RecordedEvent]], list[RecordedEvent]]:
@@ -478,9 +479,13 @@ class TenantStore(ForwardingStore):
         full, item, new, tail, stored = self.prefix + stream, _item, _new, _TAIL, RecordedEvent
 
         def mine(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
-            if not all(type(e) is stored and type(item(e, 4)) is str for e in page):
-                return [_rename(e, stream) for e in page if item(e, 0) == full]
-            return [new(stored, (stream, *item(e, tail))) for e in page if item(e, 0) == full]
+            return [
+                new(stored, (stream, *item(e, tail)))
+                if type(e) is stored and type(item(e, 4)) is str
+                else _rename(e, stream)
+                for e in page
+                if item(e, 0) == full
+            ]
 
         return mine
 
