@@ -24,20 +24,22 @@ Global order (DynamoDB has no global sequence). Every append is ONE
 ``TransactWriteItems``: its event items (``attribute_not_exists(seq)``: the
 stream's compare-and-set), its id items (``attribute_not_exists``: an id is
 stored once, which makes retries idempotent and ``DuplicateEvent`` exact),
-its commit item, and an update of the head item conditioned on the head's
-current value (``position = :old``). Transactions that touch one item are
-serialised by DynamoDB, so two appends can never get the same positions, and
-an append commits positions ``head + 1 .. head + n`` only if the commit that
-gave ``head`` is done: **commit order is position order, and positions have
-no holes**. ``read_all`` queries the commit items (``pk = "log"``,
-``sk > after``, strongly consistent, ``page_size`` commits a page) and,
-because positions are dense, *checks* that each commit starts where the
-previous one ended: a commit not
-visible yet (a hole) ends the read just before it, so a tailing reader never
-skips an event, whatever order DynamoDB makes the items of two transactions
+its commit item, an update of the head item conditioned on the head's
+current value (``position = :old``), and for a new stream its stream item
+(``attribute_not_exists``), else a ``ConditionCheck`` that the stream's last
+event is no tombstone (a deleted stream takes nothing: ``StreamDeleted``).
+Transactions that touch one item are serialised by DynamoDB, so two appends
+can never get the same positions, and an append commits positions ``head + 1
+.. head + n`` only if the commit that gave ``head`` is done: **commit order
+is position order, and positions have no holes**. ``read_all`` queries the
+commit items (``pk = "log"``, ``sk > after``, strongly consistent,
+``page_size`` commits a page) and, because positions are dense, *checks*
+that each commit starts where the previous one ended: a commit not visible
+yet (a hole) ends the read just before it, so a tailing reader never skips
+an event, whatever order DynamoDB makes the items of two transactions
 visible in. A failed head condition is not a blind retry: the append takes
-the head the failure reports and tries again, while the per-event
-conditions still decide ``WrongExpectedVersion``.
+the head the failure reports and tries again, while the per-event conditions
+still decide ``WrongExpectedVersion``.
 
 The cost: appends to *different* streams are serialised on one item, so a
 table takes one append per transaction latency (~10-30 ms on DynamoDB),
@@ -61,8 +63,9 @@ tailing reader; conditional, atomic, idempotent appends as every store.
 Limits (checked before anything is sent; nothing is ever split):
 
 * a batch is at most :data:`MAX_BATCH` = 48 events: 2 items per event (the
-  event and its id) plus the commit, the head and, for a new stream, its
-  stream item must fit in the 100 items of one transaction:
+  event and its id) plus the commit, the head and either a new stream's
+  stream item or the tombstone check must fit in the 100 items of one
+  transaction:
   ``(100 - 3) // 2 = 48``. A larger batch is refused with
   :class:`BatchTooLarge` (an ``InvalidEvent``), as is a batch over the
   4 MB a transaction may carry;
@@ -99,6 +102,11 @@ other mode is ``IncompatibleSchema``; without ``order=`` the table's own,
   ``read(stream)`` gives positions from the index's span items (0 until
   indexed). What it lacks: positions at append time, and global order equal
   to commit order (it is the indexer's order; each stream's in seq order).
+
+Retiring streams (``delete_stream``, ``truncate_before``): the tombstone
+check above, in both modes; a truncation deletes the event items below the
+seq oldest first, in transactions of up to 100 items that also empty (or
+drop) their copies in the log's commit items (see ``DynamoDBStore.remove_before``).
 
 URL options: ``order`` (above), ``region``, ``endpoint_url``, ``consistent`` (``true``),
 ``create`` (``false``: make missing tables on open), ``streams`` (``true``:

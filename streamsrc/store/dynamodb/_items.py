@@ -58,7 +58,8 @@ __all__ = [
 MAX_TRANSACTION_ITEMS = 100
 """DynamoDB's limit on the items of one ``TransactWriteItems``."""
 MAX_BATCH = (MAX_TRANSACTION_ITEMS - 3) // 2
-"""The most events one append may carry: 2 items each, plus commit, head and stream items (48)."""
+"""The most events one append may carry: 2 items each, plus commit, head and the stream item (a new
+stream) or the check that the stream's last event is no tombstone (48)."""
 MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 """DynamoDB's limit on the summed item sizes of one transaction."""
 MAX_ITEM_BYTES = 400 * 1024
