@@ -42,10 +42,20 @@ from streamsrc.events import RecordedEvent
 from streamsrc.integrations._aws import Malformed, aws_client
 from streamsrc.integrations.aws_lambda import _refuse_a_running_loop, decode_records
 from streamsrc.integrations.dynamodb_streams import dynamodb_stream_source
+from streamsrc.projections import Poll
 
-__all__ = ["IndexHandler", "index_handler", "run_indexer"]
+__all__ = ["INDEXER_POLL", "IndexHandler", "index_handler", "run_indexer"]
 
 log = logging.getLogger(__name__)
+
+INDEXER_POLL = Poll(min_delay=0.1, max_delay=0.25)
+"""How often :func:`run_indexer` reads a stream with nothing new: every 0.1 s, then every 0.25 s, as a
+Lambda event source mapping polls a shard (4 times a second; DynamoDB Streams allows 5 reads a second
+a shard). The wait is the lag an idle indexer adds to an append.
+
+>>> INDEXER_POLL.max_delay
+0.25
+"""
 
 
 async def _open(url: str) -> Any:
@@ -119,12 +129,16 @@ def index_handler(url: str) -> IndexHandler:
     return IndexHandler(url)
 
 
-async def run_indexer(url: str, *, live: bool = True, limit: int = 1000, rebuild: bool = False) -> int:
+async def run_indexer(
+    url: str, *, live: bool = True, limit: int = 1000, rebuild: bool = False, poll: Poll = INDEXER_POLL
+) -> int:
     """Index the ``order=stream`` table at ``url`` from its DynamoDB stream, as a process; the events
     indexed (with ``live=False``, once the stream is read to its end).
 
     ``rebuild`` first indexes, from a scan, what the index lacks (after an outage past the stream's
-    24 hours). Records of a stream held back by a gap are kept and tried again with the next records.
+    24 hours). ``poll``: how long it waits between reads of a stream with nothing new
+    (:data:`INDEXER_POLL`). Records of a stream held back by a gap are kept and tried again with the
+    next records.
 
     :raises InvalidStoreURL: the table is in ``order=global`` mode.
     :raises StoreUnavailable: if the database fails.
@@ -147,7 +161,9 @@ async def run_indexer(url: str, *, live: bool = True, limit: int = 1000, rebuild
         async with aws_client(
             "dynamodbstreams", region=settings.region, endpoint_url=settings.endpoint_url
         ) as streams:
-            source = dynamodb_stream_source(streams, table=store.tables["events"], live=live, limit=limit)
+            source = dynamodb_stream_source(
+                streams, table=store.tables["events"], live=live, limit=limit, poll=poll
+            )
             async with source.chunks().open() as chunks:
                 async for chunk in chunks:
                     events = [*held.values(), *(r.event for r in chunk)]
