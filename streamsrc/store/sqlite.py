@@ -207,6 +207,7 @@ class SqliteStore(StoreBase):
         self._readers: ConnectionThreads | None = None
         self._queue: list[_Waiting] = []  # appends waiting for the next group commit
         self._leading = False  # a group is in flight, or its successor leader is being woken
+        self._company = False  # the last group had more than one append: gather the next one
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -279,9 +280,12 @@ class SqliteStore(StoreBase):
         commit; callers arriving meanwhile queue, and when it is done the first of them leads
         the next group: every append queued by then, in one transaction. Each later group is
         led the same way by the first caller that queued while the previous one was in flight.
+        After a group of several appends, the first caller to find nothing in flight lets the
+        event loop run once before leading (so the callers that group just answered, appending
+        again, join it instead of waiting for a commit of one).
         """
         self._writes()  # refuse at once when the store is not open
-        if not self._leading:  # alone: straight to the database, as without group commit
+        if not self._leading and not self._company:  # alone: straight to the database
             self._leading = True
             try:
                 return await self._writes().call(
@@ -294,6 +298,12 @@ class SqliteStore(StoreBase):
                 self._pass_lead()
         item = _Waiting((stream, batch, expected, times))
         self._queue.append(item)
+        if not self._leading:  # the last group had company: its callers are likely appending again
+            self._leading = item.lead = True
+            await anyio.lowlevel.cancel_shielded_checkpoint()  # let them join this group
+            await self._lead()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            return item.answer()
         try:
             await item.done.wait()
         except anyio.get_cancelled_exc_class():
@@ -326,6 +336,7 @@ class SqliteStore(StoreBase):
             for item, outcome in zip(group, outcomes, strict=True):
                 item.outcome = outcome
                 item.done.set()
+            self._company = len(group) > 1
             self._pass_lead()
 
     def _pass_lead(self) -> None:
