@@ -95,6 +95,7 @@ from streamsrc.store._contract import (
     Expected,
     now_us,
 )
+from streamsrc.store._group import GroupCommit
 from streamsrc.store._url import redact_url
 from streamsrc.store.base import (
     EventAddress,
@@ -348,26 +349,6 @@ _as_event: Callable[[Any], RecordedEvent] = partial(tuple.__new__, RecordedEvent
 _AppendArgs = tuple[str, Sequence[EncodedEvent], Expected, Sequence[int] | None]
 
 
-class _Waiting:
-    """An append waiting in the group-commit queue, and then its outcome."""
-
-    __slots__ = ("args", "done", "lead", "outcome", "taken")
-
-    def __init__(self, args: _AppendArgs) -> None:
-        self.args = args
-        self.done = anyio.Event()
-        self.taken = False  # sent to the server in a group
-        self.lead = False  # woken to lead the next group
-        self.outcome: Inserted | BaseException | None = None
-
-    def answer(self) -> Inserted:
-        outcome = self.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
-        return outcome
-
-
 def _expected_code(expected: Expected, importing: bool = False) -> int:
     if importing and type(expected) is int and expected > 0:
         return -10 - expected  # this seq, or a new stream that starts past #1 (a truncated source)
@@ -436,8 +417,7 @@ class PostgresStore(StoreBase):
         self._own: asyncpg.Connection | None = None
         self._own_busy = False
         self._heard_up_to = 0
-        self._queue: list[_Waiting] = []  # appends waiting for the next group
-        self._leading = False  # a group is in flight, or its successor leader is being woken
+        self._group = GroupCommit(self._insert_alone, self._insert_together)  # appends in groups
         self._abandoned: set[asyncio.Future[Any]] = set()
         """Connection attempts a cancelled caller left to finish (see :func:`connect`)."""
 
@@ -671,66 +651,18 @@ class PostgresStore(StoreBase):
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
-        """Write the append alone if no group is in flight; else queue it for the next group.
-
-        The first caller to find nothing in flight sends its append alone, as without group
-        commit; callers arriving meanwhile queue, and when it is done the first of them leads
-        the next group: every append queued by then, in one transaction. Each later group is
-        led the same way by the first caller that queued while the previous one was in flight.
-        """
+        """Write the append alone if no group is in flight; else queue it for the next group
+        (client-side group commit: :class:`streamsrc.store._group.GroupCommit`)."""
         self._get_pool()  # refuse at once when the store is closed
-        if not self._leading:  # alone: straight to the database, as without group commit
-            self._leading = True
-            try:
-                return await self._insert_one(stream, batch, expected, times)
-            finally:
-                self._pass_lead()
-        item = _Waiting((stream, batch, expected, times))
-        self._queue.append(item)
-        try:
-            await item.done.wait()
-        except anyio.get_cancelled_exc_class():
-            if not item.taken and not item.lead:  # never sent: nothing written, nothing to wait for
-                self._queue.remove(item)
-                raise
-            with anyio.CancelScope(shield=True):  # sent (or made leader): settle its outcome first
-                if not item.taken:
-                    await self._lead()
-                else:
-                    await item.done.wait()
-            raise
-        if not item.taken:  # woken to lead the next group, its own in it
-            await self._lead()
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        return item.answer()
+        return await self._group.submit((stream, batch, expected, times))
 
-    async def _lead(self) -> None:
-        """Send every queued append as one group, hand each its outcome, pass the lead on."""
-        with anyio.CancelScope(shield=True):
-            group, self._queue = self._queue, []
-            for item in group:
-                item.taken = True
-            outcomes: list[Inserted | BaseException]
-            try:
-                if len(group) == 1:
-                    outcomes = [await self._insert_one(*group[0].args)]
-                else:
-                    outcomes = await self._insert_group([item.args for item in group])
-            except Exception as exc:  # the group failed as a whole: nothing of it was committed
-                outcomes = [exc] * len(group)
-            for item, outcome in zip(group, outcomes, strict=True):
-                item.outcome = outcome
-                item.done.set()
-            self._pass_lead()
+    async def _insert_alone(self, args: _AppendArgs) -> Inserted:
+        return await self._insert_one(*args)
 
-    def _pass_lead(self) -> None:
-        """Wake the first waiting caller to lead the next group, or leave the lead free."""
-        if self._queue:
-            successor = self._queue[0]
-            successor.lead = True
-            successor.done.set()
-        else:
-            self._leading = False
+    async def _insert_together(self, group: list[_AppendArgs]) -> list[Inserted | BaseException]:
+        if len(group) == 1:
+            return [await self._insert_one(*group[0])]
+        return await self._insert_group(group)
 
     async def _insert_group(self, group: list[_AppendArgs]) -> list[Inserted | BaseException]:
         """A group of appends in one call of ``streamsrc_append_group``; if the server refuses

@@ -78,6 +78,7 @@ from streamsrc.store._contract import (
     now_us,
     to_us,
 )
+from streamsrc.store._group import GroupCommit
 from streamsrc.store.base import (
     DEFAULT_MAX_EVENT_SIZE,
     DEFAULT_PAGE_SIZE,
@@ -205,9 +206,7 @@ class SqliteStore(StoreBase):
         self._readers_count = readers
         self._writer: ConnectionThreads | None = None
         self._readers: ConnectionThreads | None = None
-        self._queue: list[_Waiting] = []  # appends waiting for the next group commit
-        self._leading = False  # a group is in flight, or its successor leader is being woken
-        self._company = False  # the last group had more than one append: gather the next one
+        self._group = GroupCommit(self._insert_alone, self._insert_together)  # appends in groups
 
     def __repr__(self) -> str:
         return f"<SqliteStore {self.path!r}>"
@@ -274,79 +273,22 @@ class SqliteStore(StoreBase):
     async def insert_batch(
         self, stream: str, batch: Sequence[EncodedEvent], expected: Expected, times: Sequence[int] | None
     ) -> Inserted:
-        """Write the append alone if no group is in flight; else queue it for the next group.
-
-        The first caller to find nothing in flight sends its append alone, as without group
-        commit; callers arriving meanwhile queue, and when it is done the first of them leads
-        the next group: every append queued by then, in one transaction. Each later group is
-        led the same way by the first caller that queued while the previous one was in flight.
-        After a group of several appends, the first caller to find nothing in flight lets the
-        event loop run once before leading (so the callers that group just answered, appending
-        again, join it instead of waiting for a commit of one).
-        """
+        """Write the append alone if no group is in flight; else queue it for the next group
+        (client-side group commit: :class:`streamsrc.store._group.GroupCommit`)."""
         self._writes()  # refuse at once when the store is not open
-        if not self._leading and not self._company:  # alone: straight to the database
-            self._leading = True
-            try:
-                return await self._writes().call(
-                    lambda conn: write_transaction(
-                        conn, lambda: _insert(conn, stream, batch, expected, times), _wrote
-                    ),
-                    shield=True,  # a cancellation waits for the outcome, then takes effect
-                )
-            finally:
-                self._pass_lead()
-        item = _Waiting((stream, batch, expected, times))
-        self._queue.append(item)
-        if not self._leading:  # the last group had company: its callers are likely appending again
-            self._leading = item.lead = True
-            await anyio.lowlevel.cancel_shielded_checkpoint()  # let them join this group
-            await self._lead()
-            await anyio.lowlevel.checkpoint_if_cancelled()
-            return item.answer()
-        try:
-            await item.done.wait()
-        except anyio.get_cancelled_exc_class():
-            if not item.taken and not item.lead:  # never sent: nothing written, nothing to wait for
-                self._queue.remove(item)
-                raise
-            with anyio.CancelScope(shield=True):  # sent (or made leader): settle its outcome first
-                if not item.taken:
-                    await self._lead()
-                else:
-                    await item.done.wait()
-            raise
-        if not item.taken:  # woken to lead the next group, its own in it
-            await self._lead()
-            await anyio.lowlevel.checkpoint_if_cancelled()
-        return item.answer()
+        return await self._group.submit((stream, batch, expected, times))
 
-    async def _lead(self) -> None:
-        """Commit every queued append as one group, hand each its outcome, pass the lead on."""
-        with anyio.CancelScope(shield=True):
-            group, self._queue = self._queue, []
-            for item in group:
-                item.taken = True
-            outcomes: Sequence[Inserted | BaseException]
-            try:
-                args = [item.args for item in group]
-                outcomes = await self._writes().call(partial(_insert_group, args=args))
-            except Exception as exc:  # the group failed as a whole: nothing of it was committed
-                outcomes = [exc] * len(group)
-            for item, outcome in zip(group, outcomes, strict=True):
-                item.outcome = outcome
-                item.done.set()
-            self._company = len(group) > 1
-            self._pass_lead()
+    async def _insert_alone(self, args: _AppendArgs) -> Inserted:
+        stream, batch, expected, times = args
+        return await self._writes().call(
+            lambda conn: write_transaction(
+                conn, lambda: _insert(conn, stream, batch, expected, times), _wrote
+            ),
+            shield=True,  # a cancellation waits for the outcome, then takes effect
+        )
 
-    def _pass_lead(self) -> None:
-        """Wake the first waiting caller to lead the next group, or leave the lead free."""
-        if self._queue:
-            successor = self._queue[0]
-            successor.lead = True
-            successor.done.set()
-        else:
-            self._leading = False
+    async def _insert_together(self, args: list[_AppendArgs]) -> list[Inserted | BaseException]:
+        return await self._writes().call(partial(_insert_group, args=args))
 
     async def find_ids(self, ids: Sequence[uuid.UUID]) -> Mapping[uuid.UUID, EventAddress]:
         return await self._reads().call(lambda conn: _find_ids(conn, ids))
@@ -447,26 +389,6 @@ def _wrote(outcome: Inserted) -> bool:
 
 
 _AppendArgs = tuple[str, Sequence[EncodedEvent], Expected, Sequence[int] | None]
-
-
-class _Waiting:
-    """An append waiting in the group-commit queue, and then its outcome."""
-
-    __slots__ = ("args", "done", "lead", "outcome", "taken")
-
-    def __init__(self, args: _AppendArgs) -> None:
-        self.args = args
-        self.done = anyio.Event()
-        self.taken = False  # sent to the writer thread in a group
-        self.lead = False  # woken to lead the next group
-        self.outcome: Inserted | BaseException | None = None
-
-    def answer(self) -> Inserted:
-        outcome = self.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
-        return outcome
 
 
 def _insert_group(conn: sqlite3.Connection, args: list[_AppendArgs]) -> list[Inserted | BaseException]:
