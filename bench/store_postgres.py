@@ -27,8 +27,10 @@ Targets:
 * batches of 100 events: streamsrc >= 0.5x raw ``executemany`` of the same
   100 rows in one transaction;
 * ``read_all`` of 1,000,000 events generated on the server (20,000 with
-  ``--quick``), a handler reading ``e.data``: streamsrc >= 0.5x a raw
-  keyset-paged scan (pages of 1,000) with ``json.loads`` per row;
+  ``--quick``), a handler reading ``e.data``: streamsrc >= 0.8x a raw
+  keyset-paged scan (pages of 1,000) with ``json.loads`` per row; and
+  ``read`` of one stream of 100,000 events (2,000 with ``--quick``), decoded:
+  >= 0.8x the same scan of the stream by seq;
 * 8 concurrent writers on distinct streams against 1 writer: a report, no
   target (appends waiting while one is in flight are group-committed under one
   advisory lock; bench/store_writers.py has the targets, with fsync on).
@@ -110,6 +112,18 @@ SELECT i, 'stream-' || ((i - 1) % $2), (i - 1) / $2 + 1, gen_random_uuid(), 'Bum
        json_build_object('n', i, 'name', 'item-' || i, 'amount', i::float8 / 4)::text, NULL, $3 + i
 FROM generate_series(1, $1::bigint) AS i
 """
+
+GENERATE_STREAM = """
+INSERT INTO events (position, stream, seq, id, type, data, metadata, time)
+SELECT $1 + i, 'long', i, gen_random_uuid(), 'Bumped',
+       json_build_object('n', i, 'name', 'item-' || i, 'amount', i::float8 / 4)::text, NULL, $2 + i
+FROM generate_series(1, $3::bigint) AS i
+"""
+"""One long stream after the log (``read`` of one stream), its events numbered 1.. like the log's."""
+STREAM_SQL = (
+    "SELECT stream, seq, position, type, data, metadata, id, time FROM events"
+    " WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+)
 
 ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 """The raw references encode JSON exactly as streamsrc does (compact, UTF-8, no NaN)."""
@@ -405,6 +419,9 @@ async def bench_read(server: Server, sizes: Sizes, repeat: int, report: Report) 
         await create_schema(url)
         generated = await generate_events(url, n, sizes.read_streams)
         conn = await asyncpg.connect(url)
+        long_n = n // 10  # the one long stream: 100,000 events in the full run
+        await conn.execute(GENERATE_STREAM, n, now_us() - long_n, long_n)
+        await conn.execute("VACUUM ANALYZE events")
         size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('events'))")
         async with open_store(url) as store:
 
@@ -446,6 +463,22 @@ async def bench_read(server: Server, sizes: Sizes, repeat: int, report: Report) 
             async def raw_types(units: int) -> int:
                 return await raw_pages(units, decode=False)
 
+            async def streamsrc_stream(units: int) -> int:
+                total: int = await store.read("long", limit=units).fold(0, add_n)
+                return total
+
+            async def raw_stream(units: int) -> int:
+                statement = await conn.prepare(STREAM_SQL)
+                total = after = 0
+                while after < units:
+                    rows = await statement.fetch("long", after, min(PAGE, units - after))
+                    if not rows:
+                        break
+                    for row in rows:
+                        total += json.loads(row[4])["n"]
+                    after = rows[-1][1]
+                return total
+
             subject = variant(
                 "streamsrc read_all().fold(+ e.data['n'])", n, 1, timed(streamsrc_data, True, "streamsrc")
             )
@@ -456,7 +489,16 @@ async def bench_read(server: Server, sizes: Sizes, repeat: int, report: Report) 
             raw_t = variant(
                 "  raw keyset pages, e.type only (no json.loads)", n, 1, timed(raw_types, False, "raw types")
             )
-            await server.measure([raw, subject, types, raw_t], repeat, fresh=False)
+            one = variant(
+                "streamsrc read('long').fold(+ e.data['n'])", long_n, 1, timed(streamsrc_stream, True, "read")
+            )
+            raw_one = variant(
+                f"raw keyset pages of {PAGE} of the stream + json.loads",
+                long_n,
+                1,
+                timed(raw_stream, True, "raw stream"),
+            )
+            await server.measure([raw, subject, types, raw_t, raw_one, one], repeat, fresh=False)
         await conn.close()
     finally:
         await drop_database(server.url, name)
@@ -465,9 +507,11 @@ async def bench_read(server: Server, sizes: Sizes, repeat: int, report: Report) 
         f" server in {generated:.1f} s)",
         [
             subject_row(subject),
-            versus(report, subject, raw, 0.5, "read_all (decoded) vs raw keyset pages"),
+            versus(report, subject, raw, 0.8, "read_all (decoded) vs raw keyset pages"),
             info_row(types),
             versus(None, types, raw_t, None, ""),
+            subject_row(one),
+            versus(report, one, raw_one, 0.8, f"read one stream of {long_n:,} (decoded) vs raw keyset pages"),
         ],
     )
 
