@@ -84,3 +84,22 @@ def test_demo_with_a_bad_url_prints_one_line_and_fails(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1
     assert "InvalidStoreURL" in done.stderr
     assert "s3cret" not in done.stderr + done.stdout
+
+
+def test_demo_runs_on_a_new_dynamodb_table_in_the_default_mode(moto_endpoint: str, tmp_path: Path) -> None:
+    """A new table is in ``order=stream`` mode: the demo indexes what it appended before it reads the
+    global log (it waited for an indexer nobody ran, and failed with a TimeoutError)."""
+    url = f"dynamodb://demo-{tmp_path.name[-12:]}?endpoint_url={moto_endpoint}&region=us-east-1"
+    for command in (["dynamodb", "create-tables"], ["demo"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "streamsrc", "--url", url, *command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert re.search(r"global log: [1-9]\d* events", out), out
+    assert "read model account-user-search: caught up from position 0 to" in out
+    assert "followed live: cy-1 registered; users with email cy@example.org: ['cy-1']" in out
