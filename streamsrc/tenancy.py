@@ -59,8 +59,8 @@ What a tenant sees
   outside the tenant's range) every :data:`HEAD_SAVE_EVERY` positions, so a
   new process starts near the end, not from the beginning.
 * ``streams()`` lists the names from the prefix on (the store's names in
-  code-point order, as memory, SQLite, DynamoDB and PostgreSQL with a ``C``
-  collation give them) and stops at the end of the range: it never pages
+  code-point order, as every store gives them: PostgreSQL's name columns
+  collate as ``"C"``) and stops at the end of the range: it never pages
   through other tenants' names.
 * ``appended`` is the store's signal: a subscription is woken by any
   tenant's append, then finds nothing new of its own and waits again.

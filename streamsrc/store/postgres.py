@@ -117,7 +117,8 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 3: streamsrc_append_group (group commit); 4: tombstones, imports of truncated streams
+SCHEMA_VERSION = 5  # 3: streamsrc_append_group (group commit); 4: tombstones, imports of truncated streams;
+# 5: names collate by code point
 CHANNEL = "streamsrc_events"
 _LOCK_KEY = 0x5E7A_5C_01  # the advisory lock every append takes
 _TOMBSTONE = "$streamDeleted"  # TOMBSTONE_TYPE, spelt out: the schema's SQL is built from literals only
@@ -130,7 +131,7 @@ CREATE TABLE IF NOT EXISTS streamsrc_meta (
 );
 CREATE TABLE IF NOT EXISTS events (
     position BIGINT PRIMARY KEY,
-    stream TEXT NOT NULL,
+    stream TEXT COLLATE "C" NOT NULL,
     seq BIGINT NOT NULL,
     id UUID NOT NULL,
     type TEXT NOT NULL,
@@ -141,7 +142,7 @@ CREATE TABLE IF NOT EXISTS events (
     CONSTRAINT events_id UNIQUE (id)
 );
 CREATE TABLE IF NOT EXISTS snapshots (
-    key TEXT NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     schema_version INTEGER NOT NULL,
     seq BIGINT NOT NULL,
     state TEXT NOT NULL,
@@ -149,10 +150,30 @@ CREATE TABLE IF NOT EXISTS snapshots (
     PRIMARY KEY (key, schema_version, seq)
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
-    name TEXT PRIMARY KEY,
+    name TEXT COLLATE "C" PRIMARY KEY,
     position BIGINT NOT NULL,
     time BIGINT NOT NULL
 );
+-- Version 5: names compare by code point whatever the database's collation (an ICU or glibc
+-- locale compares letters before case and punctuation), so the names under a prefix (a tenant's
+-- streams and checkpoints) are contiguous in every listing, as in the other stores. A database
+-- made before is changed in place once (its indexes on these columns are rebuilt).
+DO $collate$
+DECLARE
+    col RECORD;
+BEGIN
+    FOR col IN
+        SELECT c.table_name, c.column_name FROM information_schema.columns c
+        WHERE c.table_schema = current_schema()
+          AND (c.table_name, c.column_name)
+              IN (('events', 'stream'), ('snapshots', 'key'), ('checkpoints', 'name'))
+          AND c.collation_name IS DISTINCT FROM 'C'
+    LOOP
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN %I TYPE TEXT COLLATE "C"',
+                       col.table_name, col.column_name);
+    END LOOP;
+END
+$collate$;
 -- Version 1 of the function took one time for the whole batch; imports give one per event.
 DROP FUNCTION IF EXISTS streamsrc_append(TEXT, BIGINT, UUID[], TEXT[], TEXT[], TEXT[], BIGINT);
 -- code 0: written (last seq, first position); 1: some ids exist (rows in found_*);
