@@ -28,6 +28,11 @@ catch up, and each read model is rebuilt from position 0 into a fresh model
 and compared with the live one and with what the writers wrote: any
 difference exits 1. With ``--check``, memory growth past the limit exits 1 too,
 and so does a backend skipped for want of a PostgreSQL server.
+
+Both run as in production: SQLite in WAL mode with the store's default
+``synchronous=NORMAL``, and the throwaway PostgreSQL cluster with ``fsync``
+and ``synchronous_commit`` on (the report's header says which settings the
+server ran with).
 """
 
 from __future__ import annotations
@@ -565,7 +570,8 @@ async def postgres_backend() -> AsyncIterator[tuple[str, Balances, str]]:
     if named:
         base, source = named, URL_VARIABLE
     else:
-        cluster = await anyio.to_thread.run_sync(lambda: ThrowawayCluster().start())
+        # fsync and synchronous_commit on, as in production: every acknowledged append is durable
+        cluster = await anyio.to_thread.run_sync(lambda: ThrowawayCluster(durable=True).start())
         base, source = cluster.url, f"throwaway cluster on 127.0.0.1:{cluster.port}"
     names = [f"soak_{os.getpid()}_{which}" for which in ("live", "rebuilt")]
     try:

@@ -236,11 +236,7 @@ def start_durable_cluster() -> Any:
     """A throwaway cluster like the tests' one, but with durability on (fsync, synchronous_commit)."""
     import pg_server
 
-    pg_server._SERVER_OPTIONS = (
-        "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=200 "
-        "-c listen_addresses=127.0.0.1"
-    )
-    return pg_server.ThrowawayCluster().start()
+    return pg_server.ThrowawayCluster(durable=True).start()
 
 
 async def bench_postgres(quick: bool, repeat: int, report: Report) -> None:

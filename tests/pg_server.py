@@ -59,10 +59,9 @@ SKIP_REASON = (
     "PostgreSQL tests need the server binaries (initdb, pg_ctl) or STREAMSRC_TEST_POSTGRES_URL; "
     "install postgresql or set the variable"
 )
-_SERVER_OPTIONS = (
-    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-    "-c listen_addresses=127.0.0.1"
-)
+_SERVER_OPTIONS = "-c max_connections=200 -c listen_addresses=127.0.0.1"
+_FAST = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"  # the tests' default
+_DURABLE = "-c fsync=on -c synchronous_commit=on -c full_page_writes=on"  # as in production
 _HBA = f"""\
 local all all trust
 host all {LOCKED_USER} 127.0.0.1/32 scram-sha-256
@@ -165,7 +164,9 @@ class ThrowawayCluster:
     and data, e.g. to take the server away in the middle of a test.
     """
 
-    def __init__(self, binaries: Path | None = None) -> None:
+    def __init__(self, binaries: Path | None = None, *, durable: bool = False) -> None:
+        """``durable``: with ``fsync`` and ``synchronous_commit`` on, as in production (the
+        benchmarks' writers and soak); off by default, which the tests need for speed."""
         found = binaries or find_binaries()
         if found is None:
             raise PostgresUnavailable(SKIP_REASON)
@@ -173,6 +174,7 @@ class ThrowawayCluster:
         self.port = 0
         self.folder: Path | None = None
         self.running = False
+        self.durability = _DURABLE if durable else _FAST
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -237,7 +239,7 @@ class ThrowawayCluster:
             "-l",
             self.folder / "server.log",
             "-o",
-            f"-p {self.port} -k {self.folder} {_SERVER_OPTIONS}",
+            f"-p {self.port} -k {self.folder} {_SERVER_OPTIONS} {self.durability}",
             "start",
         )
         self.running = True
