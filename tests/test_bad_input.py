@@ -778,10 +778,21 @@ CONTROLLED_ATTRIBUTES = {"self.synchronous", "self.schema"}
 read model's own DDL, given by the program, never by a user."""
 
 
+def _unpacked_at(node: ast.Assign, name: str) -> int | None:
+    """Where ``name`` stands in a tuple target of ``node`` (``a, name = ...``), if it does."""
+    for target in node.targets:
+        if isinstance(target, ast.Tuple):
+            for place, element in enumerate(target.elts):
+                if isinstance(element, ast.Name) and element.id == name:
+                    return place
+    return None
+
+
 class _SqlSources:
     """Decides, for one module, whether an expression is built only from text the code controls."""
 
     def __init__(self, tree: ast.Module) -> None:
+        self.module = tree
         self.parents: dict[ast.AST, ast.AST] = {}
         for node in ast.walk(tree):
             for child in ast.iter_child_nodes(node):
@@ -816,6 +827,11 @@ class _SqlSources:
                     isinstance(t, ast.Name) and t.id == name for t in node.targets
                 ):
                     values.append(node.value)
+                elif isinstance(node, ast.Assign) and (place := _unpacked_at(node, name)) is not None:
+                    returned = self.returned(node.value, place)  # ``sql, params = helper(...)``
+                    if returned is None:
+                        return None
+                    values.extend(returned)
                 elif isinstance(node, ast.AugAssign | ast.AnnAssign) and isinstance(node.target, ast.Name):
                     if node.target.id == name and node.value is not None:
                         values.append(node.value)
@@ -826,6 +842,33 @@ class _SqlSources:
             if values:
                 return values
         return self.constants.get(name)
+
+    def returned(
+        self, call: ast.expr, index: int, seen: frozenset[str] = frozenset()
+    ) -> list[ast.expr] | None:
+        """Item ``index`` of what ``call`` returns, when it calls a function of this module that returns
+        tuples (or the result of another such function); ``None``: unknown."""
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)) or call.func.id in seen:
+            return None
+        functions = [
+            node
+            for node in ast.walk(self.module)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == call.func.id
+        ]
+        if len(functions) != 1:
+            return None
+        found: list[ast.expr] = []
+        for node in ast.walk(functions[0]):
+            if not isinstance(node, ast.Return) or node.value is None:
+                continue
+            if isinstance(node.value, ast.Tuple) and index < len(node.value.elts):
+                found.append(node.value.elts[index])
+                continue
+            inner = self.returned(node.value, index, seen | {call.func.id})
+            if inner is None:
+                return None
+            found.extend(inner)
+        return found or None
 
     def arguments(self, function: str, params: list[str], name: str) -> list[ast.expr] | None:
         """What the module's calls of ``function`` pass as its parameter ``name`` (``None``: unknown)."""
@@ -848,6 +891,18 @@ class _SqlSources:
                 return None
         return passed or None
 
+    def binding(self, name: str, at: ast.AST) -> str:
+        """Which variable ``name`` is where it is used: its function's (a parameter or an assignment)
+        or the module's; two functions' variables of one name are two variables."""
+        for scope in self.scopes(at):
+            args = scope.args
+            if name in [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)] or any(
+                isinstance(node, ast.Name) and node.id == name and isinstance(node.ctx, ast.Store)
+                for node in ast.walk(scope)
+            ):
+                return f"{name}@{id(scope)}"
+        return name
+
     def controlled(self, expr: ast.expr, seen: frozenset[str] = frozenset()) -> bool:
         match expr:
             case ast.Constant(value=str() | int()):
@@ -867,10 +922,11 @@ class _SqlSources:
             case ast.Attribute():
                 return ast.unparse(expr) in CONTROLLED_ATTRIBUTES
             case ast.Name(id=name):
-                if name in seen:
+                variable = self.binding(name, expr)
+                if variable in seen:  # a cycle (``where += ...``): decided by its other sources
                     return True
                 sources = self.name_sources(name, expr)
-                return sources is not None and all(self.controlled(s, seen | {name}) for s in sources)
+                return sources is not None and all(self.controlled(s, seen | {variable}) for s in sources)
         return False
 
 
@@ -910,14 +966,43 @@ def types(conn, kinds):
     where = ""
     where += " AND type IN (%s)" % ",".join(kinds)
     conn.fetch("SELECT 1" + where)
+def _query(stream):
+    if stream:
+        return f"SELECT * FROM events WHERE stream = '{stream}'", ()
+    return "SELECT * FROM events", ()
+def page(conn, stream):
+    sql, params = _query(stream)
+    conn.execute(sql, params)
+def unknown(conn, helper):
+    sql, params = helper()
+    conn.execute(sql, params)
 """
     tree = ast.parse(bad)
     sources = _SqlSources(tree)
     calls = [
         n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") in SQL_CALLS
     ]
-    assert len(calls) == 3
+    assert len(calls) == 5
     assert not any(sources.controlled(c.args[0]) for c in calls)
+    good = ast.parse(
+        "def _query(bound):\n    return ('SELECT 1 WHERE x > ?', (bound,)) if bound else _other()\n"
+        "def _other():\n    return 'SELECT 2', ()\n"
+        "def page(conn, bound):\n    sql, params = _query(bound)\n    conn.execute(sql, params)\n"
+    )
+    call = next(
+        n for n in ast.walk(good) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "execute"
+    )
+    assert not _SqlSources(good).controlled(call.args[0])  # an IfExp of tuples is not followed: unknown
+    simple = ast.parse(
+        "def _query(bound):\n    if bound:\n        return 'SELECT 1 WHERE x > ?', (bound,)\n"
+        "    return _other()\n"
+        "def _other():\n    return 'SELECT 2', ()\n"
+        "def page(conn, bound):\n    sql, params = _query(bound)\n    conn.execute(sql, params)\n"
+    )
+    call = next(
+        n for n in ast.walk(simple) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "execute"
+    )
+    assert _SqlSources(simple).controlled(call.args[0])
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
