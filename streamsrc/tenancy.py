@@ -108,6 +108,7 @@ from streamsrc.errors import (
 )
 from streamsrc.events import MAX_NAME_LENGTH, EventData, RecordedEvent, validate_stream_name
 from streamsrc.store import ANY, AppendResult, AppendSignal, Expected, Snapshot, Store
+from streamsrc.store.forwarding import ForwardedReads
 from streamsrc.stream import Stream
 
 __all__ = [
@@ -184,7 +185,7 @@ def tenant_prefix(tenant: str) -> str:
     return f"{TENANT_MARK}{check_tenant(tenant)}{SEPARATOR}"
 
 
-class ForwardingStore:
+class ForwardingStore(ForwardedReads):
     """A :class:`~streamsrc.store.Store` that hands every call to ``inner``: the base of wrapper stores.
 
     A wrapper overrides what it changes and inherits the rest, so a method
@@ -209,6 +210,8 @@ class ForwardingStore:
     1 1 True
     """
 
+    inner: Store
+
     def __init__(self, inner: Store) -> None:
         self.inner = inner
 
@@ -229,27 +232,6 @@ class ForwardingStore:
         """Import into the inner store (see :meth:`~streamsrc.store.ImportingStore.import_events`)."""
         return await self.inner.import_events(stream, events)
 
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        """The inner store's events of ``stream``."""
-        return self.inner.read(stream, after, limit, backwards)
-
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        """The inner store's global log."""
-        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        """The inner store's last event of ``stream``."""
-        return await self.inner.latest(stream)
-
     async def delete_stream(self, stream: str, expected: Expected = ANY) -> Result[AppendResult, StoreError]:
         """Delete ``stream`` in the inner store (a tombstone; see ``RetiringStore.delete_stream``).
 
@@ -268,14 +250,6 @@ class ForwardingStore:
         """
         result: Result[int, StoreError] = await _method(self.inner, "truncate_before")(stream, seq)
         return result
-
-    async def head(self) -> int:
-        """The inner store's head."""
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        """The inner store's streams."""
-        return self.inner.streams()
 
     async def stream_names(self, after: str, size: int) -> Sequence[str]:
         """Up to ``size`` stream names above ``after``, in sorted order: one page of :meth:`streams`

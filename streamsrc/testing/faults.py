@@ -33,18 +33,17 @@ from __future__ import annotations
 import enum
 import types
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import anyio
-from returns.maybe import Maybe
 from returns.result import Failure, Result
 
 from streamsrc.errors import StoreError, StoreUnavailable
 from streamsrc.events import EventData, RecordedEvent
 from streamsrc.store import ANY, AppendResult, EventStore, Expected
-from streamsrc.stream import Stream
+from streamsrc.store.forwarding import ForwardedReads
 
 __all__ = ["Call", "Fault", "FaultPlan", "FaultyStore", "ForwardedReads", "Injected", "Timeout"]
 
@@ -155,51 +154,6 @@ class Injected:
     """Whether it ran to its end (not cancelled)."""
     inner: Result[AppendResult, StoreError] | None
     outcome: Result[AppendResult, StoreError] | BaseException
-
-
-class ForwardedReads:
-    """The reads of the event store contract, forwarded to ``self.inner``: a base for wrappers that
-    change only how events are written (``FaultyStore``, the entity suite's scripted store).
-
-    >>> import anyio
-    >>> from streamsrc.store.memory import MemoryStore
-    >>> class Counting(ForwardedReads):
-    ...     def __init__(self, inner: MemoryStore) -> None:
-    ...         self.inner = inner
-    >>> anyio.run(Counting(MemoryStore()).head)
-    0
-    """
-
-    inner: EventStore
-
-    def read(
-        self, stream: str, after: int = 0, limit: int | None = None, backwards: bool = False
-    ) -> Stream[RecordedEvent]:
-        """``inner.read``."""
-        return self.inner.read(stream, after, limit, backwards)
-
-    def read_all(
-        self,
-        after: int = 0,
-        limit: int | None = None,
-        *,
-        types: Collection[str] | None = None,
-        stream_prefix: str | None = None,
-    ) -> Stream[RecordedEvent]:
-        """``inner.read_all``."""
-        return self.inner.read_all(after, limit, types=types, stream_prefix=stream_prefix)
-
-    async def latest(self, stream: str) -> Maybe[RecordedEvent]:
-        """``inner.latest``."""
-        return await self.inner.latest(stream)
-
-    async def head(self) -> int:
-        """``inner.head``."""
-        return await self.inner.head()
-
-    def streams(self) -> Stream[str]:
-        """``inner.streams``."""
-        return self.inner.streams()
 
 
 class FaultyStore(ForwardedReads):
