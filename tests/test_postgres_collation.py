@@ -4,6 +4,7 @@ names are compared as streamsrc compares them, so a prefix's names are contiguou
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -31,7 +32,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def icu_database(postgres_server: str) -> AsyncIterator[str]:
     """A fresh database collating by ICU's en-US rules (skipped if the server has no ICU)."""
-    name = "streamsrc_icu_collation"
+    name = f"streamsrc_icu_collation_{os.getpid()}"  # one per test process sharing a server
     admin = await asyncpg.connect(postgres_server)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name}")
