@@ -46,6 +46,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from returns.maybe import Maybe, Nothing, Some
 from returns.result import Failure
 
 from streamsrc.errors import InvalidRetentionPolicy, StoreError
@@ -231,10 +232,12 @@ async def apply_retention(
     done: list[StreamRetention] = []
     if not chosen:
         return RetentionReport(0, (), dry_run)
-    covered = await store.streams().filter(lambda name: _governing(chosen, name) is not None).to_list()
-    for stream in covered:
-        policy = _governing(chosen, stream)
-        assert policy is not None
+
+    def governed(name: str) -> Maybe[tuple[str, RetentionPolicy]]:
+        policy = _governing(chosen, name)
+        return Nothing if policy is None else Some((name, policy))
+
+    for stream, policy in await store.streams().collect(governed).to_list():
         checked += 1
         first, before = await _cut(store, stream, policy, moment)
         if before <= first:
