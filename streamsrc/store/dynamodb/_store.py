@@ -139,6 +139,31 @@ def _start(last: int, expected: Expected, times: Sequence[int] | None) -> tuple[
     return last, True, last == 0
 
 
+def _event_puts(
+    events_table: str, log_table: str, stream: str, seq: int, position: int, event: EncodedEvent, time_us: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The two writes of one event in an append's transaction: its item (only if its seq is free) and
+    its id item (only if the id is new). ``position`` 0: not known yet (``order=stream``)."""
+    put_event = {
+        "Put": {
+            "TableName": events_table,
+            "Item": event_item(stream, seq, position, event, time_us),
+            "ConditionExpression": "attribute_not_exists(#q)",
+            "ExpressionAttributeNames": {"#q": "seq"},
+        }
+    }
+    id_item = {
+        "pk": {"S": ID_PREFIX + str(event.id)},
+        "sk": {"S": "-"},
+        "stream": {"S": stream},
+        "seq": {"N": str(seq)},
+        "position": {"N": str(position)},
+    }
+    return put_event, {
+        "Put": {"TableName": log_table, "Item": id_item, "ConditionExpression": "attribute_not_exists(pk)"}
+    }
+
+
 def _put_new(table: str, item: dict[str, Any]) -> dict[str, Any]:
     """A put of an item that must not exist yet (a new stream's registry item: the stream is new)."""
     return {"Put": {"TableName": table, "Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}
@@ -501,32 +526,11 @@ class DynamoDBStore(StoreBase):
         items: list[dict[str, Any]] = []
         ids: list[dict[str, Any]] = []
         for k, event in enumerate(batch):
-            seq = current + k + 1
-            items.append(
-                {
-                    "Put": {
-                        "TableName": events_table,
-                        "Item": event_item(stream, seq, 0, event, now if times is None else times[k]),
-                        "ConditionExpression": "attribute_not_exists(#q)",
-                        "ExpressionAttributeNames": {"#q": "seq"},
-                    }
-                }
+            put_event, put_id = _event_puts(
+                events_table, log_table, stream, current + k + 1, 0, event, now if times is None else times[k]
             )
-            ids.append(
-                {
-                    "Put": {
-                        "TableName": log_table,
-                        "Item": {
-                            "pk": {"S": ID_PREFIX + str(event.id)},
-                            "sk": {"S": "-"},
-                            "stream": {"S": stream},
-                            "seq": {"N": str(seq)},
-                            "position": {"N": "0"},
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            )
+            items.append(put_event)
+            ids.append(put_id)
         items += ids
         if new:
             registry = {"pk": {"S": streams_pk(stream)}, "sk": {"S": stream}}
@@ -636,31 +640,9 @@ class DynamoDBStore(StoreBase):
         for k, event in enumerate(batch):
             seq, position = current + k + 1, head + k + 1
             t = now if times is None else times[k]
-            items.append(
-                {
-                    "Put": {
-                        "TableName": events_table,
-                        "Item": event_item(stream, seq, position, event, t),
-                        "ConditionExpression": "attribute_not_exists(#q)",
-                        "ExpressionAttributeNames": {"#q": "seq"},
-                    }
-                }
-            )
-            ids.append(
-                {
-                    "Put": {
-                        "TableName": log_table,
-                        "Item": {
-                            "pk": {"S": ID_PREFIX + str(event.id)},
-                            "sk": {"S": "-"},
-                            "stream": {"S": stream},
-                            "seq": {"N": str(seq)},
-                            "position": {"N": str(position)},
-                        },
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            )
+            put_event, put_id = _event_puts(events_table, log_table, stream, seq, position, event, t)
+            items.append(put_event)
+            ids.append(put_id)
             if inline:
                 copy.append((event.type, event.data, event.metadata, str(event.id), t))
         items += ids
